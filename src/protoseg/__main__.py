@@ -1,0 +1,3 @@
+from protoseg.cli import main
+
+main()

@@ -1,0 +1,338 @@
+"""The on-disk prototype bank.
+
+A bank is a directory (no pickle anywhere)::
+
+    BANK/
+      manifest.json      format version, encoders, dims, dtype, counts, classes, build settings
+      prototypes.npy     [P, D] float16/float32 visual prototypes (memory-mapped on load)
+      table.parquet      one row per prototype, columnar metadata (see TABLE_COLUMNS)
+      keys.npy           [P, Dk] float32 L2-normalised text keys            (optional)
+      keys.faiss         faiss index over keys.npy                          (optional)
+
+Row ``i`` of every file describes the same prototype. Banks are written to a temporary sibling
+directory and renamed into place, so an interrupted save never leaves a directory that loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from protoseg.bank.index import KeyIndex
+from protoseg.errors import ProtosegError
+from protoseg.models.hub import short_id
+
+FORMAT_VERSION = 1
+
+#: Metadata columns and their dtypes. ``label``: the class (or noun) a prototype represents;
+#: ``text``: caption / description / source; ``image_id``: support image it came from;
+#: ``part_id``: part (superpixel or fine cluster) index, -1 for whole-object prototypes;
+#: ``level``: ``"whole"`` or ``"part"``; ``area``: pixels pooled; ``supply``: transport supply units
+#: (DPSM eq. 7/12); ``coarse_cluster`` / ``fine_cluster``: DPSM cluster ids (-1 when unclustered).
+TABLE_COLUMNS: dict[str, Any] = {
+    "label": str,
+    "text": str,
+    "image_id": np.int64,
+    "part_id": np.int32,
+    "level": str,
+    "area": np.float32,
+    "supply": np.float32,
+    "coarse_cluster": np.int32,
+    "fine_cluster": np.int32,
+}
+_DEFAULTS: dict[str, Any] = {"label": "", "text": "", "image_id": -1, "part_id": -1, "level": "whole",
+                             "area": 0.0, "supply": 0.0, "coarse_cluster": -1, "fine_cluster": -1}
+
+
+@dataclass
+class BankManifest:
+    """What a bank is and what it is compatible with."""
+
+    method: str
+    feature_encoder: str
+    feature_dim: int
+    count: int
+    classes: list[str]
+    dtype: str = "float16"
+    text_encoder: str | None = None
+    key_dim: int | None = None
+    index_kind: str | None = None
+    ef_search: int = 50000
+    settings: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def _complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
+    unknown = set(table) - set(TABLE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown bank table columns {sorted(unknown)}; known: {list(TABLE_COLUMNS)}")
+    out: dict[str, np.ndarray] = {}
+    for name, dtype in TABLE_COLUMNS.items():
+        if name in table:
+            col = np.asarray(table[name], dtype=object if dtype is str else dtype)
+        else:
+            col = np.full(count, _DEFAULTS[name], dtype=object if dtype is str else dtype)
+        if col.shape != (count,):
+            raise ValueError(f"bank column {name!r} has shape {col.shape}, expected ({count},)")
+        out[name] = col
+    return out
+
+
+class PrototypeBank:
+    """Visual prototypes with metadata and optional text keys.
+
+    Attributes:
+        prototypes: ``[P, D]`` float16/float32 (possibly a read-only memory map).
+        table: column name -> ``[P]`` array (``TABLE_COLUMNS``).
+        keys: ``[P, Dk]`` float32 L2-normalised text keys, or ``None``.
+        manifest: :class:`BankManifest`.
+    """
+
+    def __init__(self, prototypes: np.ndarray, table: dict[str, np.ndarray], manifest: BankManifest,
+                 keys: np.ndarray | None = None, index: KeyIndex | None = None):
+        self.prototypes = prototypes
+        self.table = table
+        self.manifest = manifest
+        self.keys = keys
+        self._index = index
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, prototypes: np.ndarray, table: dict[str, Any], *, method: str, feature_encoder: str,
+               keys: np.ndarray | None = None, text_encoder: str | None = None, dtype: str = "float16",
+               index_kind: str = "flat", ef_search: int = 50000,
+               settings: dict[str, Any] | None = None) -> PrototypeBank:
+        """Assemble a bank in memory (``prototypes [P, D]``, ``keys [P, Dk]`` or ``None``)."""
+        prototypes = np.asarray(prototypes)
+        if prototypes.ndim != 2:
+            raise ValueError(f"prototypes must be [P, D], got shape {prototypes.shape}")
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"bank dtype must be float16 or float32, got {dtype!r}")
+        count = prototypes.shape[0]
+        full = _complete_table(table, count)
+        finite = np.isfinite(prototypes.astype(np.float32)).all(1)
+        if not finite.all():
+            raise ValueError(f"{int((~finite).sum())} prototypes contain non-finite values")
+        if keys is not None:
+            keys = np.asarray(keys, dtype=np.float32)
+            if keys.shape[0] != count:
+                raise ValueError(f"{keys.shape[0]} keys for {count} prototypes")
+            keys = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-6)
+        manifest = BankManifest(
+            method=method, feature_encoder=feature_encoder, feature_dim=int(prototypes.shape[1]),
+            count=count, classes=sorted(set(full["label"].tolist())), dtype=dtype,
+            text_encoder=text_encoder if keys is not None else None,
+            key_dim=int(keys.shape[1]) if keys is not None else None,
+            index_kind=index_kind if keys is not None else None, ef_search=ef_search,
+            settings=dict(settings or {}),
+        )
+        return cls(prototypes.astype(dtype), full, manifest, keys)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the bank atomically to directory ``path``; returns it."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ProtosegError(f"{path} already exists; choose another --out or remove it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        try:
+            np.save(tmp / "prototypes.npy", np.ascontiguousarray(self.prototypes, dtype=self.manifest.dtype))
+            columns = {name: pa.array(col.tolist() if TABLE_COLUMNS[name] is str else col)
+                       for name, col in self.table.items()}
+            pq.write_table(pa.table(columns), tmp / "table.parquet")
+            if self.keys is not None:
+                np.save(tmp / "keys.npy", self.keys.astype(np.float32))
+                self.index.write(tmp / "keys.faiss")
+            (tmp / "manifest.json").write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> PrototypeBank:
+        """Read a bank directory; prototypes are memory-mapped unless ``mmap=False``."""
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise ProtosegError(f"{path} is not a prototype bank (no manifest.json); build one with "
+                                "`protoseg build-bank` or `protoseg bank from-examples`")
+        try:
+            raw = json.loads(manifest_path.read_text())
+            version = raw.get("format_version")
+            if version != FORMAT_VERSION:
+                raise ProtosegError(f"bank {path} has format version {version}; this protoseg reads "
+                                    f"version {FORMAT_VERSION}")
+            manifest = BankManifest(**raw)
+            prototypes = np.load(path / "prototypes.npy", mmap_mode="r" if mmap else None)
+            arrow = pq.read_table(path / "table.parquet")
+            table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object)
+                            if TABLE_COLUMNS[name] is str else arrow[name].to_numpy())
+                     for name in TABLE_COLUMNS}
+            keys = np.load(path / "keys.npy") if (path / "keys.npy").is_file() else None
+            index = (KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
+                     if (path / "keys.faiss").is_file() else None)
+        except ProtosegError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            raise ProtosegError(f"bank {path} is damaged or incomplete: {exc}") from exc
+        if prototypes.shape != (manifest.count, manifest.feature_dim):
+            raise ProtosegError(f"bank {path}: prototypes.npy has shape {prototypes.shape}, manifest says "
+                                f"({manifest.count}, {manifest.feature_dim})")
+        if keys is not None and index is not None and len(index) != keys.shape[0]:
+            raise ProtosegError(f"bank {path}: faiss index has {len(index)} keys, keys.npy has {keys.shape[0]}")
+        return cls(prototypes, table, manifest, keys, index)
+
+    # ------------------------------------------------------------------ compatibility
+    def check_compatible(self, feature_encoder: str, feature_dim: int, text_encoder: str | None = None) -> None:
+        """Raise :class:`ProtosegError` naming every mismatch with the models in use."""
+        problems = []
+        m = self.manifest
+        if short_id(m.feature_encoder) != short_id(feature_encoder):
+            problems.append(f"its prototypes come from {m.feature_encoder!r} but the features in use come "
+                            f"from {feature_encoder!r}")
+        if m.feature_dim != feature_dim:
+            problems.append(f"its prototypes are {m.feature_dim}-d but the features in use are {feature_dim}-d")
+        if (text_encoder is not None and m.text_encoder is not None
+                and short_id(m.text_encoder) != short_id(text_encoder)):
+            problems.append(f"its text keys come from {m.text_encoder!r} but the text encoder in use is "
+                            f"{text_encoder!r}")
+        if problems:
+            raise ProtosegError("bank does not match the models: " + "; ".join(problems)
+                                + " — use the preset the bank was built with, or rebuild the bank")
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table["label"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    @property
+    def index(self) -> KeyIndex:
+        """The faiss index over the text keys (built lazily when missing)."""
+        if self.keys is None:
+            raise ProtosegError("this bank has no text keys; it can only serve classes by name "
+                                f"({', '.join(self.classes[:10])}{'…' if len(self.classes) > 10 else ''})")
+        if self._index is None:
+            self._index = KeyIndex.build(self.keys, kind=self.manifest.index_kind or "flat",
+                                         ef_search=self.manifest.ef_search)
+        return self._index
+
+    def rows_of(self, label: str, level: str | None = None) -> np.ndarray:
+        """Row indices whose ``label`` equals ``label`` (and ``level``, when given)."""
+        hit = self.table["label"] == label
+        if level is not None:
+            hit &= self.table["level"] == level
+        return np.flatnonzero(hit)
+
+    def retrieve(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
+        """Ids of the ``k`` keys nearest each query (``[Q, Dk]``), padding (-1) removed."""
+        _, ids = self.index.search(queries, k)
+        return [row[row >= 0] for row in ids]
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Prototypes of ``rows`` as float32 ``[n, D]`` (reads only those rows of a memory map)."""
+        return np.asarray(self.prototypes[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and settings for `protoseg bank info`."""
+        labels, counts = np.unique(self.table["label"].astype(str), return_counts=True)
+        levels, level_counts = np.unique(self.table["level"].astype(str), return_counts=True)
+        return {
+            "method": self.manifest.method,
+            "prototypes": len(self),
+            "classes": len(labels),
+            "feature_encoder": self.manifest.feature_encoder,
+            "feature_dim": self.manifest.feature_dim,
+            "dtype": self.manifest.dtype,
+            "text_encoder": self.manifest.text_encoder,
+            "text_keys": self.keys is not None,
+            "index": self.manifest.index_kind,
+            "levels": dict(zip(levels.tolist(), level_counts.tolist(), strict=True)),
+            "per_class": dict(zip(labels.tolist(), counts.tolist(), strict=True)),
+            "support_images": int(len(np.unique(self.table["image_id"]))),
+            "settings": self.manifest.settings,
+        }
+
+    # ------------------------------------------------------------------ growing
+    def extend(self, other: PrototypeBank, replace_existing: bool = False) -> PrototypeBank:
+        """A new bank with ``other``'s classes added.
+
+        Classes present in both are an error unless ``replace_existing``, which drops this bank's rows of
+        those classes first.
+        """
+        overlap = sorted(set(self.classes) & set(other.classes))
+        base = self
+        if overlap:
+            if not replace_existing:
+                raise ProtosegError(f"classes already in the bank: {', '.join(overlap)}; pass "
+                                    "replace_existing=True (--replace) to rebuild them, or merge instead")
+            keep = np.flatnonzero(~np.isin(self.table["label"], overlap))
+            base = self.subset(keep)
+        return PrototypeBank.merge([base, other])
+
+    def subset(self, rows: np.ndarray) -> PrototypeBank:
+        """A new in-memory bank with only ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        table = {k: v[rows] for k, v in self.table.items()}
+        return PrototypeBank.create(
+            np.asarray(self.prototypes[rows]), table, method=self.manifest.method,
+            feature_encoder=self.manifest.feature_encoder,
+            keys=None if self.keys is None else self.keys[rows], text_encoder=self.manifest.text_encoder,
+            dtype=self.manifest.dtype, index_kind=self.manifest.index_kind or "flat",
+            ef_search=self.manifest.ef_search, settings=self.manifest.settings)
+
+    @staticmethod
+    def merge(banks: list[PrototypeBank]) -> PrototypeBank:
+        """Union of banks built with the same encoders; image ids are offset to stay unique."""
+        if not banks:
+            raise ValueError("nothing to merge")
+        first = banks[0].manifest
+        for b in banks[1:]:
+            b.check_compatible(first.feature_encoder, first.feature_dim, first.text_encoder)
+            if (b.keys is None) != (banks[0].keys is None):
+                raise ProtosegError("cannot merge a bank with text keys and a bank without them")
+        table: dict[str, list[np.ndarray]] = {k: [] for k in TABLE_COLUMNS}
+        offset = 0
+        for b in banks:
+            for k in TABLE_COLUMNS:
+                col = b.table[k]
+                if k == "image_id":
+                    col = np.where(col >= 0, col + offset, col)
+                table[k].append(col)
+            offset = max(offset, int(table["image_id"][-1].max(initial=-1)) + 1)
+        methods = sorted({b.manifest.method for b in banks})
+        return PrototypeBank.create(
+            np.concatenate([np.asarray(b.prototypes, np.float32) for b in banks]),
+            {k: np.concatenate(v) for k, v in table.items()},
+            method=methods[0] if len(methods) == 1 else "+".join(methods),
+            feature_encoder=first.feature_encoder,
+            keys=None if banks[0].keys is None else np.concatenate([b.keys for b in banks]),
+            text_encoder=first.text_encoder, dtype=first.dtype, index_kind=first.index_kind or "flat",
+            ef_search=first.ef_search,
+            settings={"merged_from": [b.manifest.settings for b in banks]} if len(banks) > 1
+            else first.settings)
+

@@ -1,0 +1,43 @@
+"""The ``protoseg`` command line.
+
+Every command turns :class:`ProtosegError` (and other expected failures of user input) into one line on
+stderr and a non-zero exit code; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from protoseg.commands import COMMAND_MODULES
+from protoseg.errors import ProtosegError
+
+app = typer.Typer(name="protoseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Training-free open-vocabulary semantic segmentation with generated visual prototypes.")
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"protoseg.commands.{_name}")
+    except ModuleNotFoundError as exc:  # a command group not present in this build
+        if exc.name != f"protoseg.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=True)
+    except ProtosegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished work is kept and a rerun resumes", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Reading user images robustly: any mode/bit depth becomes ``uint8`` RGB ``[H, W, 3]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from protoseg.errors import ProtosegError
+
+#: Images above this many pixels are refused (a 100-megapixel photo is ~300 MB as RGB uint8).
+MAX_PIXELS = 100_000_000
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode to ``uint8`` RGB ``[H, W, 3]``.
+
+    16-bit and float images are rescaled to 0-255 from their own dynamic range (``I;16``: /257);
+    alpha is composited on white; palette and grayscale images are expanded.
+    """
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(image, dtype=np.uint16).astype(np.float32) / 257.0
+        return np.repeat(np.clip(arr + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return np.repeat(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``[H, W, 3]``, honouring EXIF orientation.
+
+    Raises:
+        ProtosegError: the file is missing, not an image, truncated, empty or larger than ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProtosegError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width == 0 or height == 0:
+                raise ProtosegError(f"image {path} is empty ({width}x{height})")
+            if width * height > max_pixels:
+                raise ProtosegError(
+                    f"image {path} is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
+                    f"{max_pixels / 1e6:.0f} MP limit; downscale it first"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb_array(image)
+    except ProtosegError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProtosegError(f"cannot read image {path}: {exc}") from exc

@@ -1,0 +1,48 @@
+"""The matcher interface and its registry."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from protoseg.bank import PrototypeBank
+
+
+class Matcher(Protocol):
+    """Scores windows of one image against a class list.
+
+    ``prepare`` runs once per class list (retrieval, prototype aggregation); ``__call__`` once per
+    window. Scores are "higher is more likely", comparable across classes, and on the scale the
+    background threshold is defined on (for FreeDA: ``beta * sigmoid(cos) + (1 - beta) * cos``).
+    """
+
+    def prepare(self, classes: list[str]) -> None: ...
+
+    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
+        """``crop``: float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]`` (C = len(classes))."""
+        ...
+
+
+#: name -> "module:factory". A factory takes ``(bank, models, **options)`` and returns a Matcher.
+MATCHERS: dict[str, str] = {
+    "freeda": "protoseg.match.freeda:FreeDAMatcher",
+}
+
+
+def register_matcher(name: str, target: str) -> None:
+    """Register a matcher factory by ``"module:attribute"`` path."""
+    MATCHERS[name] = target
+
+
+def build_matcher(name: str, bank: PrototypeBank, models: Any, **options: Any) -> Matcher:
+    """Instantiate matcher ``name`` on ``bank`` with loaded ``models`` (:class:`protoseg.models.ModelSet`)."""
+    try:
+        target = MATCHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown matcher {name!r}; known: {sorted(MATCHERS)}") from None
+    module, attr = target.split(":")
+    factory: Callable[..., Matcher] = getattr(importlib.import_module(module), attr)
+    return factory(bank, models, **options)

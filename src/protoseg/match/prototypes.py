@@ -1,0 +1,55 @@
+"""Turning bank rows into per-class prototypes (FreeDA retrieval + aggregation)."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from protoseg.bank import PrototypeBank
+from protoseg.errors import ProtosegError
+
+AGGREGATIONS = ("mean", "kmeans")
+
+
+def aggregate(vectors: np.ndarray, how: str = "mean", clusters: int = 1, seed: int = 42) -> np.ndarray:
+    """Reduce a class's retrieved prototypes ``[n, D]`` to ``[M, D]``.
+
+    ``"mean"``: the arithmetic mean of the raw (un-normalised) prototypes (FreeDA's released setting),
+    ``M = 1``. ``"kmeans"``: faiss k-means centroids as FreeDA's disabled path does (``niter=20``,
+    ``nredo=10``, ``seed=42``, euclidean), ``M = min(clusters, n)``.
+    Non-finite rows are dropped first.
+    """
+    vectors = vectors[np.isfinite(vectors).all(1)].astype(np.float32)
+    if len(vectors) == 0:
+        raise ValueError("no finite prototypes to aggregate")
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {how!r}")
+    k = min(clusters, len(vectors)) if how == "kmeans" else 1
+    if k == 1:  # k-means with one centroid converges to the mean
+        return vectors.mean(0, keepdims=True)
+    km = faiss.Kmeans(vectors.shape[1], k, niter=20, nredo=10, seed=seed, verbose=False)
+    km.train(np.ascontiguousarray(vectors))
+    return km.centroids.astype(np.float32)
+
+
+def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | None, k: int,
+               level: str | None = None) -> list[np.ndarray]:
+    """Bank rows serving each class.
+
+    With ``text_vectors`` (``[C, Dk]``, CLIP class embeddings) and a bank with text keys, the ``k`` keys
+    nearest each class are retrieved (FreeDA). Otherwise rows are looked up by exact label.
+
+    Raises:
+        ProtosegError: a class the bank cannot serve (label lookup with no rows).
+    """
+    if text_vectors is not None and bank.keys is not None:
+        return bank.retrieve(text_vectors, k)
+    rows = [bank.rows_of(name, level) for name in classes]
+    missing = [name for name, r in zip(classes, rows, strict=True) if len(r) == 0]
+    if missing:
+        available = bank.classes
+        raise ProtosegError(
+            f"the bank has no prototypes for {', '.join(repr(m) for m in missing)}; it serves "
+            f"{len(available)} classes ({', '.join(available[:12])}{', …' if len(available) > 12 else ''}). "
+            "Extend it with `protoseg build-bank` / `protoseg bank from-examples`, or use a bank with text keys")
+    return rows

@@ -1,0 +1,69 @@
+"""Thin adapters over Hugging Face models, each loadable by hub id or local folder, with device and dtype.
+
+``ModelSet`` loads what a preset needs, lazily, so a matcher that never touches CLIP never loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from protoseg.models.base import DenseFeatureExtractor, resolve_device, resolve_dtype
+from protoseg.models.handcrafted import HANDCRAFTED_ID, HandcraftedFeatures
+
+__all__ = ["DenseFeatureExtractor", "ModelSet", "load_features", "resolve_device", "resolve_dtype"]
+
+
+def load_features(name: str, device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None) -> DenseFeatureExtractor:
+    """Dense feature backend by name: ``"handcrafted"`` or a DINOv2 hub id / local folder."""
+    if name in ("handcrafted", HANDCRAFTED_ID):
+        return HandcraftedFeatures(device=device)
+    from protoseg.models.dinov2 import Dinov2Features
+
+    return Dinov2Features(name, device=device, dtype=dtype)
+
+
+class ModelSet:
+    """The models of one preset, loaded on first use and shared by matchers.
+
+    Attributes (lazy): ``features`` (:class:`DenseFeatureExtractor`), ``text`` (CLIP adapter or
+    ``None``), ``sam`` (SAM adapter or ``None``).
+    """
+
+    def __init__(self, features: str, text: str | None = None, sam: str | None = None,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
+        self.names = {"features": features, "text": text, "sam": sam}
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self._loaded: dict[str, Any] = {}
+
+    def _get(self, role: str) -> Any:
+        if role not in self._loaded:
+            name = self.names[role]
+            if name is None:
+                self._loaded[role] = None
+            elif role == "features":
+                self._loaded[role] = load_features(name, self.device, self.dtype)
+            elif role == "text":
+                from protoseg.models.clip import ClipModel
+
+                self._loaded[role] = ClipModel(name, device=self.device, dtype=self.dtype)
+            elif role == "sam":
+                from protoseg.models.sam import SamProposer
+
+                self._loaded[role] = SamProposer(name, device=self.device, dtype=self.dtype)
+        return self._loaded[role]
+
+    @property
+    def features(self) -> DenseFeatureExtractor:
+        return self._get("features")
+
+    @property
+    def text(self) -> Any:
+        return self._get("text")
+
+    @property
+    def sam(self) -> Any:
+        return self._get("sam")

@@ -1,0 +1,51 @@
+"""The narrow interface every dense feature backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class DenseFeatureExtractor(Protocol):
+    """Maps RGB images to a grid of patch features.
+
+    Attributes:
+        encoder_id: identity of the weights (hub id, folder name or backend name); stored in banks
+            so that a bank is never matched against features of another encoder.
+        dim: feature dimension ``D``.
+        grid: output grid ``(h, w)``, e.g. ``(37, 37)`` for DINOv2 at 518x518.
+        device: where the forward pass runs.
+    """
+
+    encoder_id: str
+    dim: int
+    grid: tuple[int, int]
+    device: torch.device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``: float ``[B, 3, H, W]`` RGB in 0-255 (any ``H, W``) -> features ``[B, D, h, w]``."""
+        ...
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"``: fp32 (the papers' inference precision); strings like ``"float16"`` allowed."""
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+    except KeyError:
+        from protoseg.errors import ProtosegError
+
+        raise ProtosegError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None

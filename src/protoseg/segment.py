@@ -1,0 +1,120 @@
+"""The online stage: an image and a class list in, a label map out.
+
+Protocol (MMSegmentation, as both papers evaluate): keep-ratio resize to short side 448, sliding
+windows 448 / stride 224, per-window matcher scores (+ a constant background channel when requested),
+overlap averaging, bilinear resize back to the original size, argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from protoseg.bank import PrototypeBank
+from protoseg.classes import validate_classes
+from protoseg.match import Matcher, build_matcher
+from protoseg.models import ModelSet
+from protoseg.presets import Preset, get_preset
+from protoseg.windows import rescale_size, resize_image, slide
+
+#: Label value for pixels assigned to background (no class scored above the threshold).
+BACKGROUND = -1
+
+
+@dataclass
+class Segmentation:
+    """Result of :meth:`Segmenter.segment`.
+
+    Attributes:
+        labels: int64 ``[H, W]``: index into ``classes``, or :data:`BACKGROUND` (-1).
+        classes: the class list, in query order.
+        scores: float32 ``[C, H, W]`` class scores at the original size (background channel excluded),
+            or ``None`` unless ``return_scores=True``.
+    """
+
+    labels: np.ndarray
+    classes: list[str]
+    scores: torch.Tensor | None = None
+
+
+class Segmenter:
+    """Segments images with a preset's models and matcher against a prototype bank.
+
+    Example::
+
+        seg = Segmenter.from_preset("freeda-b", bank="banks/coco-freeda-b")
+        result = seg.segment(load_image("photo.jpg"), ["road", "car", "tree", "sky"])
+    """
+
+    def __init__(self, preset: Preset, bank: PrototypeBank, models: ModelSet | None = None):
+        self.preset = preset
+        self.bank = bank
+        self.models = models or ModelSet(preset.features, preset.text, preset.sam)
+        features = self.models.features
+        uses_keys = bank.keys is not None and preset.text is not None
+        bank.check_compatible(features.encoder_id, features.dim, preset.text if uses_keys else None)
+        options: dict[str, Any] = {"superpixels": preset.superpixels, **preset.matcher_options}
+        self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, **options)
+        self._prepared: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_preset(cls, name: str, bank: str | Path | PrototypeBank, device: str | torch.device | None = None,
+                    dtype: str | torch.dtype | None = None, **overrides: Any) -> Segmenter:
+        """Build from a named preset (:data:`protoseg.presets.PRESETS`); ``overrides`` replace preset fields
+        (``matcher_options`` entries are merged)."""
+        preset = get_preset(name, **overrides)
+        if not isinstance(bank, PrototypeBank):
+            bank = PrototypeBank.load(bank)
+        return cls(preset, bank, ModelSet(preset.features, preset.text, preset.sam, device=device, dtype=dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    def prepare(self, classes: Sequence[str]) -> list[str]:
+        """Validate ``classes`` and let the matcher set up for them (cached for repeated calls)."""
+        names = validate_classes(classes)
+        if self._prepared != tuple(names):
+            self.matcher.prepare(names)
+            self._prepared = tuple(names)
+        return names
+
+    def window_scores(self, image: np.ndarray, classes: Sequence[str], background: bool = False) -> torch.Tensor:
+        """Scores after resizing, sliding and averaging, at the *resized* size.
+
+        ``image``: uint8 ``[H, W, 3]`` -> ``[C (+1 background first), h, w]``.
+        """
+        names = self.prepare(classes)
+        size = rescale_size(*image.shape[:2], self.preset.scale)
+        resized = resize_image(image, size).to(self.device)
+        threshold = self.preset.background_threshold
+
+        def score(crop: torch.Tensor) -> torch.Tensor:
+            s = self.matcher(crop)
+            if background:
+                s = torch.cat([torch.full_like(s[:1], threshold), s])
+            return s
+
+        return slide(resized, score, len(names) + int(background), self.preset.crop, self.preset.stride)
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, classes: Sequence[str], background: bool = False,
+                return_scores: bool = False) -> Segmentation:
+        """Label every pixel of ``image`` (uint8 ``[H, W, 3]`` RGB) with one of ``classes``.
+
+        With ``background=True`` a pixel whose best class score is not above the preset's
+        ``background_threshold`` gets :data:`BACKGROUND`.
+        """
+        names = self.prepare(classes)
+        scores = self.window_scores(image, names, background)
+        H, W = image.shape[:2]
+        scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        labels = scores.argmax(0).cpu().numpy().astype(np.int64) - int(background)
+        kept = scores[int(background):].float().cpu() if return_scores else None
+        return Segmentation(labels=labels, classes=names, scores=kept)

@@ -1,0 +1,337 @@
+r"""Batched entropic optimal transport (Sinkhorn) in the log domain, on torch tensors of any device.
+
+Problem (one per batch entry ``b``; POT's ``ot.sinkhorn`` convention)::
+
+    X* = argmin_{X >= 0}  <X, M> + eps * sum_ij X_ij (log X_ij - 1)
+         s.t.  X 1 = a,   X^T 1 = b
+
+with supplies ``a [m]``, demands ``b [n]`` (``sum a == sum b``), costs ``M [m, n]`` and regularisation
+``eps``. Its solution is ``X_ij = exp((f_i + g_j - M_ij) / eps)`` for dual potentials ``f [m]``,
+``g [n]``, found by alternating exact marginal fits (Sinkhorn-Knopp, written on the potentials)::
+
+    g_j <- eps log b_j - eps LSE_i((f_i - M_ij) / eps)      (columns match b)
+    f_i <- eps log a_i - eps LSE_j((g_j - M_ij) / eps)      (rows match a)
+
+starting from ``f = eps log(1 / m)`` — the same iterates as POT's ``sinkhorn_knopp`` started from
+``u = 1 / m`` (one iteration = one ``g`` then one ``f`` update), so with equal ``eps`` and iteration
+counts both return the same plan. After every iteration the rows match ``a`` exactly; the column
+marginal error ``||X^T 1 - b||_2`` (POT's criterion) is checked every ``check_every`` iterations and
+the loop stops once every problem of the batch is below ``stop_thr``.
+
+Two evaluation schemes of the very same iterates:
+
+- ``method="log"``: each update is a ``logsumexp`` over the cost tensor (``exp`` of the whole tensor
+  twice per iteration); robust for any ``eps``.
+- ``method="log-stabilized"`` (default): the log-domain absorption scheme (Schmitzer 2019, POT's
+  ``sinkhorn_stabilized``): potentials ``(f, g)`` are kept in the log domain and the kernel
+  ``K~_ij = exp((f_i + g_j - M_ij) / eps)`` is materialised once; iterations update scalings
+  ``u = a / (K~ v)``, ``v = b / (K~^T u)`` with two batched mat-vecs (no ``exp``), and whenever a scaling
+  leaves ``[1/tau, tau]`` it is absorbed into the potentials (``f += eps log u``, ...) and ``K~`` is
+  rebuilt (and a marginal fit that underflows in ``float32`` is redone exactly in the log domain). The
+  batch is solved in chunks small enough for one chunk's kernel to stay in the CPU cache.
+
+Variable problem sizes in one batch: demanders beyond a problem's count are marked by ``mask`` (or
+``b == 0``); they get ``g = -inf`` and receive exactly zero mass. Suppliers may be shared by the whole
+batch (``a [m]``) or differ per problem (``a [B, m]``, zeros allowed likewise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+METHODS = ("log", "log-stabilized")
+
+
+@dataclass
+class SinkhornResult:
+    """Dual potentials and diagnostics of :func:`sinkhorn_log`.
+
+    Attributes:
+        f: ``[B, m]`` supplier potentials (``-inf`` for zero supply).
+        g: ``[B, n]`` demander potentials (``-inf`` for padded / zero demand).
+        iterations: iterations run.
+        error: ``[B]`` column-marginal L2 error at the last check.
+        eps: regularisation used.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    iterations: int
+    error: torch.Tensor
+    eps: float
+
+    def plan(self, M: torch.Tensor) -> torch.Tensor:
+        """Transport plan ``[B, m, n]`` for the cost ``M [B, m, n]`` the potentials were computed on."""
+        return plan_from_potentials(self.f, self.g, M, self.eps)
+
+
+def _log_marginal(x: torch.Tensor) -> torch.Tensor:
+    """``log`` with ``log 0 = -inf`` (no warning, no NaN)."""
+    return torch.where(x > 0, x.clamp_min(torch.finfo(x.dtype).tiny).log(), torch.full_like(x, -math.inf))
+
+
+def plan_from_potentials(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float) -> torch.Tensor:
+    """``X_ij = exp((f_i + g_j - M_ij) / eps)``: ``f [B, m]``, ``g [B, n]``, ``M [B, m, n]`` -> ``[B, m, n]``."""
+    return torch.exp((f[..., :, None] + g[..., None, :] - M) / eps)
+
+
+def _lse_update(log_marg: torch.Tensor, other: torch.Tensor, M: torch.Tensor, eps: float, dim: int
+                ) -> torch.Tensor:
+    """One exact marginal fit: ``eps log marg - eps LSE_over_dim((other - M) / eps)``."""
+    if dim == -2:  # sum over suppliers -> demander potentials
+        z = (other[..., :, None] - M) / eps
+    else:  # sum over demanders -> supplier potentials
+        z = (other[..., None, :] - M) / eps
+    lse = torch.logsumexp(z, dim=dim)
+    out = eps * (log_marg - lse)
+    # Rows / columns with zero marginal stay at -inf (and never produce NaN from -inf - -inf).
+    return torch.where(torch.isfinite(log_marg), out, torch.full_like(out, -math.inf))
+
+
+def _column_error(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float, b: torch.Tensor
+                  ) -> torch.Tensor:
+    """``||X^T 1 - b||_2`` per problem, in the log domain: ``[B]``."""
+    cols = torch.exp(torch.logsumexp((f[..., :, None] + g[..., None, :] - M) / eps, dim=-2))
+    cols = torch.nan_to_num(cols, nan=0.0)
+    return torch.linalg.vector_norm(cols - b, dim=-1)
+
+
+def _chunk_size(B: int, m: int, n: int, element_size: int, device: torch.device,
+                chunk_bytes: int | None | str) -> int:
+    """Problems solved together: all on CUDA; on CPU as many as keep one kernel in cache (``chunk_bytes``)."""
+    if chunk_bytes == "auto":
+        chunk_bytes = None if device.type != "cpu" else 8 * 2**20
+    if chunk_bytes is None:
+        return max(B, 1)
+    return int(max(1, min(B, int(chunk_bytes) // max(m * n * element_size, 1))))
+
+
+def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, *,
+                 mask: torch.Tensor | None = None, num_iter_max: int = 1000, stop_thr: float = 1e-9,
+                 check_every: int = 10, method: str = "log-stabilized", tau: float = 1e6,
+                 chunk_bytes: int | None | str = "auto") -> SinkhornResult:
+    """Entropic OT for a batch of problems sharing the supplier count ``m`` and padded demander count ``n``.
+
+    Args:
+        a: supplies ``[m]`` (shared by the batch) or ``[B, m]``; non-negative.
+        b: demands ``[B, n]``; non-negative; each problem's ``sum b`` must equal its ``sum a``.
+        M: costs ``[B, m, n]`` (finite; values at padded entries are ignored). Passing the transposed view
+            of a contiguous ``[B, n, m]`` tensor (``Mt.transpose(1, 2)``) avoids a copy in ``"log-stabilized"``.
+        reg: entropic regularisation ``eps > 0`` (same units as ``M``).
+        mask: optional bool ``[B, n]``, ``False`` = padded demander (treated as ``b = 0``).
+        num_iter_max: iteration cap (one iteration = column fit + row fit).
+        stop_thr: stop a chunk when each of its problems' column-marginal L2 error is below this
+            (``0``: run all ``num_iter_max`` iterations).
+        check_every: iterations between error checks (and the final check).
+        method: ``"log"`` or ``"log-stabilized"`` (module docstring); same iterates.
+        tau: absorption threshold of ``"log-stabilized"`` (scalings kept within ``[1/tau, tau]``).
+        chunk_bytes: ``"log-stabilized"`` solves the batch in chunks whose kernel fits this many bytes
+            (cache blocking; ``"auto"``: 8 MiB on CPU, the whole batch on GPUs; ``None``: whole batch).
+
+    Returns:
+        :class:`SinkhornResult` with potentials ``f [B, m]``, ``g [B, n]``; ``result.plan(M)`` is the plan.
+    """
+    a, b, M, eps = _check_inputs(a, b, M, reg, mask, method)
+    B, m, n = M.shape
+    if method == "log":
+        return _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every)
+    size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
+    parts = [_sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(), eps,
+                              num_iter_max, stop_thr, check_every, tau)[0] for s in range(0, B, size)]
+    return SinkhornResult(f=torch.cat([p.f for p in parts]), g=torch.cat([p.g for p in parts]),
+                          iterations=max(p.iterations for p in parts), error=torch.cat([p.error for p in parts]),
+                          eps=eps)
+
+
+def _check_inputs(a, b, M, reg, mask, method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if reg <= 0:
+        raise ValueError(f"reg must be > 0, got {reg}")
+    if M.ndim != 3:
+        raise ValueError(f"M must be [B, m, n], got shape {tuple(M.shape)}")
+    B, m, n = M.shape
+    a = a.to(M.device, M.dtype)
+    b = b.to(M.device, M.dtype)
+    if a.ndim == 1:
+        a = a.expand(B, m)
+    if mask is not None:
+        b = torch.where(mask.to(M.device), b, torch.zeros_like(b))
+    return a, b, M, float(reg)
+
+
+def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every) -> SinkhornResult:
+    log_a, log_b = _log_marginal(a), _log_marginal(b)
+    f = torch.where(torch.isfinite(log_a), torch.full_like(a, eps * math.log(1.0 / M.shape[1])),
+                    torch.full_like(a, -math.inf))
+    g = torch.zeros_like(log_b)
+    err = torch.full((M.shape[0],), math.inf, dtype=M.dtype, device=M.device)
+    it = 0
+    while it < num_iter_max:
+        g = _lse_update(log_b, f, M, eps, dim=-2)
+        f = _lse_update(log_a, g, M, eps, dim=-1)
+        it += 1
+        if it % check_every == 0 or it == num_iter_max:
+            err = _column_error(f, g, M, eps, b)
+            if stop_thr > 0 and bool((err < stop_thr).all()):
+                break
+    return SinkhornResult(f=f, g=g, iterations=it, error=err, eps=eps)
+
+
+@dataclass
+class _ScaledState:
+    """Log-stabilised state of a chunk: ``X = diag(u) K~ diag(v)``, ``K~t [B, n, m] = exp((f+g-M)/eps)^T``."""
+
+    f: torch.Tensor
+    g: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    Kt: torch.Tensor
+
+
+def _kernel_t(f: torch.Tensor, g: torch.Tensor, Mt: torch.Tensor, eps: float) -> torch.Tensor:
+    """``K~t [B, n, m] = exp((f_i + g_j - M_ij) / eps)`` from ``Mt [B, n, m]``; ``-inf`` potentials give 0."""
+    z = g[:, :, None] + f[:, None, :]
+    z = z.sub_(Mt).div_(eps)
+    return z.exp_()
+
+
+def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
+                     ) -> tuple[SinkhornResult, _ScaledState]:
+    """Scaling iterations with log-domain absorption on one chunk (``Mt [B, n, m]``)."""
+    B, n, m = Mt.shape
+    live_a, live_b = a > 0, b > 0
+    ninf = -math.inf
+    # f = 0 with u = 1/m is POT's start; g = per-column minimum cost keeps every column's largest kernel
+    # entry at exactly 1, so the first column fit cannot underflow.
+    f = torch.where(live_a, torch.zeros_like(a), torch.full_like(a, ninf))
+    g = torch.where(live_b, Mt.amin(dim=2), torch.full_like(b, ninf))
+    st = _ScaledState(f=f, g=g, u=torch.where(live_a, torch.full_like(a, 1.0 / m), torch.zeros_like(a)),
+                      v=live_b.to(b.dtype), Kt=_kernel_t(f, g, Mt, eps))
+    err = torch.full((B,), math.inf, dtype=Mt.dtype, device=Mt.device)
+    it = 0
+    while it < num_iter_max:
+        kt_u = torch.bmm(st.Kt, st.u[:, :, None])[..., 0]  # [B, n] = K~^T u
+        st.v = torch.where(live_b, b / kt_u, torch.zeros_like(b))
+        if not bool(torch.isfinite(st.v).all()):  # a column underflowed: exact log-domain fit instead
+            st.g = _exact_fit(b, st.f + eps * _log_marginal(st.u), Mt, eps, over="m")
+            st.v, st.Kt = live_b.to(b.dtype), _kernel_t(st.f, st.g, Mt, eps)
+        k_v = torch.bmm(st.v[:, None, :], st.Kt)[:, 0]  # [B, m] = K~ v
+        st.u = torch.where(live_a, a / k_v, torch.zeros_like(a))
+        if not bool(torch.isfinite(st.u).all()):  # a row underflowed
+            st.f = _exact_fit(a, st.g + eps * _log_marginal(st.v), Mt, eps, over="n")
+            st.u, st.Kt = live_a.to(a.dtype), _kernel_t(st.f, st.g, Mt, eps)
+        it += 1
+        if it % check_every == 0 or it == num_iter_max:
+            cols = torch.bmm(st.Kt, st.u[:, :, None])[..., 0] * st.v
+            err = torch.linalg.vector_norm(cols - b, dim=-1)
+            if stop_thr > 0 and bool((err < stop_thr).all()):
+                break
+        if _out_of_range(st.u, live_a, tau) or _out_of_range(st.v, live_b, tau):
+            _absorb_state(st, live_a, live_b, Mt, eps)
+    f = _absorb(st.f, st.u, live_a, eps)
+    g = _absorb(st.g, st.v, live_b, eps)
+    return SinkhornResult(f=f, g=g, iterations=it, error=err, eps=eps), st
+
+
+def _out_of_range(x: torch.Tensor, live: torch.Tensor, tau: float) -> bool:
+    y = torch.where(live, x, torch.ones_like(x))
+    return bool((y.amax() > tau) | (y.amin() < 1.0 / tau))
+
+
+def _absorb_state(st: _ScaledState, live_a, live_b, Mt, eps) -> None:
+    st.f = _absorb(st.f, st.u, live_a, eps)
+    st.g = _absorb(st.g, st.v, live_b, eps)
+    st.u, st.v = live_a.to(st.u.dtype), live_b.to(st.v.dtype)
+    st.Kt = _kernel_t(st.f, st.g, Mt, eps)
+
+
+def _exact_fit(marg: torch.Tensor, other: torch.Tensor, Mt: torch.Tensor, eps: float, over: str) -> torch.Tensor:
+    """Log-domain marginal fit on ``Mt [B, n, m]``: demander potentials (``over="m"``) or supplier ones."""
+    log_marg = _log_marginal(marg)
+    if over == "m":
+        lse = torch.logsumexp((other[:, None, :] - Mt) / eps, dim=2)
+    else:
+        lse = torch.logsumexp((other[:, :, None] - Mt) / eps, dim=1)
+    out = eps * (log_marg - lse)
+    return torch.where(torch.isfinite(log_marg), out, torch.full_like(out, -math.inf))
+
+
+def _absorb(potential: torch.Tensor, scaling: torch.Tensor, live: torch.Tensor, eps: float) -> torch.Tensor:
+    """``potential + eps log scaling`` where ``live``; ``-inf`` elsewhere."""
+    out = potential + eps * scaling.clamp_min(torch.finfo(scaling.dtype).tiny).log()
+    return torch.where(live, out, torch.full_like(out, -math.inf))
+
+
+def sinkhorn(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, **kwargs) -> torch.Tensor:
+    """POT-style convenience: the plan ``[B, m, n]`` (or ``[m, n]`` for an unbatched ``M [m, n]``).
+
+    Same arguments as :func:`sinkhorn_log`; an unbatched call takes ``a [m]``, ``b [n]``, ``M [m, n]``.
+    """
+    if M.ndim == 2:
+        res = sinkhorn_log(a, b[None], M[None], reg, **kwargs)
+        return res.plan(M[None])[0]
+    return sinkhorn_log(a, b, M, reg, **kwargs).plan(M)
+
+
+def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, groups: torch.Tensor,
+                          num_groups: int, columns: torch.Tensor, *, mask: torch.Tensor | None = None,
+                          num_iter_max: int = 1000, stop_thr: float = 1e-9, check_every: int = 10,
+                          method: str = "log-stabilized", tau: float = 1e6,
+                          chunk_bytes: int | None | str = "auto") -> tuple[torch.Tensor, SinkhornResult]:
+    """Solve like :func:`sinkhorn_log` and return the mass each supplier group delivers to ``columns``.
+
+    DPSM eq. 11 with ``groups`` = class of each part prototype and ``columns`` = the real sub-regions
+    (dustbin excluded): ``P(c | X) = sum_{i in c} sum_{j in columns} X_ij``. Computed chunk by chunk
+    while the kernel is in memory, without materialising the plan.
+
+    Args:
+        groups: long ``[m]`` group id per supplier in ``0..num_groups-1``.
+        columns: bool ``[B, n]`` (or ``[n]``) demanders counted.
+
+    Returns:
+        ``(mass [B, num_groups], result)``.
+    """
+    a, b, M, eps = _check_inputs(a, b, M, reg, mask, method)
+    B, m, n = M.shape
+    columns = columns.to(M.device).expand(B, n)
+    groups = groups.to(M.device)
+    if method == "log":
+        res = _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every)
+        return grouped_row_mass(res.f, res.g, M, eps, groups, num_groups, columns), res
+    size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
+    masses, results = [], []
+    for s in range(0, B, size):
+        res, st = _sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(),
+                                   eps, num_iter_max, stop_thr, check_every, tau)
+        v_sel = torch.where(columns[s:s + size], st.v, torch.zeros_like(st.v))
+        rows = st.u * torch.bmm(v_sel[:, None, :], st.Kt)[:, 0]  # [b, m]
+        masses.append(torch.zeros(rows.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
+                      .index_add_(1, groups, rows))
+        results.append(res)
+    result = SinkhornResult(f=torch.cat([r.f for r in results]), g=torch.cat([r.g for r in results]),
+                            iterations=max(r.iterations for r in results),
+                            error=torch.cat([r.error for r in results]), eps=eps)
+    return torch.cat(masses), result
+
+
+def grouped_row_mass(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float, groups: torch.Tensor,
+                     num_groups: int, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """Mass each group of suppliers sends to the selected demanders (DPSM eq. 11).
+
+    Args:
+        f, g, M, eps: potentials ``[B, m]``, ``[B, n]``, costs ``[B, m, n]``.
+        groups: long ``[m]`` group (class) id of every supplier in ``0..num_groups-1``.
+        columns: bool ``[B, n]`` or ``[n]`` demanders counted (default all).
+
+    Returns:
+        ``[B, num_groups]``: ``sum_{i in group} sum_{j in columns} X_ij``.
+    """
+    g_sel = g if columns is None else torch.where(columns.expand_as(g), g, torch.full_like(g, -math.inf))
+    rows = torch.exp(torch.logsumexp((f[..., :, None] + g_sel[..., None, :] - M) / eps, dim=-1))
+    rows = torch.nan_to_num(rows, nan=0.0)  # suppliers with no live entry
+    out = torch.zeros(f.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
+    return out.index_add_(1, groups.to(rows.device), rows)

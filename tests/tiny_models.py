@@ -1,0 +1,34 @@
+"""Tiny random models of the real Hugging Face classes, saved with ``save_pretrained`` for loading tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_sam(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
+    """A random ``SamModel`` (2-layer ViT, 32-d) + a ``SamProcessor`` resizing to ``image_size``, saved in
+    ``folder``; returns ``folder``."""
+    import torch
+    from transformers import (SamConfig, SamMaskDecoderConfig, SamModel, SamProcessor,
+                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    patch = 16
+    vision = SamVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=image_size, patch_size=patch, window_size=2, global_attn_indexes=[1],
+                             num_pos_feats=16, mlp_dim=64)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=image_size, patch_size=patch,
+                                    mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                   iou_head_hidden_dim=32)
+    model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))
+    model.eval()
+    model.save_pretrained(folder)
+    mask_side = image_size // 4
+    processor = SamProcessor(image_processor=SamImageProcessorPil(
+        size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
+        mask_size={"longest_edge": mask_side}, mask_pad_size={"height": mask_side, "width": mask_side}))
+    processor.save_pretrained(folder)
+    return folder

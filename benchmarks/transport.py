@@ -64,7 +64,8 @@ def make_problem(args, rng: np.random.Generator):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=150)
     parser.add_argument("--clusters", type=int, default=64)
     parser.add_argument("--parts", type=int, default=8)
@@ -105,7 +106,8 @@ def main() -> None:
     for p in range(P):
         k = int(counts[p])
         t0 = time.perf_counter()
-        M = np.concatenate([1.0 - protos @ feats[p, :k].T, np.zeros((m, 1), np.float32)], 1).astype(np.float64)
+        M = np.concatenate([1.0 - protos @ feats[p, :k].T, np.zeros((m, 1), np.float32)], 1)
+        M = M.astype(np.float64)
         b = np.concatenate([demand[p, :k], [demand[p, -1]]])
         t_cost_pot += time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -9,8 +9,14 @@ def tiny_sam(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
     """A random ``SamModel`` (2-layer ViT, 32-d) + a ``SamProcessor`` resizing to ``image_size``, saved in
     ``folder``; returns ``folder``."""
     import torch
-    from transformers import (SamConfig, SamMaskDecoderConfig, SamModel, SamProcessor,
-                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
     from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
     folder = Path(folder)
@@ -23,7 +29,8 @@ def tiny_sam(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
                                     mask_input_channels=4)
     decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
                                    iou_head_hidden_dim=32)
-    model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))
+    config = SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    model = SamModel(config)
     model.eval()
     model.save_pretrained(folder)
     mask_side = image_size // 4

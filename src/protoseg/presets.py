@@ -66,6 +66,14 @@ PRESETS: dict[str, Preset] = {
         features="handcrafted", text=None, matcher="freeda",
         matcher_options={**_FREEDA_OPTIONS, "use_global": False, "beta": 1.0, "pooling": "area"},
         superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=20)),
+    "dpsm": Preset(
+        name="dpsm",
+        description="DPSM sub-region matching: SAM ViT-B proposals (32x32 points) x Felzenszwalb "
+                    "sub-regions, DINOv2-B part prototypes, log-domain Sinkhorn with a dustbin, no CLIP",
+        features="facebook/dinov2-base", text=None, sam="facebook/sam-vit-base", matcher="dpsm",
+        matcher_options={"mode": "subregion-ot", "proposals": "sam", "epsilon": 0.05, "iterations": 1000,
+                         "stop_thr": 1e-6, "pooling": "area", "composition": "mean",
+                         "fallback": "superpixels"}),
 }
 
 

@@ -29,6 +29,7 @@ class Matcher(Protocol):
 #: name -> "module:factory". A factory takes ``(bank, models, **options)`` and returns a Matcher.
 MATCHERS: dict[str, str] = {
     "freeda": "protoseg.match.freeda:FreeDAMatcher",
+    "dpsm": "protoseg.match.dpsm:DPSMMatcher",
 }
 
 

@@ -74,7 +74,9 @@ def _log_marginal(x: torch.Tensor) -> torch.Tensor:
 
 
 def plan_from_potentials(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float) -> torch.Tensor:
-    """``X_ij = exp((f_i + g_j - M_ij) / eps)``: ``f [B, m]``, ``g [B, n]``, ``M [B, m, n]`` -> ``[B, m, n]``."""
+    """Plan ``X_ij = exp((f_i + g_j - M_ij) / eps)``;
+
+    ``f [B, m]``, ``g [B, n]``, ``M [B, m, n]`` -> ``[B, m, n]``."""
     return torch.exp((f[..., :, None] + g[..., None, :] - M) / eps)
 
 
@@ -118,8 +120,9 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, 
     Args:
         a: supplies ``[m]`` (shared by the batch) or ``[B, m]``; non-negative.
         b: demands ``[B, n]``; non-negative; each problem's ``sum b`` must equal its ``sum a``.
-        M: costs ``[B, m, n]`` (finite; values at padded entries are ignored). Passing the transposed view
-            of a contiguous ``[B, n, m]`` tensor (``Mt.transpose(1, 2)``) avoids a copy in ``"log-stabilized"``.
+        M: costs ``[B, m, n]`` (finite; values at padded entries are ignored). Passing the transposed
+            view of a contiguous ``[B, n, m]`` tensor (``Mt.transpose(1, 2)``) avoids a copy in
+            ``"log-stabilized"``.
         reg: entropic regularisation ``eps > 0`` (same units as ``M``).
         mask: optional bool ``[B, n]``, ``False`` = padded demander (treated as ``b = 0``).
         num_iter_max: iteration cap (one iteration = column fit + row fit).
@@ -142,8 +145,8 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, 
     parts = [_sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(), eps,
                               num_iter_max, stop_thr, check_every, tau)[0] for s in range(0, B, size)]
     return SinkhornResult(f=torch.cat([p.f for p in parts]), g=torch.cat([p.g for p in parts]),
-                          iterations=max(p.iterations for p in parts), error=torch.cat([p.error for p in parts]),
-                          eps=eps)
+                          iterations=max(p.iterations for p in parts),
+                          error=torch.cat([p.error for p in parts]), eps=eps)
 
 
 def _check_inputs(a, b, M, reg, mask, method):
@@ -249,7 +252,8 @@ def _absorb_state(st: _ScaledState, live_a, live_b, Mt, eps) -> None:
     st.Kt = _kernel_t(st.f, st.g, Mt, eps)
 
 
-def _exact_fit(marg: torch.Tensor, other: torch.Tensor, Mt: torch.Tensor, eps: float, over: str) -> torch.Tensor:
+def _exact_fit(marg: torch.Tensor, other: torch.Tensor, Mt: torch.Tensor, eps: float, over: str
+               ) -> torch.Tensor:
     """Log-domain marginal fit on ``Mt [B, n, m]``: demander potentials (``over="m"``) or supplier ones."""
     log_marg = _log_marginal(marg)
     if over == "m":

@@ -1,0 +1,380 @@
+"""DPSM's test-time method: proposals -> sub-regions -> optimal transport from part prototypes -> labels.
+
+Per window (``crop [3, h, w]``):
+
+1. **Proposals**: SAM automatic masks (``proposals="sam"``, :class:`protoseg.models.sam.SamProposer`) or, as
+   a SAM-free alternative, the segments of a coarse Felzenszwalb partition (``proposals="superpixels"``,
+   ``proposal_superpixels``). Pixels no proposal covers are handled by ``fallback``: ``"superpixels"``
+   (default) makes the uncovered part of every fine superpixel an extra proposal, so every pixel is
+   classified by the same matching rule; ``"none"`` leaves them at score 0 for every class.
+2. **Sub-regions** (eq. 5): fine superpixels (``superpixels``) intersected with each proposal; a
+   sub-region's feature is the mask-pooled dense feature (``pooling="area"``: area-weighted, or
+   ``"point"``: the paper's bilinear resizing of the mask); its demand is its share of the proposal's
+   pixels (eq. 8). Sub-regions with no weight on the feature grid are dropped (demands renormalised).
+3. **Matching** (``mode``; one per matching column of Table 3):
+
+   - ``"image-to-image"``: cosine between the mask-pooled proposal feature and every whole-level
+     prototype; a class scores its best prototype (Table 3 row 1, Table 2 rows 1-3).
+   - ``"single"``: EMD between the proposal's sub-regions and the part prototypes of one support image
+     (the fused parts of one coarse cluster when the bank is clustered); a class scores
+     ``1 - min EMD`` over its support images (rows 2 and 5).
+   - ``"image-to-class"``: EMD between the sub-regions and all part prototypes of a class at once;
+     score ``1 - EMD`` (rows 3 and 6).
+   - ``"subregion-ot"``: DPSM's sub-region matching (rows 4 and 7): suppliers are all part prototypes of
+     all classes with supply units (eq. 7 / 12, renormalised to sum to 1 per class so that total supply is
+     exactly ``C``), demanders are the sub-regions plus a dustbin demanding ``C - 1`` at zero cost
+     (eq. 10), cost ``1 - cosine`` (eq. 6), entropic Sinkhorn in the log domain batched over all
+     proposals; the class probability is the mass a class delivers to the real sub-regions (eq. 11).
+
+   EMDs use balanced OT with supplies normalised to 1 per support image / class and the same demands;
+   ``emd_solver="sinkhorn"`` (default) takes the transport cost of the entropic plan at ``epsilon``,
+   ``"exact"`` solves each problem with POT's network simplex (``ot.emd``; slow, for checks).
+4. **Composition** (``composition``): ``"mean"`` (default) — a pixel's class scores are the mean of the
+   scores of all proposals covering it; ``"smallest"`` — the smallest covering proposal decides;
+   ``"confident"`` — the covering proposal with the highest top score decides.
+
+Scores are "higher = more likely": probabilities for ``"subregion-ot"``, cosine / ``1 - EMD`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from protoseg.bank import PrototypeBank
+from protoseg.errors import ProtosegError
+from protoseg.match.prototypes import class_rows
+from protoseg.match.transport import plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.regions import (
+    SuperpixelParams,
+    _area_axis_weights,
+    _point_axis_weights,
+    mask_weights,
+    pool_features,
+    superpixels,
+)
+
+MODES = ("image-to-image", "single", "image-to-class", "subregion-ot")
+PROPOSAL_SOURCES = ("sam", "superpixels")
+COMPOSITIONS = ("mean", "smallest", "confident")
+FALLBACKS = ("superpixels", "none")
+EMD_SOLVERS = ("sinkhorn", "exact")
+FINE_SUPERPIXELS = SuperpixelParams()
+#: Coarse Felzenszwalb segments used as proposals when ``proposals="superpixels"``.
+PROPOSAL_SUPERPIXELS = SuperpixelParams(scale=1000.0, sigma=1.0, min_size=400)
+
+
+@dataclass
+class SubRegions:
+    """Sub-regions of a window's proposals, padded to ``n`` per proposal.
+
+    Attributes:
+        features: ``[N, n, D]`` L2-normalised sub-region features (zeros at padding).
+        demand: ``[N, n]`` area shares (eq. 8), rows sum to 1 (zeros at padding).
+        valid: bool ``[N, n]``.
+        proposal_features: ``[N, D]`` L2-normalised mask-pooled feature of each whole proposal.
+        masks: bool ``[N, H, W]`` the proposals (after fallback proposals were appended).
+    """
+
+    features: torch.Tensor
+    demand: torch.Tensor
+    valid: torch.Tensor
+    proposal_features: torch.Tensor
+    masks: torch.Tensor
+
+
+class DPSMMatcher:
+    """Sub-region matching against a bank's part (and whole) prototypes (module docstring)."""
+
+    def __init__(self, bank: PrototypeBank, models: Any, *, mode: str = "subregion-ot",
+                 proposals: str = "sam", epsilon: float = 0.05, iterations: int = 1000,
+                 stop_thr: float = 1e-6, superpixels: SuperpixelParams = FINE_SUPERPIXELS,
+                 proposal_superpixels: SuperpixelParams = PROPOSAL_SUPERPIXELS,
+                 pooling: str = "area", composition: str = "mean", fallback: str = "superpixels",
+                 emd_solver: str = "sinkhorn", sam_options: dict[str, Any] | None = None,
+                 max_proposals: int | None = None, chunk_bytes: int | None | str = "auto"):
+        choices = (("mode", mode, MODES), ("proposals", proposals, PROPOSAL_SOURCES),
+                   ("composition", composition, COMPOSITIONS), ("fallback", fallback, FALLBACKS),
+                   ("emd_solver", emd_solver, EMD_SOLVERS), ("pooling", pooling, ("area", "point")))
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ProtosegError(f"dpsm {name} must be one of {', '.join(allowed)}; got {value!r}")
+        if proposals == "sam" and models.sam is None:
+            raise ProtosegError("dpsm with proposals='sam' needs a SAM model (preset field `sam`); or use "
+                                "proposals='superpixels'")
+        self.bank, self.models = bank, models
+        self.mode, self.proposals = mode, proposals
+        self.epsilon, self.iterations, self.stop_thr = float(epsilon), int(iterations), float(stop_thr)
+        self.superpixel_params, self.proposal_superpixel_params = superpixels, proposal_superpixels
+        self.pooling, self.composition, self.fallback = pooling, composition, fallback
+        self.emd_solver, self.max_proposals, self.chunk_bytes = emd_solver, max_proposals, chunk_bytes
+        if sam_options and proposals == "sam":
+            for key, value in sam_options.items():
+                if not hasattr(models.sam, key):
+                    raise ProtosegError(f"unknown SAM option {key!r}")
+                setattr(models.sam, key, value)
+        self.classes: list[str] = []
+
+    # ------------------------------------------------------------------ prototypes
+    def prepare(self, classes: list[str]) -> None:
+        """Collect each class's prototypes: part rows (supplies, support-image groups) or whole rows."""
+        device = self.models.device
+        self.classes = list(classes)
+        level = "whole" if self.mode == "image-to-image" else "part"
+        rows = class_rows(self.bank, self.classes, None, 0, level=level)
+        vectors = [F.normalize(torch.from_numpy(self.bank.vectors(r)).float(), dim=-1) for r in rows]
+        self.prototypes = torch.cat(vectors).to(device)  # [m, D]
+        self.prototype_class = torch.cat([torch.full((len(r),), c, dtype=torch.long)
+                                          for c, r in enumerate(rows)]).to(device)
+        if level == "whole":
+            return
+        supply, group = [], []
+        group_count = 0
+        for r in rows:
+            key = np.where(self.bank.table["coarse_cluster"][r] >= 0, self.bank.table["coarse_cluster"][r],
+                           self.bank.table["image_id"][r])
+            _, local = np.unique(key, return_inverse=True)
+            group.append(torch.from_numpy(local.reshape(-1) + group_count))
+            group_count += int(local.max()) + 1
+            s = np.clip(np.asarray(self.bank.table["supply"][r], np.float64), 0, None)
+            if s.sum() <= 0:  # no supply recorded: every support image 1/N, spread evenly over its parts
+                counts = np.bincount(local.reshape(-1))
+                s = 1.0 / (len(counts) * counts[local.reshape(-1)])
+            supply.append(torch.from_numpy(s / s.sum()))
+        self.supply = torch.cat(supply).float().to(device)  # [m], sums to 1 per class
+        self.support_group = torch.cat(group).to(device)  # [m] support image / coarse cluster id
+        self.group_class = torch.zeros(group_count, dtype=torch.long, device=device)
+        self.group_class[self.support_group] = self.prototype_class  # groups never span classes
+
+    # ------------------------------------------------------------------ proposals and sub-regions
+    def propose(self, crop: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+        """Class-agnostic proposals ``bool [N, h, w]`` of a crop."""
+        if self.proposals == "sam":
+            masks, _ = self.models.sam(crop)
+        else:
+            labels = torch.from_numpy(superpixels(image, self.proposal_superpixel_params))
+            masks = labels[None] == torch.arange(int(labels.max()) + 1)[:, None, None]
+        masks = masks.to(crop.device)
+        if self.max_proposals is not None:
+            masks = masks[: self.max_proposals]
+        return masks
+
+    def add_fallback(self, masks: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """Append one proposal per fine superpixel's uncovered part (``fallback="superpixels"``)."""
+        if self.fallback == "none":
+            return masks
+        uncovered = ~masks.any(0) if len(masks) else torch.ones_like(fine, dtype=torch.bool)
+        if not uncovered.any():
+            return masks
+        ids = torch.unique(fine[uncovered])
+        extra = (fine[None] == ids[:, None, None]) & uncovered[None]
+        return torch.cat([masks, extra])
+
+    def subregions(self, feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor) -> SubRegions:
+        """Sub-regions (fine superpixels ∩ proposal), their pooled features (eq. 5) and demands (eq. 8)."""
+        D, gh, gw = feats.shape
+        N = len(masks)
+        dev = feats.device
+        if N == 0:
+            return SubRegions(torch.zeros(0, 1, D, device=dev), torch.zeros(0, 1, device=dev),
+                              torch.zeros(0, 1, dtype=torch.bool, device=dev), torch.zeros(0, D, device=dev),
+                              masks)
+        weights, area, pair_proposal = subregion_weights(masks, fine, (gh, gw), self.pooling)
+        pooled, mass = pool_features(feats, weights)  # [S, D], [S]
+        keep = mass > 0
+        # A proposal none of whose sub-regions touches the grid becomes one sub-region (its area-pooled mask).
+        has = torch.zeros(N, dtype=torch.bool, device=dev).index_fill_(0, pair_proposal[keep], True)
+        if not bool(has.all()):
+            lost = (~has).nonzero()[:, 0]
+            extra, _ = pool_features(feats, mask_weights(masks[lost], (gh, gw), "area"))
+            pooled = torch.cat([pooled[keep], extra])
+            area = torch.cat([area[keep], masks[lost].flatten(1).sum(1).float()])
+            pair_proposal = torch.cat([pair_proposal[keep], lost])
+        else:
+            pooled, area, pair_proposal = pooled[keep], area[keep], pair_proposal[keep]
+        order = torch.argsort(pair_proposal, stable=True)
+        pooled, area, pair_proposal = pooled[order], area[order], pair_proposal[order]
+        counts = torch.bincount(pair_proposal, minlength=N)
+        slot = torch.arange(len(pair_proposal), device=dev) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts)
+        n = int(counts.max())
+        features = torch.zeros(N, n, D, device=dev)
+        demand = torch.zeros(N, n, device=dev)
+        valid = torch.zeros(N, n, dtype=torch.bool, device=dev)
+        features[pair_proposal, slot] = F.normalize(pooled.float(), dim=-1)
+        demand[pair_proposal, slot] = area
+        valid[pair_proposal, slot] = True
+        demand = demand / demand.sum(1, keepdim=True)
+        whole, _ = pool_features(feats, mask_weights(masks, (gh, gw), self.pooling))
+        return SubRegions(features, demand, valid, F.normalize(whole.float(), dim=-1), masks)
+
+    # ------------------------------------------------------------------ matching
+    def proposal_scores(self, sub: SubRegions) -> torch.Tensor:
+        """Class scores ``[N, C]`` of every proposal under the configured ``mode``."""
+        C = len(self.classes)
+        if len(sub.masks) == 0:
+            return torch.zeros(0, C, device=sub.features.device)
+        if self.mode == "image-to-image":
+            cos = sub.proposal_features @ self.prototypes.T  # [N, m]
+            out = torch.full((len(cos), C), -2.0, device=cos.device)
+            return out.scatter_reduce(1, self.prototype_class.expand_as(cos), cos, "amax")
+        if self.mode == "subregion-ot":
+            return self.subregion_ot(sub)
+        groups = self.support_group if self.mode == "single" else self.prototype_class
+        costs = self.group_emd(sub, groups)  # [N, G]
+        if self.mode == "image-to-class":
+            return 1.0 - costs
+        out = torch.full((len(costs), C), -2.0, device=costs.device)
+        return out.scatter_reduce(1, self.group_class.expand_as(costs), 1.0 - costs, "amax")
+
+    def subregion_ot(self, sub: SubRegions) -> torch.Tensor:
+        """DPSM eq. 10-11: ``[N, C]`` class probabilities (each row sums to 1)."""
+        C = len(self.classes)
+        N, n, _ = sub.features.shape
+        m = len(self.prototypes)
+        Mt = torch.cat([1.0 - sub.features @ self.prototypes.T,  # [N, n, m] (eq. 6)
+                        torch.zeros(N, 1, m, device=sub.features.device)], dim=1)
+        demand = torch.cat([sub.demand, torch.full((N, 1), float(C - 1), device=sub.demand.device)], dim=1)
+        mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
+        real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
+        probs, _ = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
+                                         self.prototype_class, C, real, mask=mask,
+                                         num_iter_max=self.iterations, stop_thr=self.stop_thr,
+                                         chunk_bytes=self.chunk_bytes)
+        return probs
+
+    def group_emd(self, sub: SubRegions, groups: torch.Tensor) -> torch.Tensor:
+        """Balanced EMD ``[N, G]`` between each proposal's sub-regions and each group's part prototypes."""
+        G = int(groups.max()) + 1
+        sizes = torch.bincount(groups, minlength=G)
+        mg = int(sizes.max())
+        order = torch.argsort(groups, stable=True)
+        slot = torch.arange(len(groups), device=groups.device) - torch.repeat_interleave(
+            torch.cumsum(sizes, 0) - sizes, sizes)
+        D = self.prototypes.shape[1]
+        protos = torch.zeros(G, mg, D, device=self.prototypes.device)
+        supply = torch.zeros(G, mg, device=self.prototypes.device)
+        protos[groups[order], slot] = self.prototypes[order]
+        supply[groups[order], slot] = self.supply[order]
+        supply = supply / supply.sum(1, keepdim=True)
+        N, n, _ = sub.features.shape
+        out = torch.zeros(N, G, device=sub.features.device)
+        step = max(1, (1 << 24) // max(G * mg * n, 1))  # proposals per batch: ~16M cost entries
+        for s in range(0, N, step):
+            q, d, v = sub.features[s:s + step], sub.demand[s:s + step], sub.valid[s:s + step]
+            P = len(q)
+            M = (1.0 - torch.einsum("gmd,pnd->pgmn", protos, q)).reshape(P * G, mg, n)
+            b = d[:, None].expand(P, G, n).reshape(P * G, n)
+            mask = v[:, None].expand(P, G, n).reshape(P * G, n)
+            a = supply.repeat(P, 1)
+            if self.emd_solver == "exact":
+                cost = torch.tensor([_exact_emd(a[k], b[k], M[k], mask[k]) for k in range(P * G)])
+            else:
+                res = sinkhorn_log(a, b, M, self.epsilon, mask=mask, num_iter_max=self.iterations,
+                                   stop_thr=self.stop_thr, chunk_bytes=self.chunk_bytes)
+                cost = (plan_from_potentials(res.f, res.g, M, self.epsilon) * M).sum((1, 2))
+            out[s:s + step] = cost.view(P, G).to(out)
+        return out
+
+    # ------------------------------------------------------------------ composition
+    def compose(self, scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Paint proposal scores ``[N, C]`` through ``masks [N, h, w]`` -> ``[C, h, w]`` (see module doc)."""
+        N, C = scores.shape
+        h, w = masks.shape[-2:]
+        if N == 0:
+            return torch.zeros(C, h, w, device=scores.device)
+        m = masks.float()
+        if self.composition == "mean":
+            total = torch.einsum("nc,nhw->chw", scores, m)
+            count = m.sum(0)
+            return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+        if self.composition == "smallest":
+            key = -masks.flatten(1).sum(1).float()  # larger key = preferred
+        else:
+            key = scores.amax(1)
+        ranked = torch.where(masks, key[:, None, None], torch.full_like(m, -torch.inf))
+        best = ranked.argmax(0)  # [h, w]
+        painted = scores[best].permute(2, 0, 1)
+        return torch.where(masks.any(0)[None], painted, torch.zeros_like(painted))
+
+    # ------------------------------------------------------------------ one window
+    @torch.no_grad()
+    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
+        """``crop`` float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]``."""
+        if not self.classes:
+            raise ProtosegError("call prepare(classes) before matching")
+        feats = self.models.features(crop[None])[0].float()
+        image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
+        fine = torch.from_numpy(superpixels(image, self.superpixel_params)).to(feats.device)
+        masks = self.propose(crop, image).to(feats.device)
+        masks = self.add_fallback(masks, fine)
+        sub = self.subregions(feats, masks, fine)
+        return self.compose(self.proposal_scores(sub), sub.masks)
+
+
+def subregion_weights(masks: torch.Tensor, fine: torch.Tensor, grid: tuple[int, int], mode: str = "area"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid weights of every non-empty (proposal, superpixel) intersection, in one scatter.
+
+    Args:
+        masks: bool ``[N, H, W]`` proposals (may overlap).
+        fine: int ``[H, W]`` superpixel ids ``0..R-1``.
+        grid: feature grid ``(h, w)``.
+        mode: ``"area"`` / ``"point"`` as :func:`protoseg.regions.region_weights`.
+
+    Returns:
+        ``weights [S, h * w]`` (row ``s`` equals ``region_weights`` of the binary mask
+        ``masks[p] & (fine == r)``), pixel ``area [S]`` and ``proposal [S]`` index of each sub-region,
+        ordered by proposal then superpixel id.
+    """
+    N, H, W = masks.shape
+    h, w = grid
+    dev = masks.device
+    R = int(fine.max()) + 1
+    p_idx, ys, xs = masks.nonzero(as_tuple=True)
+    key = p_idx * R + fine[ys, xs]
+    counts = torch.bincount(key, minlength=N * R)
+    pairs = counts.nonzero()[:, 0]  # sorted: by proposal, then superpixel
+    compact = torch.full((N * R,), -1, dtype=torch.long, device=dev)
+    compact[pairs] = torch.arange(len(pairs), device=dev)
+    out = torch.zeros(len(pairs) * h * w, dtype=torch.float32, device=dev)
+    if mode == "area":
+        by, wy = (t.to(dev) for t in _area_axis_weights(H, h))
+        bx, wx = (t.to(dev) for t in _area_axis_weights(W, w))
+        pid = compact[key]
+        for a in range(2):
+            for b in range(2):
+                ok = (by[ys, a] >= 0) & (bx[xs, b] >= 0)
+                idx = pid * (h * w) + by[ys, a] * w + bx[xs, b]
+                out.index_add_(0, idx[ok], (wy[ys, a] * wx[xs, b])[ok])
+    elif mode == "point":
+        sy, wy = (t.to(dev) for t in _point_axis_weights(H, h))
+        sx, wx = (t.to(dev) for t in _point_axis_weights(W, w))
+        cell = torch.arange(h * w, device=dev).view(h, w)
+        for a in range(2):
+            for b in range(2):
+                yy, xx = sy[:, a, None].expand(h, w), sx[None, :, b].expand(h, w)
+                inside = masks[:, yy, xx]  # [N, h, w]
+                val = (wy[:, a, None] * wx[None, :, b]).expand(N, h, w)
+                pid = compact[torch.arange(N, device=dev)[:, None, None] * R + fine[yy, xx][None]]
+                ok = inside & (pid >= 0) & (val > 0)
+                out.index_add_(0, (pid * (h * w) + cell[None])[ok], val[ok])
+    else:
+        raise ValueError(f"pooling mode must be 'area' or 'point', got {mode!r}")
+    return out.view(len(pairs), h * w), counts[pairs].float(), pairs // R
+
+
+def _exact_emd(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, mask: torch.Tensor) -> float:
+    """Exact balanced EMD with POT's network simplex on the live entries."""
+    import ot
+
+    rows = (a > 0).cpu().numpy()
+    cols = mask.cpu().numpy()
+    a_np = a.double().cpu().numpy()[rows]
+    b_np = b.double().cpu().numpy()[cols]
+    cost = M.double().cpu().numpy()[np.ix_(rows, cols)]
+    return float(ot.emd2(a_np / a_np.sum(), b_np / b_np.sum(), cost))

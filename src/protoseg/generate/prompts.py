@@ -36,13 +36,16 @@ import json
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
-from protoseg.generate.llm import ChatLLM
+
+if TYPE_CHECKING:
+    from protoseg.generate.llm import ChatLLM
 
 ATTRIBUTES: tuple[str, ...] = ("state", "feature", "object", "location")
 """DPSM's four attributes, in the paper's order (``object`` = co-occurring object)."""
@@ -310,6 +313,11 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
         raise
 
 
+def request_seed(seed: int, class_name: str, attribute: str) -> int:
+    """``seed + crc32("<class>/<attribute>") mod 2**20``: a stable per-request seed."""
+    return int(seed) + zlib.crc32(f"{class_name}/{attribute}".encode()) % (1 << 20)
+
+
 def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
                      cache_path: str | Path | None = None, seed: int = 0,
                      progress: Callable[[str, str], None] | None = None,
@@ -326,7 +334,8 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
 
     Args:
         llm: the chat model; may be ``None`` when the cache holds everything asked for.
-        seed: the seed of the ``(class index i, attribute index j)`` request is ``seed + 100*i + j``.
+        seed: base seed; each ``(class, attribute)`` request uses :func:`request_seed` (independent of
+            the order and number of classes, so adding classes never changes existing answers).
         progress: called as ``progress(class_name, attribute)`` after each list is ready.
     """
     classes = validate_classes(classes)
@@ -336,15 +345,16 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
         raise ProtosegError(f"class names may not start with '_' (reserved in the cache): {bad}")
     cache = read_description_cache(cache_path) if cache_path is not None else {}
     result: dict[str, dict[str, list[str]]] = {}
-    for i, class_name in enumerate(classes):
+    for class_name in classes:
         entry = cache.setdefault(class_name, {})
         changed = False
-        for j, attribute in enumerate(attributes):
+        for attribute in attributes:
             if attribute not in entry:
                 if llm is None:
                     raise ProtosegError(f"no descriptions of {class_name!r}/{attribute!r} in the cache and "
                                         "no LLM given; pass an LLM (e.g. --llm smollm2) or fill the cache")
-                texts, n_padded = ask_descriptions(llm, class_name, attribute, k, seed=seed + 100 * i + j,
+                texts, n_padded = ask_descriptions(llm, class_name, attribute, k,
+                                                   seed=request_seed(seed, class_name, attribute),
                                                    attempts=attempts, max_new_tokens=max_new_tokens,
                                                    temperature=temperature, format_hint=format_hint)
                 entry[attribute] = texts

@@ -57,8 +57,8 @@ def _encode(clip: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
 
 def mean_template_embeddings(clip: TextEncoder, nouns: Sequence[str], templates: Sequence[str],
                              batch_size: int = 256) -> np.ndarray:
-    """``t̂(w)`` for each distinct noun: L2-normalised mean of raw template embeddings -> ``{noun: [Dt]}``
-    packed as an array ``[U, Dt]`` in order of first appearance of the ``U`` distinct nouns."""
+    """``t̂(w)`` of the ``U`` distinct nouns (in order of first appearance): the L2-normalised mean of
+    their raw template embeddings, ``[U, Dt]``."""
     unique = list(dict.fromkeys(nouns))
     prompts = [template.format(noun) for noun in unique for template in templates]
     raw = _encode(clip, prompts, batch_size).reshape(len(unique), len(templates), -1)

@@ -57,7 +57,7 @@ def nouns_of(extractor: NounExtractor, caption: str) -> list[str]:
 _DATASET_NOUNS = """
 person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign
 parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag
-tie suitcase frisbee skis ski snowboard sports_ball kite baseball_bat baseball_glove skateboard
+tie suitcase frisbee ski snowboard sports_ball kite baseball_bat baseball_glove skateboard
 surfboard tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange
 broccoli carrot hot_dog pizza donut doughnut cake chair couch potted_plant bed dining_table toilet tv
 television laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator fridge book
@@ -78,7 +78,7 @@ banister escalator ottoman bottle buffet poster stage van ship fountain conveyer
 canopy washer washing_machine plaything toy swimming_pool pool stool barrel basket waterfall tent bag
 minibike cradle oven ball food step tank trade_name microwave pot animal bicycle lake dishwasher screen
 blanket sculpture statue hood sconce vase tray ashcan trash_can garbage_can fan pier monitor plate
-bulletin_board shower radiator glass clock flag aeroplane bedclothes motorbike keyboard shelves sign
+bulletin_board shower radiator glass clock flag aeroplane bedclothes motorbike keyboard sign
 track tvmonitor tv_monitor pottedplant diningtable traffic_sign vegetation terrain rider
 """
 

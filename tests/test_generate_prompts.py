@@ -94,6 +94,9 @@ PARSE_CASES = [
     ("1. A red car parked outside\n2. On a busy highway\n3. Rusty and old",
      ["A photo of a red car parked outside", "A photo of a car on a busy highway",
       "A photo of a car, rusty and old"]),
+    # "<label>: <text>" items: the text is kept when it names the class
+    ("1. Car in a city: A car with tinted windows.\n2. Beach: sunny and warm",
+     ["A photo of a car with tinted windows.", "A photo of a car, beach: sunny and warm"]),
     # duplicates (case, spacing, final full stop) removed; a description not naming the class is dropped
     ("1. A photo of a car in a garage.\n2. a photo of a  CAR in a garage\n3. A photo of a parking lot.\n"
      "4. A photo of cars in traffic",

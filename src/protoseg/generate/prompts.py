@@ -18,6 +18,8 @@ LLM output is free text; :func:`parse_descriptions` turns it into descriptions w
    class (``"A red car parked"`` -> ``"A photo of a red car parked"``), else
    ``"A photo of a <class> "`` + item (``"on a highway"`` -> ``"A photo of a car on a highway"``;
    a comma is put in between unless the item starts with a preposition or a participle).
+   A list item ``"<label>: <text>"`` (label of at most 8 words) whose text names the class is reduced
+   to its text first (``"Parking lot: A car among other cars"`` -> ``"A photo of a car among other cars"``).
 5. A plain line without ``photo of`` (not a list item) is chatter (``Sure! Here are...``) and dropped;
    so are lines ending with ``:`` (headings).
 6. A description must name the class (case-insensitive, whole words, plural ``s``/``es`` allowed):
@@ -223,6 +225,9 @@ def parse_descriptions(text: str, class_name: str, k: int | None = None) -> list
                 continue
             description = f"{PREFIX} {rest}"
         elif is_item:
+            label, colon, body = raw.partition(": ")
+            if colon and len(label.split()) <= 8 and class_re.search(body):
+                raw = body.strip()
             description = _fix_prefix(raw, class_name, class_re)
         else:
             continue

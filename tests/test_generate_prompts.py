@@ -94,6 +94,9 @@ PARSE_CASES = [
     ("1. A red car parked outside\n2. On a busy highway\n3. Rusty and old",
      ["A photo of a red car parked outside", "A photo of a car on a busy highway",
       "A photo of a car, rusty and old"]),
+    # an item opening with a preposition gets the class even when it names the class later
+    ("1. In a quiet town, a car is parked by the road.",
+     ["A photo of a car in a quiet town, a car is parked by the road."]),
     # "<label>: <text>" items: the text is kept when it names the class
     ("1. Car in a city: A car with tinted windows.\n2. Beach: sunny and warm",
      ["A photo of a car with tinted windows.", "A photo of a car, beach: sunny and warm"]),

@@ -14,10 +14,10 @@ LLM output is free text; :func:`parse_descriptions` turns it into descriptions w
    marker or was a JSON item.
 3. A candidate containing ``photo of`` is cut to start at ``A photo of`` (text before it, such as
    ``Description 1:``, is dropped).
-4. A list item without ``photo of`` gets the prefix: ``"A photo of "`` + item if the item names the
-   class (``"A red car parked"`` -> ``"A photo of a red car parked"``), else
-   ``"A photo of a <class> "`` + item (``"on a highway"`` -> ``"A photo of a car on a highway"``;
-   a comma is put in between unless the item starts with a preposition or a participle).
+4. A list item without ``photo of`` gets a prefix: ``"A photo of a <class> "`` + item if it starts
+   with a preposition or a participle (``"On a highway"`` -> ``"A photo of a car on a highway"``), else
+   ``"A photo of "`` + item if it names the class (``"A red car parked"`` -> ``"A photo of a red car
+   parked"``), else ``"A photo of a <class>, "`` + item (``"Rusty"`` -> ``"A photo of a car, rusty"``).
    A list item ``"<label>: <text>"`` (label of at most 8 words) whose text names the class is reduced
    to its text first (``"Parking lot: A car among other cars"`` -> ``"A photo of a car among other cars"``).
 5. A plain line without ``photo of`` (not a list item) is chatter (``Sure! Here are...``) and dropped;
@@ -188,11 +188,13 @@ def _tidy(text: str) -> str:
 
 
 def _fix_prefix(text: str, class_name: str, class_re: re.Pattern[str]) -> str:
-    if class_re.search(text):
-        return f"{PREFIX} {text[:1].lower()}{text[1:]}"
     first = text.split(" ", 1)[0].lower().strip(",")
-    joiner = " " if first in _LINKING or first.endswith("ing") else ", "
-    return f"{PREFIX} {indefinite_article(class_name)} {class_name}{joiner}{text[:1].lower()}{text[1:]}"
+    lowered = f"{text[:1].lower()}{text[1:]}"
+    if first in _LINKING or first.endswith("ing"):
+        return f"{PREFIX} {indefinite_article(class_name)} {class_name} {lowered}"
+    if class_re.search(text):
+        return f"{PREFIX} {lowered}"
+    return f"{PREFIX} {indefinite_article(class_name)} {class_name}, {lowered}"
 
 
 def _dedupe_key(text: str) -> str:

@@ -7,10 +7,12 @@ import importlib.util
 import pytest
 
 from protoseg.errors import ProtosegError
+from protoseg.generate.captions import Caption
 from protoseg.generate.nouns import (
     LexiconNounExtractor,
     NounExtractor,
     SpacyNounExtractor,
+    caption_nouns,
     default_lexicon,
     get_noun_extractor,
     nouns_of,
@@ -89,3 +91,10 @@ def test_spacy_nouns():
     assert nouns_of(extractor, "Two dogs and a cat sitting on a sofa.") == ["dog", "cat", "sofa"]
     mentions = extractor.extract("Two dogs sleep.")
     assert mentions[0].text == "dogs" and mentions[0].noun == "dog"
+
+
+def test_caption_nouns_pairs():
+    captions = [Caption(5, 1, "A dog on a sofa."), Caption(6, 1, "Nothing here."), Caption(9, 2, "Two cats.")]
+    pairs = caption_nouns(LexiconNounExtractor(), captions)
+    assert [(c.caption_id, m.noun, m.text) for c, m in pairs] == [(5, "dog", "dog"), (5, "sofa", "sofa"),
+                                                                  (9, "cat", "cats")]

@@ -21,10 +21,12 @@ mention).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from protoseg.errors import ProtosegError
+from protoseg.generate.captions import Caption
 
 
 @dataclass(frozen=True)
@@ -285,3 +287,12 @@ def get_noun_extractor(name: str = "lexicon") -> NounExtractor:
     if kind == "spacy":
         return SpacyNounExtractor(arg or "en_core_web_sm")
     raise ProtosegError(f"unknown noun extractor {name!r}; use one of {', '.join(NOUN_EXTRACTORS)}")
+
+
+def caption_nouns(extractor: NounExtractor, captions: Sequence[Caption]) -> list[tuple[Caption, NounMention]]:
+    """Every (caption, noun mention) pair, captions in order, nouns in order of first mention.
+
+    One pair is one FreeDA (prototype, key) entry: the noun is localised in the image synthesised from
+    the caption, and ``text_keys`` embeds it with the caption.
+    """
+    return [(caption, mention) for caption in captions for mention in extractor.extract(caption.text)]

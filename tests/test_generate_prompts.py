@@ -208,3 +208,19 @@ def test_cache_errors_are_clear(tmp_path):
         describe_classes(["car"], None, cache_path=tmp_path / "new.json")
     with pytest.raises(ProtosegError, match="reserved"):
         describe_classes(["_meta"], CountingLLM(answer_by_attribute))
+
+
+def test_interrupted_run_resumes_from_the_cache(tmp_path):
+    cache = tmp_path / "d.json"
+
+    def flaky(question, seed):
+        if "features" in question:
+            raise RuntimeError("server went away")
+        return answer_by_attribute(question, seed)
+
+    with pytest.raises(RuntimeError):
+        describe_classes(["car"], CountingLLM(flaky), k=2, cache_path=cache)
+    assert set(json.loads(cache.read_text())["car"]) == {"state"}  # the finished list was kept
+    resumed = CountingLLM(answer_by_attribute)
+    out = describe_classes(["car"], resumed, k=2, cache_path=cache)
+    assert len(resumed.calls) == 3 and set(out["car"]) == set(ATTRIBUTES)

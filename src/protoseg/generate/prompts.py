@@ -335,7 +335,7 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
 
     With ``cache_path``, the JSON cache is read first and every ``(class, attribute)`` list present in
     it is used verbatim and never regenerated (edit the file to change prompts; delete an entry to have
-    it regenerated). New entries are written to the cache atomically after each class, so an
+    it regenerated). Each new list is written to the cache atomically as soon as it is ready, so an
     interrupted run resumes where it stopped. Padding by the naive prompt is recorded in the cache as
     ``"_padded": {attribute: n}`` of the class (not part of the returned dict).
 
@@ -354,7 +354,6 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
     result: dict[str, dict[str, list[str]]] = {}
     for class_name in classes:
         entry = cache.setdefault(class_name, {})
-        changed = False
         for attribute in attributes:
             if attribute not in entry:
                 if llm is None:
@@ -367,10 +366,9 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
                 entry[attribute] = texts
                 if n_padded:
                     entry.setdefault(PADDED_KEY, {})[attribute] = n_padded
-                changed = True
+                if cache_path is not None:
+                    write_json_atomic(cache_path, cache)
             if progress is not None:
                 progress(class_name, attribute)
-        if changed and cache_path is not None:
-            write_json_atomic(cache_path, cache)
         result[class_name] = {a: list(entry[a]) for a in attributes}
     return result

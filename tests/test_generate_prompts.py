@@ -104,8 +104,12 @@ PARSE_CASES = [
     ("1. A photo of a car in a garage.\n2. a photo of a  CAR in a garage\n3. A photo of a parking lot.\n"
      "4. A photo of cars in traffic",
      ["A photo of a car in a garage.", "A photo of cars in traffic"]),
-    # plain prose without list markers and without "photo of" is chatter
-    ("Cars are vehicles with four wheels.\nThey appear in many places.", []),
+    # plain prose without list markers and without "photo of" is chatter ...
+    ("Cars are vehicles with four wheels.\nThey appear in many places.\nHere is a car for you.", []),
+    # ... unless it opens with an article and the class (SmolLM2 answered this, without a list)
+    ("A car with a sleek exterior, and a sleek design.\nThe small red car by a tree",
+     ["A photo of a car with a sleek exterior, and a sleek design.",
+      "A photo of the small red car by a tree"]),
     # headings ending with ':' dropped; multi-word class; "(3)" markers
     ("Locations:\n(1) A photo of a traffic light at a crossing\n(2) A photo of traffic lights in fog",
      ["A photo of a traffic light at a crossing", "A photo of traffic lights in fog"]),

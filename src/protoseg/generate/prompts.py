@@ -20,8 +20,9 @@ LLM output is free text; :func:`parse_descriptions` turns it into descriptions w
    parked"``), else ``"A photo of a <class>, "`` + item (``"Rusty"`` -> ``"A photo of a car, rusty"``).
    A list item ``"<label>: <text>"`` (label of at most 8 words) whose text names the class is reduced
    to its text first (``"Parking lot: A car among other cars"`` -> ``"A photo of a car among other cars"``).
-5. A plain line without ``photo of`` (not a list item) is chatter (``Sure! Here are...``) and dropped;
-   so are lines ending with ``:`` (headings).
+5. A plain line (not a list item) without ``photo of`` is kept, prefixed by ``"A photo of "``, only if
+   it opens with an article, at most three words and the class (``"A car with a sleek exterior"``);
+   other plain lines are chatter (``Sure! Here are...``) and dropped, as are lines ending with ``:``.
 6. A description must name the class (case-insensitive, whole words, plural ``s``/``es`` allowed):
    synthesis localises the class word by cross-attention, so a description without it is dropped.
 7. Whitespace is collapsed; descriptions are deduplicated case-insensitively (ignoring final
@@ -197,6 +198,13 @@ def _fix_prefix(text: str, class_name: str, class_re: re.Pattern[str]) -> str:
     return f"{PREFIX} {indefinite_article(class_name)} {class_name}, {lowered}"
 
 
+def _starts_with_class(text: str, class_name: str) -> bool:
+    """``"A car with..."``, ``"The small red dog..."``: an article, at most 3 words, then the class."""
+    words = r"\s+".join(re.escape(w) for w in class_name.lower().split())
+    pattern = rf"^(?:a|an|the)\s+(?:[\w'-]+\s+){{0,3}}?{words}(?:e?s)?(?![\w-])"
+    return re.match(pattern, text, flags=re.IGNORECASE) is not None
+
+
 def _dedupe_key(text: str) -> str:
     return re.sub(r"[\s.!,;]+$", "", re.sub(r"\s+", " ", text.lower())).strip()
 
@@ -226,6 +234,8 @@ def parse_descriptions(text: str, class_name: str, k: int | None = None) -> list
             if not rest:
                 continue
             description = f"{PREFIX} {rest}"
+        elif not is_item and _starts_with_class(raw, class_name):
+            description = f"{PREFIX} {raw[:1].lower()}{raw[1:]}"
         elif is_item:
             label, colon, body = raw.partition(": ")
             if colon and len(label.split()) <= 8 and class_re.search(body):

@@ -69,6 +69,14 @@ def test_alpha_extremes_normalised_keys_and_torch_input():
     np.testing.assert_allclose(unit_keys, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
 
 
+def test_normalize_each_averages_unit_template_embeddings():
+    keys = text_keys(FakeClip(TABLE), ["dog"], ["a dog."], alpha=1.0, templates=TEMPLATES,
+                     normalize_each=True)
+    # mean of [0.6, 0, 0.8] and [1, 2, 0]/sqrt(5), normalised
+    np.testing.assert_allclose(keys[0], unit(np.array([0.6, 0.0, 0.8]) + np.array([1.0, 2.0, 0.0]) / 5**0.5),
+                               atol=1e-6)
+
+
 def test_batching_does_not_change_keys():
     clip = FakeClip(TABLE)
     args = (["dog", "cat", "dog"], ["a dog and a cat.", "a dog and a cat.", "a dog."])

@@ -1,0 +1,145 @@
+"""Per-image CPU time of ``--preset dpsm`` with full-size random-initialised SAM-B and DINOv2-B.
+
+Both models are built from their default configs (``SamConfig()`` is the ViT-B SAM; ``Dinov2Config()``
+is DINOv2-B), saved with ``save_pretrained`` into a temporary folder and loaded back through protoseg's
+adapters, so the measured path is the real one; compute does not depend on weight values.
+
+A random SAM's masks are meaningless: its predicted IoUs and stability scores are noise, so with the
+usual thresholds (0.88 / 0.95) few or no masks survive. The benchmark therefore relaxes both thresholds
+to 0 by default (``--pred-iou-thresh`` / ``--stability-thresh`` restore them) so that NMS, sub-regions and
+transport see a realistic number of proposals; the number of proposals is printed.
+
+The bank is random at a configurable scale (default: ADE20K-like 150 classes x 64 coarse clusters x 8
+fused parts). The image is a 448 x 448 parts-world scene (one sliding window).
+
+Printed: model forwards (SAM image encoder, SAM prompt encoder + mask decoder over the 32 x 32 point grid,
+DINOv2) and the rest (mask upscaling, filtering, NMS, superpixels, sub-regions, transport, composition).
+
+Usage: ``python benchmarks/dpsm_speed.py [--classes 150 --clusters 64 --parts 8 --repeats 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from protoseg.bank import PrototypeBank  # noqa: E402
+from protoseg.models import ModelSet  # noqa: E402
+from protoseg.partsworld import render_scene  # noqa: E402
+from protoseg.presets import get_preset  # noqa: E402
+from protoseg.segment import Segmenter  # noqa: E402
+
+TIMES: dict[str, float] = {}
+
+
+def timed(name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    return wrapper
+
+
+def save_models(folder: Path) -> tuple[Path, Path]:
+    from transformers import Dinov2Config, Dinov2Model, SamConfig, SamModel, SamProcessor
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    torch.manual_seed(0)
+    sam_dir, dino_dir = folder / "sam-vit-base", folder / "dinov2-base"
+    SamModel(SamConfig()).save_pretrained(sam_dir)
+    SamProcessor(image_processor=SamImageProcessorPil()).save_pretrained(sam_dir)
+    Dinov2Model(Dinov2Config()).save_pretrained(dino_dir)
+    try:
+        from transformers import BitImageProcessor
+
+        BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
+                          image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(dino_dir)
+    except ImportError:  # the adapter does not need it
+        pass
+    return sam_dir, dino_dir
+
+
+def random_bank(encoder: str, dim: int, classes: int, clusters: int, parts: int, seed: int = 0) -> PrototypeBank:
+    rng = np.random.default_rng(seed)
+    per_class = clusters * parts
+    vectors = rng.standard_normal((classes * (per_class + clusters), dim)).astype(np.float32)
+    table = {"label": [], "level": [], "image_id": [], "part_id": [], "supply": [], "coarse_cluster": []}
+    for c in range(classes):
+        for k in range(clusters):
+            for level, count in (("whole", 1), ("part", parts)):
+                for f in range(count):
+                    table["label"].append(f"class{c}")
+                    table["level"].append(level)
+                    table["image_id"].append(c * clusters + k)
+                    table["part_id"].append(f if level == "part" else -1)
+                    table["supply"].append(float(rng.random() + 0.1) if level == "part" else 0.0)
+                    table["coarse_cluster"].append(k)
+    return PrototypeBank.create(vectors, table, method="random", feature_encoder=encoder, dtype="float16")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=150)
+    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--parts", type=int, default=8)
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.0)
+    parser.add_argument("--stability-thresh", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--model-dir", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.model_dir or Path(tempfile.mkdtemp(prefix="dpsm-speed-"))
+    if not (folder / "sam-vit-base" / "config.json").is_file():
+        save_models(folder)
+    sam_dir, dino_dir = folder / "sam-vit-base", folder / "dinov2-base"
+    preset = get_preset("dpsm", features=str(dino_dir), sam=str(sam_dir), matcher_options={
+        "sam_options": {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh}})
+    models = ModelSet(preset.features, None, preset.sam, device="cpu")
+    features = models.features
+    bank = random_bank(features.encoder_id, features.dim, args.classes, args.clusters, args.parts)
+    seg = Segmenter(preset, bank, models)
+    sam = models.sam
+    sam.model.get_image_embeddings = timed("SAM image encoder", sam.model.get_image_embeddings)
+    sam.model.forward = timed("SAM prompt encoder + mask decoder", sam.model.forward)
+    features.__class__.__call__ = timed("DINOv2", features.__class__.__call__)
+    proposals = []
+    sam.__class__.__call__ = (lambda f: functools.wraps(f)(lambda self, *a, **k: proposals.append(
+        len((r := f(self, *a, **k))[0])) or r))(sam.__class__.__call__)
+    classes = [f"class{c}" for c in range(args.classes)]
+    image, _ = render_scene(np.random.default_rng(0), 448)
+    seg.prepare(classes)
+    print(f"SAM-B (random, SamConfig()) + DINOv2-B (random, Dinov2Config()) from {folder}; bank "
+          f"{args.classes} classes x {args.clusters} clusters x {args.parts} parts = "
+          f"{int((bank.table['level'] == 'part').sum())} part prototypes; image 448x448 (1 window); "
+          f"torch threads {torch.get_num_threads()}; SAM thresholds iou {args.pred_iou_thresh} "
+          f"stability {args.stability_thresh}")
+    totals = []
+    for _ in range(args.repeats):
+        TIMES.clear()
+        t0 = time.perf_counter()
+        seg.segment(image, classes)
+        totals.append(time.perf_counter() - t0)
+    total = totals[-1]
+    forwards = sum(TIMES.values())
+    for name, value in TIMES.items():
+        print(f"  {name}: {value:.2f} s")
+    print(f"proposals after NMS: {proposals[-1]} (32x32 points, 3 masks each)")
+    print(f"per image: total {total:.2f} s, model forwards {forwards:.2f} s, rest {total - forwards:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -129,3 +129,4 @@ def tiny_sam(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
         size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
         mask_size={"longest_edge": mask_side}, mask_pad_size={"height": mask_side, "width": mask_side}))
     processor.save_pretrained(folder)
+    return folder

@@ -7,6 +7,7 @@ import ot
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_sam
 
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
@@ -17,7 +18,6 @@ from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.presets import get_preset
 from protoseg.regions import SuperpixelParams, region_weights
 from protoseg.segment import Segmenter
-from tiny_models import tiny_sam
 
 
 class _Models:
@@ -138,6 +138,9 @@ def test_subregion_weights_equal_per_mask_region_weights(mode):
     assert proposal.tolist() == [p for p, _, _ in rows]
     torch.testing.assert_close(weights, torch.stack([w for _, w, _ in rows]))
     assert area.tolist() == [float(a) for _, _, a in rows]
+    chunked = subregion_weights(masks, fine, (5, 7), mode, chunk=2)
+    for got, want in zip(chunked, (weights, area, proposal), strict=True):
+        assert torch.equal(got, want)
 
 
 def test_composition_rules():

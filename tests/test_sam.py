@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_sam
 
 from protoseg.models.sam import (
     SamProposer,
@@ -16,7 +17,6 @@ from protoseg.models.sam import (
     remove_small_regions,
     stability_score,
 )
-from tiny_models import tiny_sam
 
 
 def test_point_grid_cell_centres():

@@ -316,8 +316,8 @@ class DPSMMatcher:
         return self.compose(self.proposal_scores(sub), sub.masks)
 
 
-def subregion_weights(masks: torch.Tensor, fine: torch.Tensor, grid: tuple[int, int], mode: str = "area"
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def subregion_weights(masks: torch.Tensor, fine: torch.Tensor, grid: tuple[int, int], mode: str = "area",
+                      chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grid weights of every non-empty (proposal, superpixel) intersection, in one scatter.
 
     Args:
@@ -329,8 +329,12 @@ def subregion_weights(masks: torch.Tensor, fine: torch.Tensor, grid: tuple[int, 
     Returns:
         ``weights [S, h * w]`` (row ``s`` equals ``region_weights`` of the binary mask
         ``masks[p] & (fine == r)``), pixel ``area [S]`` and ``proposal [S]`` index of each sub-region,
-        ordered by proposal then superpixel id.
+        ordered by proposal then superpixel id. Proposals are processed ``chunk`` at a time to bound memory.
     """
+    if len(masks) > chunk:
+        parts = [subregion_weights(masks[s:s + chunk], fine, grid, mode, chunk) for s in range(0, len(masks), chunk)]
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                torch.cat([p[2] + s for p, s in zip(parts, range(0, len(masks), chunk), strict=True)]))
     N, H, W = masks.shape
     h, w = grid
     dev = masks.device

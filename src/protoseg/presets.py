@@ -75,7 +75,7 @@ PRESETS: dict[str, Preset] = {
                     "sub-regions, DINOv2-B part prototypes, log-domain Sinkhorn with a dustbin, no CLIP",
         features="facebook/dinov2-base", text=None, sam="facebook/sam-vit-base", matcher="dpsm",
         matcher_options={"mode": "subregion-ot", "proposals": "sam", "epsilon": 0.05, "iterations": 1000,
-                         "stop_thr": 1e-6, "pooling": "area", "composition": "mean",
+                         "stop_thr": 1e-4, "pooling": "area", "composition": "mean",
                          "fallback": "superpixels"}),
 }
 

@@ -25,6 +25,9 @@ Per window (``crop [3, h, w]``):
      exactly ``C``), demanders are the sub-regions plus a dustbin demanding ``C - 1`` at zero cost
      (eq. 10), cost ``1 - cosine`` (eq. 6), entropic Sinkhorn in the log domain batched over all
      proposals; the class probability is the mass a class delivers to the real sub-regions (eq. 11).
+     Iterations stop at ``iterations`` or once the column-marginal L2 error is below ``stop_thr``
+     (default ``1e-4``: the dustbin demands ``C - 1``, so tighter absolute targets are below float32
+     resolution and would always run to the cap).
 
    EMDs use balanced OT with supplies normalised to 1 per support image / class and the same demands;
    ``emd_solver="sinkhorn"`` (default) takes the transport cost of the entropic plan at ``epsilon``,
@@ -92,7 +95,7 @@ class DPSMMatcher:
 
     def __init__(self, bank: PrototypeBank, models: Any, *, mode: str = "subregion-ot",
                  proposals: str = "sam", epsilon: float = 0.05, iterations: int = 1000,
-                 stop_thr: float = 1e-6, superpixels: SuperpixelParams = FINE_SUPERPIXELS,
+                 stop_thr: float = 1e-4, superpixels: SuperpixelParams = FINE_SUPERPIXELS,
                  proposal_superpixels: SuperpixelParams = PROPOSAL_SUPERPIXELS,
                  pooling: str = "area", composition: str = "mean", fallback: str = "superpixels",
                  emd_solver: str = "sinkhorn", sam_options: dict[str, Any] | None = None,

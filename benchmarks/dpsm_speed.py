@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=8)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.0)
     parser.add_argument("--stability-thresh", type=float, default=0.0)
+    parser.add_argument("--box-nms-thresh", type=float, default=0.7)
+    parser.add_argument("--max-proposals", type=int, default=None,
+                        help="keep at most this many SAM proposals (best predicted IoU first)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--model-dir", type=Path, default=None)
     args = parser.parse_args()
@@ -107,7 +110,9 @@ def main() -> None:
         save_models(folder)
     sam_dir, dino_dir = folder / "sam-vit-base", folder / "dinov2-base"
     preset = get_preset("dpsm", features=str(dino_dir), sam=str(sam_dir), matcher_options={
-        "sam_options": {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh}})
+        "max_proposals": args.max_proposals,
+        "sam_options": {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
+                        "box_nms_thresh": args.box_nms_thresh}})
     models = ModelSet(preset.features, None, preset.sam, device="cpu")
     features = models.features
     bank = random_bank(features.encoder_id, features.dim, args.classes, args.clusters, args.parts)
@@ -121,6 +126,9 @@ def main() -> None:
         len((r := f(self, *a, **k))[0])) or r))(sam.__class__.__call__)
     seg.matcher.subregion_ot = timed("transport (rest)", seg.matcher.subregion_ot)
     seg.matcher.subregions = timed("sub-regions (rest)", seg.matcher.subregions)
+    matched = []
+    seg.matcher.proposal_scores = (lambda f: lambda sub: matched.append(len(sub.masks)) or f(sub))(
+        seg.matcher.proposal_scores)
     classes = [f"class{c}" for c in range(args.classes)]
     image, _ = render_scene(np.random.default_rng(0), 448)
     seg.prepare(classes)
@@ -139,7 +147,8 @@ def main() -> None:
     forwards = sum(v for k, v in TIMES.items() if "(rest)" not in k)
     for name, value in TIMES.items():
         print(f"  {name}: {value:.2f} s")
-    print(f"proposals after NMS: {proposals[-1]} (32x32 points, 3 masks each)")
+    print(f"SAM proposals after NMS: {proposals[-1]} (32x32 points, 3 masks each); matched proposals incl. "
+          f"fallback (uncovered parts of superpixels): {matched[-1]}")
     print(f"per image: total {total:.2f} s, model forwards {forwards:.2f} s, rest {total - forwards:.2f} s")
 
 

@@ -66,7 +66,8 @@ class FusedClass:
 
     Attributes:
         wholes: float32 ``[W, D]``; ``whole_supplies [W]``; ``whole_coarse [W]`` coarse cluster id (-1: none);
-            ``whole_image [W]`` source image index (-1 when fused).
+            ``whole_image [W]`` source image index (-1 when fused); ``image_whole [n]`` the whole row each
+            input image belongs to.
         parts: float32 ``[Q, D]``; ``supplies [Q]``; ``areas [Q]`` summed member areas; ``coarse [Q]`` /
             ``fine [Q]`` cluster ids (-1: none); ``part_image [Q]`` source image index (-1 when fused).
     """
@@ -75,6 +76,7 @@ class FusedClass:
     whole_supplies: np.ndarray
     whole_coarse: np.ndarray
     whole_image: np.ndarray
+    image_whole: np.ndarray
     parts: np.ndarray
     supplies: np.ndarray
     areas: np.ndarray
@@ -147,6 +149,7 @@ def fuse_class(support: ClassSupport, coarse_clusters: int, kappa: int, mode: st
         return FusedClass(
             wholes=np.asarray(support.wholes, np.float32), whole_supplies=np.full(n, 1.0 / total, np.float32),
             whole_coarse=np.full(n, -1, np.int32), whole_image=np.arange(n, dtype=np.int64),
+            image_whole=np.arange(n, dtype=np.int64),
             parts=parts, supplies=(supplies / kappa).astype(np.float32), areas=areas.astype(np.float32),
             coarse=np.full(len(parts), -1, np.int32), fine=np.full(len(parts), -1, np.int32),
             part_image=image_of)
@@ -161,7 +164,7 @@ def fuse_class(support: ClassSupport, coarse_clusters: int, kappa: int, mode: st
             wholes=_member_means(support.wholes, whole_labels),
             whole_supplies=(counts / total).astype(np.float32),
             whole_coarse=np.arange(len(counts), dtype=np.int32),
-            whole_image=np.full(len(counts), -1, np.int64),
+            whole_image=np.full(len(counts), -1, np.int64), image_whole=whole_labels,
             parts=_member_means(parts, fine), supplies=(_sum_by(supplies, fine) / kappa).astype(np.float32),
             areas=_sum_by(areas, fine).astype(np.float32), coarse=np.full(int(fine.max()) + 1, -1, np.int32),
             fine=np.arange(int(fine.max()) + 1, dtype=np.int32), part_image=np.full(int(fine.max()) + 1, -1))
@@ -187,6 +190,7 @@ def fuse_class(support: ClassSupport, coarse_clusters: int, kappa: int, mode: st
     return FusedClass(
         wholes=np.stack(wholes).astype(np.float32), whole_supplies=np.asarray(whole_supplies, np.float32),
         whole_coarse=np.arange(len(wholes), dtype=np.int32), whole_image=np.full(len(wholes), -1, np.int64),
+        image_whole=coarse,
         parts=np.concatenate(out_parts).astype(np.float32),
         supplies=np.concatenate(out_supplies).astype(np.float32),
         areas=np.concatenate(out_areas).astype(np.float32), coarse=np.concatenate(out_coarse),

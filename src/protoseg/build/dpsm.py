@@ -108,7 +108,8 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
     synths = synthesize(pipe, [it.prompt for it in items], [[it.class_name] for it in items],
                         [it.seed for it in items], steps=preset.steps, guidance=preset.guidance,
                         height=preset.height, width=preset.width, batch_size=preset.batch_size,
-                        unet_feature_block=preset.unet_block if use_unet else None)
+                        unet_feature_block=preset.unet_block if use_unet else None,
+                        unet_feature_timestep=preset.unet_timestep)
     feats = image_features(features, [s.image for s in synths], preset.batch_size)
     n = preset.images_per_class
     kept: dict[str, list[Any]] = {k: [] for k in ("class", "attribute", "prompt", "index", "area", "guide", "whole")}

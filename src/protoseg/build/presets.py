@@ -49,7 +49,9 @@ class BuildPreset:
         superpixels: Felzenszwalb parameters of the DPSM parts.
         guide: DPSM whole-level feature that drives the coarse clustering: ``"unet"`` (eq. 2: SD-UNet
             decoder features pooled on the foreground) or ``"dinov2"``.
-        unet_block: index of the SD-UNet up (decoder) block whose output is the eq. 2 feature map.
+        unet_block, unet_timestep: the eq. 2 feature map is the output of SD-UNet up (decoder) block
+            ``unet_block`` at the denoising step whose timestep is closest to ``unet_timestep`` (the
+            paper names the UNet only; see :mod:`protoseg.generate.synthesis`).
         bank_dtype: storage dtype of the prototypes.
     """
 
@@ -79,6 +81,7 @@ class BuildPreset:
     superpixels: SuperpixelParams = field(default_factory=SuperpixelParams)
     guide: str = "unet"
     unet_block: int = 1
+    unet_timestep: int = 261
     bank_dtype: str = "float16"
 
     @property
@@ -122,7 +125,7 @@ BUILD_PRESETS: dict[str, BuildPreset] = {
         description="smoke test: the DPSM chain with tiny random SD / DINOv2, naive prompts (no LLM), "
                     "K=1 (N=4), kappa 2, CPU",
         prompts="naive", k=1, kappa=2, gamma=0.4, pooling="area",
-        superpixels=SuperpixelParams(scale=50.0, sigma=0.5, min_size=10), **_TINY_SYNTHESIS),
+        superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=64), **_TINY_SYNTHESIS),
 }
 
 

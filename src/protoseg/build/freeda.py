@@ -30,25 +30,28 @@ from protoseg.regions import mask_weights, pool_features
 @dataclass(frozen=True)
 class FreedaItem:
     """One caption to synthesise: ``index`` (position in the source, the bank's ``image_id``),
-    ``image_id`` (the source image the caption describes), ``caption``, its ``nouns``, ``seed``."""
+    ``image_id`` (the source image the caption describes), ``caption``, its ``nouns`` (singular lemmas,
+    the bank labels), the ``words`` that mention them in the caption (attribution targets), ``seed``."""
 
     index: int
     image_id: int
     caption: str
     nouns: tuple[str, ...]
+    words: tuple[str, ...]
     seed: int
 
 
 def plan_freeda(captions: list[Any], extractor: Any, seed: int) -> list[FreedaItem]:
     """Work items of the captions (``Caption`` records) that mention at least one noun."""
-    from protoseg.generate.nouns import nouns_of
-
     items = []
     for n, caption in enumerate(captions):
-        nouns = tuple(dict.fromkeys(nouns_of(extractor, caption.text)))
-        if nouns:
+        mentions: dict[str, str] = {}
+        for mention in extractor.extract(caption.text):
+            mentions.setdefault(mention.noun, mention.text)
+        if mentions:
             items.append(FreedaItem(index=n, image_id=int(caption.image_id), caption=caption.text,
-                                    nouns=nouns, seed=item_seed(seed, n)))
+                                    nouns=tuple(mentions), words=tuple(mentions.values()),
+                                    seed=item_seed(seed, n)))
     if not items:
         raise ProtosegError("no caption mentions a noun the extractor knows; check the caption file or use "
                             "another noun extractor (--nouns spacy)")
@@ -70,15 +73,15 @@ def freeda_shard(preset: BuildPreset, device: str | None, dtype: str | None,
 
     pipe, features = load_synthesis_models(preset, device, dtype)
     clip = cached_model(("clip", preset.text, device), lambda: ClipModel(preset.text, device=device))
-    synths = synthesize(pipe, [it.caption for it in items], [list(it.nouns) for it in items],
+    synths = synthesize(pipe, [it.caption for it in items], [list(it.words) for it in items],
                         [it.seed for it in items], steps=preset.steps, guidance=preset.guidance,
                         height=preset.height, width=preset.width, batch_size=preset.batch_size,
                         unet_feature_block=None)
     feats = image_features(features, [s.image for s in synths], preset.batch_size)
     protos, labels, texts, image_ids, sources, areas = [], [], [], [], [], []
     for item, synth, f in zip(items, synths, feats, strict=True):
-        for noun in item.nouns:
-            mask = np.asarray(freeda_mask(np.asarray(synth.attributions[noun], np.float32), preset.gamma))
+        for noun, word in zip(item.nouns, item.words, strict=True):
+            mask = np.asarray(freeda_mask(np.asarray(synth.attributions[word], np.float32), preset.gamma))
             if not mask.any():
                 continue
             w = mask_weights(torch.from_numpy(mask)[None].to(f.device), tuple(f.shape[-2:]), preset.pooling)

@@ -1,19 +1,7 @@
-"""Whole-level and part-level prototypes of one support image (DPSM eq. 2, 3 and 7).
+"""Whole- and part-level prototypes of one object in one image (DPSM eq. 2, 3 and 7).
 
-Given dense features of a support image and its foreground mask, the image contributes
-
-- one *whole-level* prototype: the features mask-average-pooled over the foreground, and
-- one *part-level* prototype per Felzenszwalb superpixel ``R_f`` that meets the foreground, pooled over
-  ``M_fg ⊙ R_f`` (eq. 3), with a transport *supply*
-  ``s_f = (1 / N) · SUM(M_fg ⊙ R_f) / Σ_f SUM(M_fg ⊙ R_f)`` (eq. 7), ``N`` = support images per class.
-
-The supplies of one image therefore sum to ``1 / N`` and the ``N`` images of a class to 1. Areas are
-counted at full image resolution. A part whose pooled mass on the feature grid is zero (too small for the
-grid with the ``"point"`` rule) has no feature and is dropped; the remaining shares are renormalised so
-that the image still sums to ``1 / N``.
-
-Banks built from generated images (:mod:`protoseg.build.dpsm`) and from labelled examples
-(:mod:`protoseg.bank.examples`) both use :func:`image_prototypes`.
+The same function serves generated support images (foreground = thresholded attention map) and
+labelled examples (foreground = ground-truth class mask).
 """
 
 from __future__ import annotations
@@ -23,83 +11,54 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protoseg.regions import SuperpixelParams, mask_weights, pool_features, region_weights
-from protoseg.regions import superpixels as felzenszwalb_superpixels
+from protoseg.regions import SuperpixelParams, pool_features, region_weights, superpixels
 
 
 @dataclass
 class ImagePrototypes:
-    """Prototypes of one support image.
+    """Prototypes of one foreground in one image.
 
     Attributes:
-        whole: float32 ``[D]`` foreground-pooled feature.
-        parts: float32 ``[F, D]`` part prototypes (superpixel ∩ foreground), in superpixel-id order.
-        part_areas: float32 ``[F]`` pixels of each part (at image resolution).
-        supplies: float32 ``[F]`` eq. 7 supplies, summing to ``1 / images_per_class``.
+        whole: ``[D]`` foreground-pooled feature (MAP over the fg mask).
+        whole_area: fg pixels.
+        parts: ``[F, D]`` features of the parts (superpixel ∩ fg) that have weight on the feature grid.
+        part_areas: ``[F]`` pixels of each part.
     """
 
-    whole: np.ndarray
-    parts: np.ndarray
-    part_areas: np.ndarray
-    supplies: np.ndarray
-
-    def __iter__(self):  # allows ``whole, parts, areas, supplies = image_prototypes(...)``
-        return iter((self.whole, self.parts, self.part_areas, self.supplies))
+    whole: torch.Tensor
+    whole_area: float
+    parts: torch.Tensor
+    part_areas: torch.Tensor
 
 
-def image_prototypes(features: torch.Tensor, image: np.ndarray, fg: np.ndarray,
-                     superpixels: SuperpixelParams | None = None, pooling: str = "area",
-                     images_per_class: int = 1, labels: np.ndarray | None = None) -> ImagePrototypes | None:
-    """Whole row and part rows with supply of one support image.
+def image_prototypes(features: torch.Tensor, image: np.ndarray, fg: np.ndarray | torch.Tensor,
+                     params: SuperpixelParams = SuperpixelParams(), pooling: str = "area",
+                     labels: np.ndarray | None = None) -> ImagePrototypes | None:
+    """Pool ``features [D, h, w]`` over the foreground ``fg`` (bool ``[H, W]``) of ``image``
+    (uint8 ``[H, W, 3]``) and over each superpixel ∩ fg.
 
-    Args:
-        features: ``[D, h, w]`` dense features of ``image`` (any device; pooled in float32).
-        image: uint8 ``[H, W, 3]`` RGB (the superpixels are computed on it).
-        fg: bool ``[H, W]`` foreground mask.
-        superpixels: Felzenszwalb parameters (defaults of :class:`SuperpixelParams` when ``None``).
-        pooling: ``"area"`` or ``"point"`` (:mod:`protoseg.regions`).
-        images_per_class: ``N`` of eq. 7.
-        labels: optional precomputed superpixel labels ``int [H, W]`` (skips Felzenszwalb).
-
-    Returns:
-        :class:`ImagePrototypes`, or ``None`` when the foreground is empty or too small to pool.
+    ``labels`` (int ``[H, W]``) reuses superpixels computed once per image. Returns ``None`` when the
+    foreground has no weight on the feature grid (too small to describe).
     """
-    fg = np.asarray(fg, dtype=bool)
-    if image.shape[:2] != fg.shape:
-        raise ValueError(f"image {image.shape[:2]} and foreground mask {fg.shape} differ in size")
-    if not fg.any():
+    fg_t = torch.as_tensor(np.asarray(fg), device=features.device).bool()
+    grid = tuple(features.shape[-2:])
+    whole_w = region_weights(fg_t.long() - 1, grid, pooling, num_regions=1)  # fg -> 0, bg -> -1
+    whole, whole_mass = pool_features(features, whole_w)
+    if whole_mass[0] <= 0:
         return None
-    grid = (int(features.shape[-2]), int(features.shape[-1]))
-    feats = features.detach().float()
-    device = feats.device
-    whole_w = mask_weights(torch.from_numpy(fg)[None].to(device), grid, pooling)
-    whole, whole_mass = pool_features(feats, whole_w)
-    if float(whole_mass[0]) <= 0:
-        return None
-
     if labels is None:
-        sp = felzenszwalb_superpixels(image, superpixels or SuperpixelParams())
-    else:
-        sp = np.asarray(labels, dtype=np.int64)
-    # Parts = superpixels restricted to the foreground; background pixels get -1 (ignored).
-    part_ids = np.where(fg, sp, -1)
-    present = np.unique(part_ids[part_ids >= 0])
-    dense = np.full(int(sp.max()) + 1, -1, dtype=np.int64)
-    dense[present] = np.arange(len(present))
-    part_labels = np.where(part_ids >= 0, dense[np.maximum(part_ids, 0)], -1)
-    areas = np.bincount(part_labels[part_labels >= 0].ravel(), minlength=len(present)).astype(np.float64)
+        labels = superpixels(image, params)
+    sp = torch.as_tensor(labels, device=features.device).long()
+    parts_lab = torch.where(fg_t, sp, torch.full_like(sp, -1))
+    num = int(sp.max().item()) + 1
+    areas = torch.bincount(parts_lab[fg_t], minlength=num).float()
+    weights = region_weights(parts_lab, grid, pooling, num_regions=num)
+    pooled, mass = pool_features(features, weights)
+    keep = (areas > 0) & (mass > 0)
+    return ImagePrototypes(whole=whole[0], whole_area=float(fg_t.sum()), parts=pooled[keep],
+                           part_areas=areas[keep])
 
-    weights = region_weights(torch.from_numpy(part_labels).to(device), grid, pooling,
-                             num_regions=len(present))
-    pooled, mass = pool_features(feats, weights)
-    keep = (mass > 0).cpu().numpy() & (areas > 0)
-    if not keep.any():
-        return None
-    areas = areas[keep]
-    supplies = areas / areas.sum() / float(images_per_class)
-    return ImagePrototypes(
-        whole=whole[0].cpu().numpy().astype(np.float32),
-        parts=pooled[torch.from_numpy(keep).to(device)].cpu().numpy().astype(np.float32),
-        part_areas=areas.astype(np.float32),
-        supplies=supplies.astype(np.float32),
-    )
+
+def supply_units(part_areas: torch.Tensor, images_per_class: int) -> torch.Tensor:
+    """DPSM eq. 7: ``s_i = (1 / N) * area_i / sum(area)`` for the parts of one support image."""
+    return part_areas / part_areas.sum() / images_per_class

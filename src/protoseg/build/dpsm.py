@@ -29,7 +29,7 @@ import torch
 
 from protoseg.bank import PrototypeBank
 from protoseg.bank.clustering import ClassSupport, class_seed, fuse_class
-from protoseg.bank.parts import image_prototypes
+from protoseg.bank.parts import image_prototypes, supply_units
 from protoseg.build.common import image_features, item_seed, load_synthesis_models, str_array
 from protoseg.build.presets import BuildPreset
 from protoseg.errors import ProtosegError
@@ -117,8 +117,8 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
     dropped_class, dropped_index = [], []
     for item, synth, f in zip(items, synths, feats, strict=True):
         fg = np.asarray(dpsm_mask(np.asarray(synth.attributions[item.class_name], np.float32), preset.gamma))
-        protos = image_prototypes(f, synth.image, fg, preset.superpixels, preset.pooling, images_per_class=n)
-        if protos is None:
+        protos = image_prototypes(f.float(), synth.image, fg, preset.superpixels, preset.pooling)
+        if protos is None or len(protos.parts) == 0:
             dropped_class.append(item.class_name)
             dropped_index.append(item.index)
             continue
@@ -128,16 +128,16 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
             pooled, mass = pool_features(unet, w)
             guide = pooled[0].cpu().numpy() if float(mass[0]) > 0 else unet.mean((1, 2)).cpu().numpy()
         else:
-            guide = protos.whole
+            guide = protos.whole.cpu().numpy()
         row = len(kept["index"])
         for key, value in (("class", item.class_name), ("attribute", item.attribute), ("prompt", item.prompt),
-                           ("index", item.index), ("area", float(fg.sum())), ("guide", guide),
-                           ("whole", protos.whole)):
+                           ("index", item.index), ("area", protos.whole_area), ("guide", guide),
+                           ("whole", protos.whole.cpu().numpy())):
             kept[key].append(value)
         parts["image"].extend([row] * len(protos.parts))
-        parts["proto"].extend(protos.parts)
-        parts["area"].extend(protos.part_areas)
-        parts["supply"].extend(protos.supplies)
+        parts["proto"].extend(protos.parts.cpu().numpy())
+        parts["area"].extend(protos.part_areas.cpu().numpy())
+        parts["supply"].extend(supply_units(protos.part_areas, n).cpu().numpy())
     dim = int(features.dim)
     guide_dim = len(kept["guide"][0]) if kept["guide"] else 0
     return {

@@ -47,6 +47,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
                seed: int = 0, device: str | None = None, dtype: str | None = None, limit: int | None = None,
                llm: str | None = None, descriptions: str | Path | None = None, ray: bool = False,
                ray_address: str | None = None, ray_init: dict[str, Any] | None = None,
+               ray_task_threads: int | None = None,
                keep_work_dir: bool = False, overwrite: bool = False, progress: Progress | None = None,
                on_shard_written: Callable[[int], None] | None = None) -> Path:
     """Build a bank with ``preset`` and write it to ``out``; returns ``out``.
@@ -63,7 +64,8 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         limit: use only the first ``limit`` captions.
         llm: DPSM LLM spec overriding the preset's. descriptions: the editable description cache
             (default ``OUT.descriptions.json``).
-        ray, ray_address, ray_init: run the shards as Ray tasks (see :func:`protoseg.build.shards.run_shards`).
+        ray, ray_address, ray_init, ray_task_threads: run the shards as Ray tasks
+            (:func:`protoseg.build.shards.run_shards`; ``ray_task_threads`` is its ``task_threads``).
         keep_work_dir: keep the shards after the bank is written (default: removed).
         overwrite: replace an existing bank at ``out``.
         progress: ``progress(stage, done, total)``.
@@ -97,16 +99,18 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         from protoseg.build.dpsm import class_prompts, dpsm_shard, plan_dpsm
 
         if classes is None or captions is not None:
-            raise ProtosegError("a DPSM bank is built from class names: pass --classes \"a, b\" or --classes-file F")
+            raise ProtosegError("a DPSM bank is built from class names: pass --classes \"a, b\" "
+                                "or --classes-file F")
         classes = validate_classes(classes)
-        cache = Path(descriptions) if descriptions is not None else out.with_name(out.name + ".descriptions.json")
+        cache = (Path(descriptions) if descriptions is not None
+                 else out.with_name(out.name + ".descriptions.json"))
 
         def described(class_name: str, attribute: str) -> None:
             if progress is not None:
                 progress("descriptions", classes.index(class_name) + 1, len(classes))
 
-        prompts = class_prompts(classes, preset, llm, cache if preset.prompts == "llm" else None, seed, device,
-                                described)
+        prompts = class_prompts(classes, preset, llm, cache if preset.prompts == "llm" else None, seed,
+                                device, described)
         items = plan_dpsm(prompts, preset, seed)
         settings.update(classes=classes, prompts=preset.prompts,
                         descriptions=str(cache) if preset.prompts == "llm" else None,
@@ -118,6 +122,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
     shards = _chunks(items, shard_size)
     prepare_work_dir(work, {**settings, "items": [vars(it) for it in items]})
     paths = run_shards(work, shards, worker, ray=ray, ray_address=ray_address, ray_init=ray_init,
+                       task_threads=ray_task_threads,
                        on_shard_written=on_shard_written,
                        progress=(lambda d, t: progress("shards", d, t)) if progress is not None else None)
     if progress is not None:

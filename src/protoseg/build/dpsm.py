@@ -69,8 +69,8 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
                         for a in ("state", "feature", "object", "location"))
     if needs_llm:
         if not spec:
-            raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (e.g. smollm2, a hub id or an "
-                                "OpenAI-compatible URL) or use --prompts naive")
+            raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (e.g. smollm2, a hub id "
+                                "or an OpenAI-compatible URL) or use --prompts naive")
         from protoseg.generate.llm import load_llm
 
         llm = load_llm(spec, device=device)
@@ -112,7 +112,8 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
                         unet_feature_timestep=preset.unet_timestep)
     feats = image_features(features, [s.image for s in synths], preset.batch_size)
     n = preset.images_per_class
-    kept: dict[str, list[Any]] = {k: [] for k in ("class", "attribute", "prompt", "index", "area", "guide", "whole")}
+    kept: dict[str, list[Any]] = {k: [] for k in ("class", "attribute", "prompt", "index", "area", "guide",
+                                                  "whole")}
     parts: dict[str, list[Any]] = {k: [] for k in ("image", "proto", "area", "supply")}
     dropped_class, dropped_index = [], []
     for item, synth, f in zip(items, synths, feats, strict=True):
@@ -124,7 +125,8 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
             continue
         if use_unet:
             unet = synth.unet_features.float()
-            w = mask_weights(torch.from_numpy(fg)[None].to(unet.device), tuple(unet.shape[-2:]), preset.pooling)
+            w = mask_weights(torch.from_numpy(fg)[None].to(unet.device), tuple(unet.shape[-2:]),
+                             preset.pooling)
             pooled, mass = pool_features(unet, w)
             guide = pooled[0].cpu().numpy() if float(mass[0]) > 0 else unet.mean((1, 2)).cpu().numpy()
         else:
@@ -148,7 +150,8 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
         "img_whole": np.asarray(kept["whole"], np.float32).reshape(len(kept["whole"]), dim),
         "part_image": np.asarray(parts["image"], np.int64),
         "part_proto": np.asarray(parts["proto"], np.float32).reshape(len(parts["proto"]), dim),
-        "part_area": np.asarray(parts["area"], np.float32), "part_supply": np.asarray(parts["supply"], np.float32),
+        "part_area": np.asarray(parts["area"], np.float32),
+        "part_supply": np.asarray(parts["supply"], np.float32),
         "dropped_class": str_array(dropped_class), "dropped_index": np.asarray(dropped_index, np.int64),
         "feature_encoder": np.asarray(features.encoder_id),
     }
@@ -228,7 +231,8 @@ def reduce_dpsm(shards: list[dict[str, np.ndarray]], classes: list[str], preset:
             rows["coarse"].append(int(fused.coarse[q]))
             rows["fine"].append(int(fused.fine[q]))
     table = {"label": np.asarray(rows["label"], dtype=object), "text": np.asarray(rows["text"], dtype=object),
-             "image_id": np.asarray(rows["image_id"], np.int64), "part_id": np.asarray(rows["part_id"], np.int32),
+             "image_id": np.asarray(rows["image_id"], np.int64),
+             "part_id": np.asarray(rows["part_id"], np.int32),
              "level": np.asarray(rows["level"], dtype=object), "area": np.asarray(rows["area"], np.float32),
              "supply": np.asarray(rows["supply"], np.float32),
              "coarse_cluster": np.asarray(rows["coarse"], np.int32),

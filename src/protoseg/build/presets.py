@@ -102,12 +102,14 @@ _TINY_SYNTHESIS: dict[str, Any] = dict(diffusion="tiny", features="tiny", steps=
 BUILD_PRESETS: dict[str, BuildPreset] = {
     "freeda-b": BuildPreset(
         name="freeda-b", method="freeda", segment_preset="freeda-b",
-        description="FreeDA ViT-B bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-B, CLIP ViT-B/16 keys, alpha 0.9",
+        description="FreeDA ViT-B bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-B, CLIP ViT-B/16 keys, "
+                    "alpha 0.9",
         diffusion="stabilityai/stable-diffusion-2-1-base", features="facebook/dinov2-base",
         text="openai/clip-vit-base-patch16", gamma=0.45, pooling="point"),
     "freeda-l": BuildPreset(
         name="freeda-l", method="freeda", segment_preset="freeda-l",
-        description="FreeDA ViT-L bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-L, CLIP ViT-L/14 keys, alpha 0.9",
+        description="FreeDA ViT-L bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-L, CLIP ViT-L/14 keys, "
+                    "alpha 0.9",
         diffusion="stabilityai/stable-diffusion-2-1-base", features="facebook/dinov2-large",
         text="openai/clip-vit-large-patch14", gamma=0.45, pooling="point"),
     "dpsm": BuildPreset(

@@ -80,11 +80,12 @@ def prepare_work_dir(work_dir: str | Path, description: dict[str, Any]) -> Path:
         try:
             previous = json.loads(marker.read_text())["fingerprint"]
         except (ValueError, KeyError) as exc:
-            raise ProtosegError(f"{marker} is damaged ({exc}); remove {work_dir} to start the build over") from exc
+            raise ProtosegError(f"{marker} is damaged ({exc}); remove {work_dir} to start the build "
+                                "over") from exc
         if previous != record["fingerprint"]:
-            raise ProtosegError(f"{work_dir} holds shards of a build with other settings or inputs; remove it "
-                                "(or pass another --work-dir) to start over, or rerun with the same options "
-                                "to resume")
+            raise ProtosegError(f"{work_dir} holds shards of a build with other settings or inputs; "
+                                "remove it (or pass another --work-dir) to start over, or rerun with the "
+                                "same options to resume")
         return work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{FINGERPRINT_FILE}.", suffix=".tmp", dir=work_dir)
@@ -99,7 +100,7 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
                progress: Callable[[int, int], None] | None = None,
                on_shard_written: Callable[[int], None] | None = None,
                ray: bool = False, ray_address: str | None = None,
-               ray_init: dict[str, Any] | None = None) -> list[Path]:
+               ray_init: dict[str, Any] | None = None, task_threads: int | None = None) -> list[Path]:
     """Compute every shard whose file is missing and return all shard paths, in shard order.
 
     Args:
@@ -111,6 +112,10 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         ray: run the missing shards as Ray tasks.
         ray_address: cluster address for ``ray.init`` (``None``: an existing connection or a local Ray).
         ray_init: extra keyword arguments for ``ray.init`` when this call starts Ray.
+        task_threads: CPUs reserved by each Ray task and torch threads it uses (default: 1 CPU, Ray's
+            thread default). CPU float results depend on the thread count, so a Ray build matches a
+            local build bit for bit when this equals the local ``torch.get_num_threads()``; on GPUs the
+            thread count does not matter.
     """
     paths = [shard_path(work_dir, i) for i in range(len(shards))]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
@@ -134,13 +139,22 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         for i in todo:
             finished(i, work(shards[i]))
         return paths
-    _run_on_ray(todo, shards, work, finished, ray_address, ray_init or {})
+    _run_on_ray(todo, shards, work, finished, ray_address, ray_init or {}, task_threads)
     return paths
+
+
+def _call(work: Callable[[T], ShardResult], items: T, threads: int | None) -> ShardResult:
+    """The Ray task body: ``work(items)`` (Ray wants a plain function, not a ``functools.partial``)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return work(items)
 
 
 def _run_on_ray(todo: list[int], shards: Sequence[T], work: Callable[[T], ShardResult],
                 finished: Callable[[int, ShardResult], None], address: str | None,
-                init_kwargs: dict[str, Any]) -> None:
+                init_kwargs: dict[str, Any], threads: int | None) -> None:
     try:
         import ray
     except ImportError:
@@ -153,12 +167,14 @@ def _run_on_ray(todo: list[int], shards: Sequence[T], work: Callable[[T], ShardR
             ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
                      log_to_driver=False, **init_kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ProtosegError(f"cannot start or reach Ray at {address or 'a local cluster'}: {exc}") from exc
+            where = address or "a local cluster"
+            raise ProtosegError(f"cannot start or reach Ray at {where}: {exc}") from exc
         started = True
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(work)
-        pending = {task.remote(shards[i]): i for i in todo}
+        task = ray.remote(num_cpus=threads or 1, num_gpus=gpus, max_retries=2)(_call)
+        work_ref = ray.put(work)
+        pending = {task.remote(work_ref, shards[i], threads): i for i in todo}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from protoseg.errors import ProtosegError
 
@@ -30,13 +37,27 @@ def _read_classes(classes: str | None, classes_file: Path | None) -> list[str] |
     return None
 
 
+def _quiet_model_loading() -> None:
+    """The CLI shows its own progress; silence the loading bars of diffusers and transformers."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def build_bank_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="bank directory to create")],
-    method: Annotated[str | None, typer.Option("--method", help="freeda or dpsm (default: the preset's)")] = None,
+    method: Annotated[str | None, typer.Option(
+        "--method", help="freeda or dpsm (default: the preset's)")] = None,
     captions: Annotated[Path | None, typer.Option(
         "--captions", help="FreeDA: COCO-Captions JSON or a text file with one caption a line")] = None,
-    classes: Annotated[str | None, typer.Option("--classes", help='DPSM: class names, e.g. "cat, dog"')] = None,
-    classes_file: Annotated[Path | None, typer.Option("--classes-file", help="DPSM: one class name a line")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help='DPSM: class names, e.g. "cat, dog"')] = None,
+    classes_file: Annotated[Path | None, typer.Option(
+        "--classes-file", help="DPSM: one class name a line")] = None,
     preset: Annotated[str | None, typer.Option(
         "--preset", "-p", help="build preset: freeda-b, freeda-l, dpsm, freeda-tiny, dpsm-tiny "
                                "(default: freeda-b / dpsm by --method)")] = None,
@@ -47,7 +68,8 @@ def build_bank_command(
     device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: auto)")] = None,
     dtype: Annotated[str | None, typer.Option(
         "--dtype", help="diffusion dtype (default: float16 on CUDA, float32 on CPU)")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="FreeDA: use only the first N captions")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="FreeDA: use only the first N captions")] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="DPSM: LLM spec for the descriptions")] = None,
     prompts: Annotated[str | None, typer.Option(
         "--prompts", help="DPSM: llm (descriptions) or naive ('a good photo of a {}')")] = None,
@@ -62,7 +84,10 @@ def build_bank_command(
     ray: Annotated[bool, typer.Option("--ray", help="run the shards as Ray tasks")] = False,
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
-    keep_work_dir: Annotated[bool, typer.Option("--keep-work-dir", help="keep the shards afterwards")] = False,
+    ray_task_threads: Annotated[int | None, typer.Option(
+        "--ray-task-threads", help="CPUs (torch threads) per Ray task (default 1)")] = None,
+    keep_work_dir: Annotated[bool, typer.Option(
+        "--keep-work-dir", help="keep the shards afterwards")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bank")] = False,
 ) -> None:
     """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume."""
@@ -79,6 +104,7 @@ def build_bank_command(
     if method is not None and method != chosen.method:
         raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
     class_list = _read_classes(classes, classes_file)
+    _quiet_model_loading()
     console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -93,6 +119,7 @@ def build_bank_command(
         path = build_bank(chosen, out, captions=captions, classes=class_list, work_dir=work_dir,
                           shard_size=shard_size, seed=seed, device=device, dtype=dtype, limit=limit, llm=llm,
                           descriptions=descriptions, ray=ray, ray_address=ray_address,
+                          ray_task_threads=ray_task_threads,
                           keep_work_dir=keep_work_dir, overwrite=overwrite, progress=progress)
     from protoseg.bank import PrototypeBank
 

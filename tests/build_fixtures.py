@@ -14,7 +14,7 @@ import pytest
 
 @contextmanager
 def tiny_cache(folder: Path) -> Iterator[Path]:
-    """Point ``PROTOSEG_CACHE`` at ``folder`` for the duration (tiny models are created there on first use)."""
+    """Point ``PROTOSEG_CACHE`` at ``folder`` meanwhile (tiny models are created there on first use)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROTOSEG_CACHE", str(folder))
         yield folder

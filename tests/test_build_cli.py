@@ -41,7 +41,8 @@ def test_build_bank_cli_dpsm_tiny_then_bank_info(tmp_path):
     assert info.returncode == 0, info.stderr
     assert "dpsm" in info.stdout and str(len(bank)) in info.stdout
     # a second build into the same place is refused in one line, without a traceback
-    again = _cli("build-bank", "--preset", "dpsm-tiny", "--classes", "cat", "--out", "B", cache=cache, cwd=tmp_path)
+    again = _cli("build-bank", "--preset", "dpsm-tiny", "--classes", "cat", "--out", "B", cache=cache,
+                 cwd=tmp_path)
     assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
     bad = _cli("build-bank", "--preset", "dpsm-tiny", "--captions", "x.txt", "--out", "C", cache=cache,
                cwd=tmp_path)

@@ -33,7 +33,8 @@ def test_bank_has_noun_prototypes_and_keys(built):
     assert set(bank.classes) <= {"cat", "sofa", "lamp", "dog", "grass", "tree", "car", "street", "sky"}
     assert len(bank) >= 3
     # each row's image id is its caption's position; its text is that caption; label a noun of it
-    for label, text, image_id in zip(bank.table["label"], bank.table["text"], bank.table["image_id"], strict=True):
+    table = bank.table
+    for label, text, image_id in zip(table["label"], table["text"], table["image_id"], strict=True):
         assert text == CAPTIONS[image_id] and label in text.replace("dogs", "dog")
     np.testing.assert_allclose(np.linalg.norm(bank.keys, axis=1), 1.0, rtol=1e-5)
     assert len(bank.index) == len(bank)

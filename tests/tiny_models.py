@@ -1,4 +1,4 @@
-"""Tiny random models for tests (the builders live in :mod:`protoseg.models.tiny`, used by the tiny presets)."""
+"""Tiny random models for tests; the builders live in :mod:`protoseg.models.tiny` (used by tiny presets)."""
 
 from protoseg.models.tiny import tiny_clip, tiny_dinov2, write_tiny_clip_vocab
 

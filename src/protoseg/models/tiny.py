@@ -106,7 +106,7 @@ _BUILDERS = {"features": tiny_dinov2, "text": tiny_clip, "diffusion": _tiny_sd}
 
 
 def tiny_model_path(role: str, root: str | Path | None = None) -> Path:
-    """Folder of the tiny model of ``role`` (``"features"``, ``"text"``, ``"diffusion"``); may not exist yet."""
+    """Folder of the tiny model of ``role`` (``"features"``, ``"text"``, ``"diffusion"``); may not exist."""
     return Path(root or tiny_dir()) / TINY_NAMES[role]
 
 

@@ -69,7 +69,8 @@ def test_word_token_indices(pipe: StableDiffusionPipeline) -> None:
     # a word the vocabulary splits into several tokens: its consecutive positions
     ids = tok("a wheelbarrow", add_special_tokens=False)["input_ids"]
     assert len(ids) > 2
-    assert word_token_indices(tok, "a wheelbarrow on grass", "wheelbarrow") == list(range(2, 2 + len(ids) - 1))
+    expected = list(range(2, 2 + len(ids) - 1))
+    assert word_token_indices(tok, "a wheelbarrow on grass", "wheelbarrow") == expected
     # sub-word pieces do not match inside another word
     with pytest.raises(ProtosegError, match="does not occur"):
         word_token_indices(tok, "two wheels", "s")
@@ -99,7 +100,7 @@ def test_capture_does_not_change_image_and_restores_processors(pipe, processor) 
         before = dict(pipe.unet.attn_processors)
         prompts, seeds = ["a photo of a cat", "a red car on the road"], [3, 4]
         plain = _generate(pipe, prompts, seeds)
-        indices = [[word_token_indices(pipe.tokenizer, p, w)] for p, w in zip(prompts, ["cat", "car"])]
+        indices = [[word_token_indices(pipe.tokenizer, p, w)] for p, w in zip(prompts, ["cat", "car"], strict=True)]
         with capture_cross_attention(pipe.unet, indices, LATENT) as store:
             captured = _generate(pipe, prompts, seeds)
         assert np.array_equal(plain, captured)
@@ -159,7 +160,8 @@ def test_eq1_normalisation_matches_store_everything_reference(pipe) -> None:
     calls: list[torch.Tensor] = []
     original = dict(pipe.unet.attn_processors)
     ref = _StoreEverything(calls, batch=2)
-    pipe.unet.set_attn_processor({k: ref if k.endswith("attn2.processor") else v for k, v in original.items()})
+    pipe.unet.set_attn_processor({k: ref if k.endswith("attn2.processor") else v
+                                  for k, v in original.items()})
     try:
         ref_images = _generate(pipe, prompts, seeds, steps=steps)
     finally:
@@ -247,7 +249,7 @@ def test_token_drawn_into_a_region_gets_its_map_there(pipe, processor) -> None:
     prompts = ["a photo of a cat and a dog", "a dog on the road near a car"]
     words = [["cat", "dog"], ["dog", "car"]]
     drawn = [("cat", "left"), ("car", "top")]
-    targets = [(word_token_indices(pipe.tokenizer, p, w)[0], r) for p, (w, r) in zip(prompts, drawn)]
+    targets = [(word_token_indices(pipe.tokenizer, p, w)[0], r) for p, (w, r) in zip(prompts, drawn, strict=True)]
     original = dict(pipe.unet.attn_processors)
     if processor == "classic":
         pipe.unet.set_attn_processor(AttnProcessor())
@@ -258,7 +260,7 @@ def test_token_drawn_into_a_region_gets_its_map_there(pipe, processor) -> None:
         for handle in handles:
             handle.remove()
         pipe.unet.set_attn_processor(original)
-    for result, (word, region), ws in zip(results, drawn, words):
+    for result, (word, region), ws in zip(results, drawn, words, strict=True):
         inside = _region(region, (SIZE, SIZE)).numpy()
         drawn_map = result.attributions[word]
         other_map = result.attributions[next(w for w in ws if w != word)]

@@ -100,7 +100,8 @@ def test_capture_does_not_change_image_and_restores_processors(pipe, processor) 
         before = dict(pipe.unet.attn_processors)
         prompts, seeds = ["a photo of a cat", "a red car on the road"], [3, 4]
         plain = _generate(pipe, prompts, seeds)
-        indices = [[word_token_indices(pipe.tokenizer, p, w)] for p, w in zip(prompts, ["cat", "car"], strict=True)]
+        indices = [[word_token_indices(pipe.tokenizer, p, w)]
+                   for p, w in zip(prompts, ["cat", "car"], strict=True)]
         with capture_cross_attention(pipe.unet, indices, LATENT) as store:
             captured = _generate(pipe, prompts, seeds)
         assert np.array_equal(plain, captured)
@@ -249,7 +250,8 @@ def test_token_drawn_into_a_region_gets_its_map_there(pipe, processor) -> None:
     prompts = ["a photo of a cat and a dog", "a dog on the road near a car"]
     words = [["cat", "dog"], ["dog", "car"]]
     drawn = [("cat", "left"), ("car", "top")]
-    targets = [(word_token_indices(pipe.tokenizer, p, w)[0], r) for p, (w, r) in zip(prompts, drawn, strict=True)]
+    targets = [(word_token_indices(pipe.tokenizer, p, w)[0], r)
+               for p, (w, r) in zip(prompts, drawn, strict=True)]
     original = dict(pipe.unet.attn_processors)
     if processor == "classic":
         pipe.unet.set_attn_processor(AttnProcessor())

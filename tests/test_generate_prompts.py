@@ -94,12 +94,22 @@ PARSE_CASES = [
     ("1. A red car parked outside\n2. On a busy highway\n3. Rusty and old",
      ["A photo of a red car parked outside", "A photo of a car on a busy highway",
       "A photo of a car, rusty and old"]),
+    # an item opening with a preposition gets the class even when it names the class later
+    ("1. In a quiet town, a car is parked by the road.",
+     ["A photo of a car in a quiet town, a car is parked by the road."]),
+    # "<label>: <text>" items: the text is kept when it names the class
+    ("1. Car in a city: A car with tinted windows.\n2. Beach: sunny and warm",
+     ["A photo of a car with tinted windows.", "A photo of a car, beach: sunny and warm"]),
     # duplicates (case, spacing, final full stop) removed; a description not naming the class is dropped
     ("1. A photo of a car in a garage.\n2. a photo of a  CAR in a garage\n3. A photo of a parking lot.\n"
      "4. A photo of cars in traffic",
      ["A photo of a car in a garage.", "A photo of cars in traffic"]),
-    # plain prose without list markers and without "photo of" is chatter
-    ("Cars are vehicles with four wheels.\nThey appear in many places.", []),
+    # plain prose without list markers and without "photo of" is chatter ...
+    ("Cars are vehicles with four wheels.\nThey appear in many places.\nHere is a car for you.", []),
+    # ... unless it opens with an article and the class (SmolLM2 answered this, without a list)
+    ("A car with a sleek exterior, and a sleek design.\nThe small red car by a tree",
+     ["A photo of a car with a sleek exterior, and a sleek design.",
+      "A photo of the small red car by a tree"]),
     # headings ending with ':' dropped; multi-word class; "(3)" markers
     ("Locations:\n(1) A photo of a traffic light at a crossing\n(2) A photo of traffic lights in fog",
      ["A photo of a traffic light at a crossing", "A photo of traffic lights in fog"]),
@@ -202,3 +212,19 @@ def test_cache_errors_are_clear(tmp_path):
         describe_classes(["car"], None, cache_path=tmp_path / "new.json")
     with pytest.raises(ProtosegError, match="reserved"):
         describe_classes(["_meta"], CountingLLM(answer_by_attribute))
+
+
+def test_interrupted_run_resumes_from_the_cache(tmp_path):
+    cache = tmp_path / "d.json"
+
+    def flaky(question, seed):
+        if "features" in question:
+            raise RuntimeError("server went away")
+        return answer_by_attribute(question, seed)
+
+    with pytest.raises(RuntimeError):
+        describe_classes(["car"], CountingLLM(flaky), k=2, cache_path=cache)
+    assert set(json.loads(cache.read_text())["car"]) == {"state"}  # the finished list was kept
+    resumed = CountingLLM(answer_by_attribute)
+    out = describe_classes(["car"], resumed, k=2, cache_path=cache)
+    assert len(resumed.calls) == 3 and set(out["car"]) == set(ATTRIBUTES)

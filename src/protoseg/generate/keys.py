@@ -9,7 +9,9 @@ For a noun ``w`` taken from a caption ``c`` (FreeDA, "Textual Keys Extraction", 
 
 Normalisation (a choice; the paper does not say): the template embeddings are averaged *raw* and the
 mean is L2-normalised — exactly how FreeDA's released code embeds the class names that query the keys
-— and the caption embedding is L2-normalised, so ``α`` weighs two unit vectors of the same scale. The
+— and the caption embedding is L2-normalised, so ``α`` weighs two unit vectors of the same scale
+(``normalize_each=True`` normalises each template embedding before averaging, matching queries built
+with the usual CLIP recipe). The
 key itself is returned un-normalised (``normalize_keys=False``); :class:`protoseg.bank.index.KeyIndex`
 normalises keys when indexing (cosine retrieval). Pass ``normalize_keys=True`` for unit keys.
 """
@@ -56,18 +58,22 @@ def _encode(clip: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def mean_template_embeddings(clip: TextEncoder, nouns: Sequence[str], templates: Sequence[str],
-                             batch_size: int = 256) -> np.ndarray:
-    """``t̂(w)`` for each distinct noun: L2-normalised mean of raw template embeddings -> ``{noun: [Dt]}``
-    packed as an array ``[U, Dt]`` in order of first appearance of the ``U`` distinct nouns."""
+                             batch_size: int = 256, normalize_each: bool = False) -> np.ndarray:
+    """``t̂(w)`` of the ``U`` distinct nouns (in order of first appearance), ``[U, Dt]``: the
+    L2-normalised mean of their raw template embeddings (``normalize_each=True``: of their
+    L2-normalised template embeddings, the usual CLIP recipe) — the same vectors as
+    ``ClipModel.encode_classes(nouns, templates, normalize_each)``."""
     unique = list(dict.fromkeys(nouns))
     prompts = [template.format(noun) for noun in unique for template in templates]
     raw = _encode(clip, prompts, batch_size).reshape(len(unique), len(templates), -1)
+    if normalize_each:
+        raw = _l2_normalise(raw)
     return _l2_normalise(raw.mean(axis=1))
 
 
 def text_keys(clip: TextEncoder, nouns: Sequence[str], captions: Sequence[str], alpha: float = DEFAULT_ALPHA,
               templates: Sequence[str] | None = None, normalize_keys: bool = False,
-              batch_size: int = 256) -> np.ndarray:
+              normalize_each: bool = False, batch_size: int = 256) -> np.ndarray:
     """FreeDA keys ``k_n = α·t̂(nouns[n]) + (1−α)·ĉ(captions[n])`` (module docstring for normalisation).
 
     Args:
@@ -78,6 +84,8 @@ def text_keys(clip: TextEncoder, nouns: Sequence[str], captions: Sequence[str], 
         alpha: weight of the noun embedding, in ``[0, 1]``.
         templates: format strings with one ``{}``; default ``protoseg.models.clip.FREEDA_TEMPLATES``.
         normalize_keys: L2-normalise the resulting keys.
+        normalize_each: normalise each template embedding before averaging (the usual CLIP recipe;
+            FreeDA's code does not). Use the same setting as for the class queries.
 
     Returns:
         float32 ``[N, Dt]``.
@@ -94,7 +102,7 @@ def text_keys(clip: TextEncoder, nouns: Sequence[str], captions: Sequence[str], 
         raise ProtosegError("text_keys got no nouns; extract nouns from the captions first")
     unique_nouns = list(dict.fromkeys(nouns))
     noun_index = {noun: i for i, noun in enumerate(unique_nouns)}
-    t_hat = mean_template_embeddings(clip, unique_nouns, templates, batch_size)
+    t_hat = mean_template_embeddings(clip, unique_nouns, templates, batch_size, normalize_each)
     unique_captions = list(dict.fromkeys(captions))
     caption_index = {caption: i for i, caption in enumerate(unique_captions)}
     c_hat = _l2_normalise(_encode(clip, unique_captions, batch_size))

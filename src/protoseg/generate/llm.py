@@ -264,7 +264,7 @@ def load_llm(spec: str, device: str | torch.device | None = None,
             raise ProtosegError(f"GGUF file {str(path)!r} not found; pass the path of a .gguf file")
         return TransformersChat(str(path.parent), gguf_file=path.name, device=device, dtype=dtype)
     if kind == "openai":
-        base_url, hash_sep, model = rest.rpartition("#")
+        base_url, hash_sep, model = rest.partition("#")  # a URL has no '#'; a model name may
         if not hash_sep or not base_url or not model:
             raise ProtosegError(f"OpenAI LLM spec {spec!r} lacks the model name; write "
                                 "'openai:<base_url>#<model>', e.g. 'openai:http://127.0.0.1:8000/v1#llama3'")

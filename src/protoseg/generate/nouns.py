@@ -21,10 +21,12 @@ mention).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from protoseg.errors import ProtosegError
+from protoseg.generate.captions import Caption
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def nouns_of(extractor: NounExtractor, caption: str) -> list[str]:
 _DATASET_NOUNS = """
 person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign
 parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag
-tie suitcase frisbee skis ski snowboard sports_ball kite baseball_bat baseball_glove skateboard
+tie suitcase frisbee ski snowboard sports_ball kite baseball_bat baseball_glove skateboard
 surfboard tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange
 broccoli carrot hot_dog pizza donut doughnut cake chair couch potted_plant bed dining_table toilet tv
 television laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator fridge book
@@ -78,7 +80,7 @@ banister escalator ottoman bottle buffet poster stage van ship fountain conveyer
 canopy washer washing_machine plaything toy swimming_pool pool stool barrel basket waterfall tent bag
 minibike cradle oven ball food step tank trade_name microwave pot animal bicycle lake dishwasher screen
 blanket sculpture statue hood sconce vase tray ashcan trash_can garbage_can fan pier monitor plate
-bulletin_board shower radiator glass clock flag aeroplane bedclothes motorbike keyboard shelves sign
+bulletin_board shower radiator glass clock flag aeroplane bedclothes motorbike keyboard sign
 track tvmonitor tv_monitor pottedplant diningtable traffic_sign vegetation terrain rider
 """
 
@@ -285,3 +287,12 @@ def get_noun_extractor(name: str = "lexicon") -> NounExtractor:
     if kind == "spacy":
         return SpacyNounExtractor(arg or "en_core_web_sm")
     raise ProtosegError(f"unknown noun extractor {name!r}; use one of {', '.join(NOUN_EXTRACTORS)}")
+
+
+def caption_nouns(extractor: NounExtractor, captions: Sequence[Caption]) -> list[tuple[Caption, NounMention]]:
+    """Every (caption, noun mention) pair, captions in order, nouns in order of first mention.
+
+    One pair is one FreeDA (prototype, key) entry: the noun is localised in the image synthesised from
+    the caption, and ``text_keys`` embeds it with the caption.
+    """
+    return [(caption, mention) for caption in captions for mention in extractor.extract(caption.text)]

@@ -14,12 +14,15 @@ LLM output is free text; :func:`parse_descriptions` turns it into descriptions w
    marker or was a JSON item.
 3. A candidate containing ``photo of`` is cut to start at ``A photo of`` (text before it, such as
    ``Description 1:``, is dropped).
-4. A list item without ``photo of`` gets the prefix: ``"A photo of "`` + item if the item names the
-   class (``"A red car parked"`` -> ``"A photo of a red car parked"``), else
-   ``"A photo of a <class> "`` + item (``"on a highway"`` -> ``"A photo of a car on a highway"``;
-   a comma is put in between unless the item starts with a preposition or a participle).
-5. A plain line without ``photo of`` (not a list item) is chatter (``Sure! Here are...``) and dropped;
-   so are lines ending with ``:`` (headings).
+4. A list item without ``photo of`` gets a prefix: ``"A photo of a <class> "`` + item if it starts
+   with a preposition or a participle (``"On a highway"`` -> ``"A photo of a car on a highway"``), else
+   ``"A photo of "`` + item if it names the class (``"A red car parked"`` -> ``"A photo of a red car
+   parked"``), else ``"A photo of a <class>, "`` + item (``"Rusty"`` -> ``"A photo of a car, rusty"``).
+   A list item ``"<label>: <text>"`` (label of at most 8 words) whose text names the class is reduced
+   to its text first (``"Parking lot: A car among other cars"`` -> ``"A photo of a car among other cars"``).
+5. A plain line (not a list item) without ``photo of`` is kept, prefixed by ``"A photo of "``, only if
+   it opens with an article, at most three words and the class (``"A car with a sleek exterior"``);
+   other plain lines are chatter (``Sure! Here are...``) and dropped, as are lines ending with ``:``.
 6. A description must name the class (case-insensitive, whole words, plural ``s``/``es`` allowed):
    synthesis localises the class word by cross-attention, so a description without it is dropped.
 7. Whitespace is collapsed; descriptions are deduplicated case-insensitively (ignoring final
@@ -186,11 +189,20 @@ def _tidy(text: str) -> str:
 
 
 def _fix_prefix(text: str, class_name: str, class_re: re.Pattern[str]) -> str:
-    if class_re.search(text):
-        return f"{PREFIX} {text[:1].lower()}{text[1:]}"
     first = text.split(" ", 1)[0].lower().strip(",")
-    joiner = " " if first in _LINKING or first.endswith("ing") else ", "
-    return f"{PREFIX} {indefinite_article(class_name)} {class_name}{joiner}{text[:1].lower()}{text[1:]}"
+    lowered = f"{text[:1].lower()}{text[1:]}"
+    if first in _LINKING or first.endswith("ing"):
+        return f"{PREFIX} {indefinite_article(class_name)} {class_name} {lowered}"
+    if class_re.search(text):
+        return f"{PREFIX} {lowered}"
+    return f"{PREFIX} {indefinite_article(class_name)} {class_name}, {lowered}"
+
+
+def _starts_with_class(text: str, class_name: str) -> bool:
+    """``"A car with..."``, ``"The small red dog..."``: an article, at most 3 words, then the class."""
+    words = r"\s+".join(re.escape(w) for w in class_name.lower().split())
+    pattern = rf"^(?:a|an|the)\s+(?:[\w'-]+\s+){{0,3}}?{words}(?:e?s)?(?![\w-])"
+    return re.match(pattern, text, flags=re.IGNORECASE) is not None
 
 
 def _dedupe_key(text: str) -> str:
@@ -222,7 +234,12 @@ def parse_descriptions(text: str, class_name: str, k: int | None = None) -> list
             if not rest:
                 continue
             description = f"{PREFIX} {rest}"
+        elif not is_item and _starts_with_class(raw, class_name):
+            description = f"{PREFIX} {raw[:1].lower()}{raw[1:]}"
         elif is_item:
+            label, colon, body = raw.partition(": ")
+            if colon and len(label.split()) <= 8 and class_re.search(body):
+                raw = body.strip()
             description = _fix_prefix(raw, class_name, class_re)
         else:
             continue
@@ -328,7 +345,7 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
 
     With ``cache_path``, the JSON cache is read first and every ``(class, attribute)`` list present in
     it is used verbatim and never regenerated (edit the file to change prompts; delete an entry to have
-    it regenerated). New entries are written to the cache atomically after each class, so an
+    it regenerated). Each new list is written to the cache atomically as soon as it is ready, so an
     interrupted run resumes where it stopped. Padding by the naive prompt is recorded in the cache as
     ``"_padded": {attribute: n}`` of the class (not part of the returned dict).
 
@@ -347,7 +364,6 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
     result: dict[str, dict[str, list[str]]] = {}
     for class_name in classes:
         entry = cache.setdefault(class_name, {})
-        changed = False
         for attribute in attributes:
             if attribute not in entry:
                 if llm is None:
@@ -360,10 +376,9 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
                 entry[attribute] = texts
                 if n_padded:
                     entry.setdefault(PADDED_KEY, {})[attribute] = n_padded
-                changed = True
+                if cache_path is not None:
+                    write_json_atomic(cache_path, cache)
             if progress is not None:
                 progress(class_name, attribute)
-        if changed and cache_path is not None:
-            write_json_atomic(cache_path, cache)
         result[class_name] = {a: list(entry[a]) for a in attributes}
     return result

@@ -36,6 +36,15 @@ def _resolve_pipeline_dtype(dtype: str | torch.dtype | None, device: torch.devic
     return resolve_dtype(dtype, device)
 
 
+def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``dtype=`` for diffusers versions that renamed ``torch_dtype`` (and warn on the old name)."""
+    try:
+        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
 def _swap_scheduler(pipe: Any, scheduler: str) -> None:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
@@ -67,7 +76,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
 
     device_ = resolve_device(device)
     dtype_ = _resolve_pipeline_dtype(dtype, device_)
-    pipe = from_pretrained(StableDiffusionPipeline.from_pretrained, str(name_or_path), torch_dtype=dtype_,
+    pipe = from_pretrained(StableDiffusionPipeline.from_pretrained, str(name_or_path), **_dtype_kwarg(dtype_),
                            safety_checker=None, requires_safety_checker=False)
     if scheduler is not None:
         _swap_scheduler(pipe, scheduler)
@@ -77,7 +86,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
 
 
 #: Words that the tiny tokenizer encodes as one token each (any other text falls back to sub-words/bytes).
-TINY_WORDS: tuple[str, ...] = tuple("""
+TINY_WORDS: tuple[str, ...] = tuple(dict.fromkeys("""
 a an the of on in at with and to is are by near next under over behind front top its their his her
 photo picture image view close up good nice two three some many one
 cat dog car wheel bus truck bicycle motorcycle person man woman child people bird horse sheep cow
@@ -86,7 +95,7 @@ wall floor window door water sea river mountain snow sand field food pizza cake 
 keyboard book clock vase kitchen room city park beach body tire window roof leg head tail eye
 red blue green white black yellow brown small large big old new wooden metal
 sitting standing parked walking running lying riding flying eating holding
-""".split())
+""".split()))
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -48,18 +48,35 @@ def _byte_symbols() -> list[str]:
     return [symbols[b] for b in range(256)]
 
 
-def write_tiny_clip_vocab(folder: str | Path) -> Path:
+def _word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Merges that make each (lower-case ASCII) word one token, as CLIP's vocabulary does for common words."""
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for piece in pieces[1:]:
+            if (left, piece) not in merges:
+                merges.append((left, piece))
+            left += piece
+    return merges
+
+
+def write_tiny_clip_vocab(folder: str | Path, words: list[str] | tuple[str, ...] = ()) -> Path:
     """Write ``vocab.json`` + ``merges.txt`` of a small byte-level BPE vocabulary laid out like CLIP's
     (bytes, bytes + ``</w>``, merges, then ``<|startoftext|>``, ``<|endoftext|>``). Any lower-case
-    English text tokenises with it."""
+    English text tokenises with it; each of ``words`` becomes a single token."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in _MERGES]
+    merges = list(_MERGES) + [m for m in _word_merges(list(words)) if m not in _MERGES]
+    tokens = symbols + [s + "</w>" for s in symbols]
+    for pair in merges:
+        if "".join(pair) not in tokens:
+            tokens.append("".join(pair))
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False),
                                        encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _MERGES),
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
                                        encoding="utf-8")
     return folder
 

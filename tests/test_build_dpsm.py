@@ -70,3 +70,25 @@ def test_other_seed_differs_and_clustering_switches(built):
     assert len(raw.rows_of("cat", "whole")) == len(np.unique(raw.table["image_id"][parts]))
     assert raw.table["supply"][parts].sum() == pytest.approx(1.0, abs=1e-5)
     assert len(parts) > len(a.rows_of("cat", "part"))  # clustering fuses κN images back to N
+
+
+def test_llm_mode_reads_the_editable_description_cache(built, tmp_path):
+    import json
+
+    from protoseg.errors import ProtosegError
+
+    root, _, _ = built
+    preset = get_build_preset("dpsm-tiny", steps=2, k=1, kappa=1, prompts="llm", clustering="none")
+    with tiny_cache(root / "cache"), pytest.raises(ProtosegError, match="LLM"):
+        # no cache and no LLM: a clear error (there is no stand-in LLM)
+        build_bank(preset, tmp_path / "nollm", classes=["cat"], descriptions=tmp_path / "none.json")
+    cache = tmp_path / "descriptions.json"
+    texts = {"state": ["A photo of cat sleeping"], "feature": ["A photo of cat with stripes"],
+             "object": ["A photo of cat next to a ball"], "location": ["A photo of cat on a roof"]}
+    cache.write_text(json.dumps({"cat": texts}))
+    with tiny_cache(root / "cache"):
+        bank = PrototypeBank.load(build_bank(preset, tmp_path / "llm", classes=["cat"], descriptions=cache))
+    wholes = bank.rows_of("cat", "whole")
+    assert set(bank.table["text"][wholes]) <= {t[0] for t in texts.values()}
+    assert bank.manifest.settings["prompts"] == "llm"
+    assert json.loads(cache.read_text()) == {"cat": texts}  # used verbatim, not regenerated

@@ -79,7 +79,6 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     settings: dict[str, Any] = {"preset": preset.settings(), "seed": seed, "shard_size": shard_size,
                                 "diffusion_dtype": dtype}
-    resolved = resolve_tiny(preset)
 
     if preset.method == "freeda":
         from protoseg.build.freeda import freeda_shard, plan_freeda, reduce_freeda
@@ -94,7 +93,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
             source = source[:limit]
         items = plan_freeda(source, get_noun_extractor(preset.nouns), seed)
         settings.update(captions=str(captions), captions_used=len(source), captions_with_nouns=len(items))
-        worker = functools.partial(freeda_shard, resolved, device, dtype)
+        worker = functools.partial(freeda_shard, resolve_tiny(preset), device, dtype)
     elif preset.method == "dpsm":
         from protoseg.build.dpsm import class_prompts, dpsm_shard, plan_dpsm
 
@@ -115,7 +114,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         settings.update(classes=classes, prompts=preset.prompts,
                         descriptions=str(cache) if preset.prompts == "llm" else None,
                         llm=(llm or preset.llm) if preset.prompts == "llm" else None)
-        worker = functools.partial(dpsm_shard, resolved, device, dtype)
+        worker = functools.partial(dpsm_shard, resolve_tiny(preset), device, dtype)
     else:
         raise ProtosegError(f"unknown method {preset.method!r}; use freeda or dpsm")
 

@@ -52,7 +52,8 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
                   cache_path: str | Path | None = None, seed: int = 0, device: str | None = None,
                   progress: Any = None) -> list[tuple[str, str, str]]:
     """``[(class, attribute, prompt)]`` with ``N = 4K`` rows per class (module docstring)."""
-    from protoseg.generate.prompts import describe_classes, dpsm_prompts, naive_descriptions
+    from protoseg.generate.prompts import (ATTRIBUTES, describe_classes, dpsm_prompts, naive_descriptions,
+                                           read_description_cache)
 
     n = preset.images_per_class
     if preset.prompts == "naive":
@@ -62,11 +63,8 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
     cache = Path(cache_path) if cache_path is not None else None
     needs_llm = True
     if cache is not None and cache.is_file():
-        from protoseg.generate.prompts import read_description_cache
-
         cached = read_description_cache(cache)
-        needs_llm = any(a not in cached.get(c, {}) for c in classes
-                        for a in ("state", "feature", "object", "location"))
+        needs_llm = any(a not in cached.get(c, {}) for c in classes for a in ATTRIBUTES)
     if needs_llm:
         if not spec:
             raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (e.g. smollm2, a hub id "

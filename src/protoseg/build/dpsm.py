@@ -67,8 +67,8 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
         needs_llm = any(a not in cached.get(c, {}) for c in classes for a in ATTRIBUTES)
     if needs_llm:
         if not spec:
-            raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (e.g. smollm2, a hub id "
-                                "or an OpenAI-compatible URL) or use --prompts naive")
+            raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (smollm2, hf:<id or folder>, "
+                                "gguf:<file>, openai:<url>#<model>) or use --prompts naive")
         from protoseg.generate.llm import load_llm
 
         llm = load_llm(spec, device=device)

@@ -117,7 +117,7 @@ BUILD_PRESETS: dict[str, BuildPreset] = {
         description="DPSM bank: Llama-3-8B-Instruct descriptions (K=16 x 4 attributes), SD 2-base, 50 steps, "
                     "kappa 8, gamma 0.4, DINOv2-B parts, coarse-fine clustering",
         diffusion="stabilityai/stable-diffusion-2-base", features="facebook/dinov2-base", gamma=0.4,
-        pooling="area", prompts="llm", llm="meta-llama/Meta-Llama-3-8B-Instruct", k=16, kappa=8),
+        pooling="area", prompts="llm", llm="hf:meta-llama/Meta-Llama-3-8B-Instruct", k=16, kappa=8),
     "freeda-tiny": BuildPreset(
         name="freeda-tiny", method="freeda", segment_preset="freeda-tiny",
         description="smoke test: the FreeDA chain with tiny random SD / DINOv2 / CLIP, lexicon nouns, CPU",

@@ -52,8 +52,13 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
                   cache_path: str | Path | None = None, seed: int = 0, device: str | None = None,
                   progress: Any = None) -> list[tuple[str, str, str]]:
     """``[(class, attribute, prompt)]`` with ``N = 4K`` rows per class (module docstring)."""
-    from protoseg.generate.prompts import (ATTRIBUTES, describe_classes, dpsm_prompts, naive_descriptions,
-                                           read_description_cache)
+    from protoseg.generate.prompts import (
+        ATTRIBUTES,
+        describe_classes,
+        dpsm_prompts,
+        naive_descriptions,
+        read_description_cache,
+    )
 
     n = preset.images_per_class
     if preset.prompts == "naive":

@@ -22,7 +22,7 @@ from typing import Any
 
 from protoseg.build.common import resolve_tiny
 from protoseg.build.presets import BUILD_PRESETS, BuildPreset, get_build_preset
-from protoseg.build.shards import load_shard, prepare_work_dir, run_shards
+from protoseg.build.shards import fingerprint_of, load_shard, prepare_work_dir, run_shards
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
 
@@ -119,20 +119,20 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         raise ProtosegError(f"unknown method {preset.method!r}; use freeda or dpsm")
 
     shards = _chunks(items, shard_size)
-    prepare_work_dir(work, {**settings, "items": [vars(it) for it in items]})
+    item_list = [vars(it) for it in items]
+    prepare_work_dir(work, {**settings, "items": len(item_list), "items_sha256": fingerprint_of(item_list)})
     paths = run_shards(work, shards, worker, ray=ray, ray_address=ray_address, ray_init=ray_init,
                        task_threads=ray_task_threads,
                        on_shard_written=on_shard_written,
                        progress=(lambda d, t: progress("shards", d, t)) if progress is not None else None)
     if progress is not None:
         progress("reduce", 0, 1)
-    results = [load_shard(p) for p in paths]
     if preset.method == "freeda":
-        bank = reduce_freeda(results, preset, settings)
+        bank = reduce_freeda([load_shard(p) for p in paths], preset, settings)
     else:
         from protoseg.build.dpsm import reduce_dpsm
 
-        bank = reduce_dpsm(results, classes, preset, seed, settings)
+        bank = reduce_dpsm(paths, classes, preset, seed, settings)
     bank.save(out, overwrite=overwrite)
     if progress is not None:
         progress("reduce", 1, 1)

@@ -177,17 +177,37 @@ def _gather(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def reduce_dpsm(shards: list[dict[str, np.ndarray]], classes: list[str], preset: BuildPreset, seed: int,
-                settings: dict[str, Any]) -> PrototypeBank:
+def _shard_classes(shard: Path | dict[str, np.ndarray]) -> set[str]:
+    """Classes with images in a shard (reads only the class arrays of a shard file)."""
+    if isinstance(shard, dict):
+        return set(shard["img_class"].tolist()) | set(shard["dropped_class"].tolist())
+    with np.load(shard, allow_pickle=False) as data:
+        return set(data["img_class"].tolist()) | set(data["dropped_class"].tolist())
+
+
+def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[str], preset: BuildPreset,
+                seed: int, settings: dict[str, Any]) -> PrototypeBank:
     """Fuse every class's images (``preset.clustering``) and assemble the bank: per class its whole-level
-    rows (``level="whole"``) then its part rows (``level="part"``) with supplies."""
-    data = _gather(shards)
+    rows (``level="whole"``) then its part rows (``level="part"``) with supplies.
+
+    ``shards``: shard files (or their loaded arrays). Files are read one class at a time, so memory holds
+    one class's scaled-up prototypes, not the whole build's.
+    """
+    from protoseg.build.shards import load_shard
+
+    if not shards:
+        raise ProtosegError("nothing was built: no shard results")
+    members = [_shard_classes(s) for s in shards]
+    first = shards[0] if isinstance(shards[0], dict) else load_shard(shards[0])
     n, kappa = preset.images_per_class, preset.kappa
     total = n * kappa
     rows: dict[str, list[Any]] = {k: [] for k in ("proto", "label", "text", "image_id", "part_id", "level",
                                                   "area", "supply", "coarse", "fine")}
     dropped: dict[str, int] = {}
     for ci, name in enumerate(classes):
+        data = _gather([s if isinstance(s, dict) else load_shard(s)
+                        for s, m in zip(shards, members, strict=True) if name in m])
+        data.setdefault("img_class", np.zeros(0, "<U1"))  # no shard holds the class
         images = np.flatnonzero(data["img_class"] == name)
         images = images[np.argsort(data["img_index"][images], kind="stable")]
         dropped[name] = total - len(images)
@@ -242,5 +262,5 @@ def reduce_dpsm(shards: list[dict[str, np.ndarray]], classes: list[str], preset:
              "fine_cluster": np.asarray(rows["fine"], np.int32)}
     settings = {**settings, "dropped_images": dropped}
     return PrototypeBank.create(np.stack(rows["proto"]), table, method="dpsm",
-                                feature_encoder=str(shards[0]["feature_encoder"]), dtype=preset.bank_dtype,
+                                feature_encoder=str(first["feature_encoder"]), dtype=preset.bank_dtype,
                                 settings=settings)

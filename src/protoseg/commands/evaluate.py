@@ -231,7 +231,7 @@ def convert_coco_object_command(
     console = Console(stderr=True)
     with _progress(console) as progress:
         written = convert_coco_object(
-            data_root, tuple(split), workers, overwrite, _tracker(progress, "convert")
+            data_root, tuple(split or ["val2017"]), workers, overwrite, _tracker(progress, "convert")
         )
     console.print(f"wrote {written} COCO-Object label maps")
 

@@ -120,7 +120,7 @@ def test_context59_and_60(tmp_path):
 
 
 def test_ade20k_reduce_zero_label(tmp_path):
-    root = make_flat(
+    make_flat(
         tmp_path / "ADEChallengeData2016",
         "images/validation",
         "annotations/validation",

@@ -43,7 +43,14 @@ def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray
         ProtosegError: a class the bank cannot serve (label lookup with no rows).
     """
     if text_vectors is not None and bank.keys is not None:
-        return bank.retrieve(text_vectors, k)
+        rows = bank.retrieve(text_vectors, k)
+        if level is not None:
+            rows = [r[bank.table["level"][r] == level] for r in rows]
+        empty = [name for name, r in zip(classes, rows, strict=True) if len(r) == 0]
+        if empty:
+            raise ProtosegError(f"retrieval found no {level}-level prototypes for {', '.join(map(repr, empty))}; "
+                                "the bank holds only other kinds of prototypes for these queries")
+        return rows
     rows = [bank.rows_of(name, level) for name in classes]
     missing = [name for name, r in zip(classes, rows, strict=True) if len(r) == 0]
     if missing:

@@ -12,13 +12,14 @@ dataset-wide mIoU). Rows vary one factor at a time against the first row:
 
 from __future__ import annotations
 
-import inspect
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protoseg.datasets import dataset_preset, open_parts_world
+from protoseg.datasets import SegDataset, dataset_preset, open_parts_world
 from protoseg.datasets.examples import PARTS_WORLD_TRAIN, default_parts_world_root, ensure_parts_world_split
 from protoseg.evaluate import EvalResult, SegmenterPredictor, evaluate
 
@@ -55,25 +56,32 @@ def build_parts_world_bank(
     preset_name: str = "handcrafted",
     progress: Callable[[int, int], None] | None = None,
 ) -> Any:
-    """Support bank from the parts-world ``train`` split (generated on first use)."""
+    """Support bank from the parts-world ``train`` split (both generated on first use).
+
+    The bank is cached in ``<root>/support-bank-<preset>`` (written to a temporary folder, then renamed),
+    so later runs load it instead of rebuilding.
+    """
+    from protoseg.bank import PrototypeBank
     from protoseg.bank.examples import bank_from_examples
     from protoseg.models import ModelSet
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root()
+    cached = root / f"support-bank-{preset_name}"
+    if cached.is_dir():
+        return PrototypeBank.load(cached)
     train = ensure_parts_world_split(
         root, "train", int(PARTS_WORLD_TRAIN["count"]), int(PARTS_WORLD_TRAIN["seed"])
     )
     preset = dataset_preset("parts-world").apply(preset_name)
     features = ModelSet(preset.features).features
-    kwargs: dict[str, Any] = {}
-    accepted = inspect.signature(bank_from_examples).parameters
-    for key in ("superpixels", "params"):  # the Felzenszwalb parameters' keyword
-        if key in accepted:
-            kwargs[key] = preset.superpixels
-            break
-    if "progress" in accepted:
-        kwargs["progress"] = progress
-    return bank_from_examples(train, features, **kwargs)
+    bank = bank_from_examples(train, features, params=preset.superpixels, progress=progress)
+    tmp = Path(tempfile.mkdtemp(prefix=".support-bank-", dir=root))
+    try:
+        bank.save(tmp / "bank")
+        (tmp / "bank").rename(cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return PrototypeBank.load(cached)
 
 
 def run_ablations(
@@ -82,10 +90,12 @@ def run_ablations(
     limit: int | None = None,
     workers: int = 2,
     bank: Any = None,
+    dataset: SegDataset | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[tuple[Ablation, EvalResult]]:
     """Evaluate every ablation row on the parts-world test split; returns ``(row, result)`` pairs.
 
+    ``bank`` / ``dataset`` replace the parts-world support bank / test split (e.g. smaller ones in tests).
     ``progress(stage, done, total)`` reports bank building (``stage="bank"``) and each row (its name).
     """
     from protoseg.models import ModelSet
@@ -95,7 +105,7 @@ def run_ablations(
         bank = build_parts_world_bank(
             data_root, progress=(lambda d, t: progress("bank", d, t)) if progress else None
         )
-    dataset = open_parts_world(data_root, "test").limit(limit)
+    dataset = (dataset or open_parts_world(data_root, "test")).limit(limit)
     protocol = dataset_preset("parts-world")
     models = None
     results = []

@@ -39,21 +39,44 @@ def intersect_and_union(
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-    gt = gt.reshape(-1).astype(np.int64, copy=False)
-    pred = pred.reshape(-1).astype(np.int64, copy=False)
-    keep = gt != ignore_index
-    gt, pred = gt[keep], pred[keep]
-    pred_in = (pred >= 0) & (pred < num_classes)
-    gt_in = (gt >= 0) & (gt < num_classes)
-    area_pred = np.bincount(pred[pred_in], minlength=num_classes)
-    area_label = np.bincount(gt[gt_in], minlength=num_classes)
-    area_intersect = np.bincount(pred[pred_in & (pred == gt)], minlength=num_classes)
+    cm = _confusion(pred.reshape(-1), gt.reshape(-1), num_classes, ignore_index)
+    area_intersect = np.diagonal(cm)[:num_classes]
+    area_pred = cm[:, :num_classes].sum(0)  # every scored row, incl. out-of-range ground truth
+    area_label = cm[:num_classes].sum(1)  # every prediction, incl. out-of-range ones
     out = np.empty((4, num_classes), dtype=np.int64)
     out[0] = area_intersect
     out[1] = area_pred + area_label - area_intersect
     out[2] = area_pred
     out[3] = area_label
     return out
+
+
+def _bins(values: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """Map values to bins: ``0..C-1`` themselves, anything else ``C``, ``ignore_index`` -> ``C + 1``."""
+    if values.dtype == np.uint8 and num_classes <= 256:
+        lut = np.full(256, num_classes, dtype=np.int32)
+        lut[:num_classes] = np.arange(num_classes, dtype=np.int32)
+        if ignore_index is not None and 0 <= ignore_index < 256:
+            lut[ignore_index] = num_classes + 1
+        return lut[values]
+    v = values.astype(np.int64, copy=False)
+    bins = np.where((v >= 0) & (v < num_classes), v, num_classes)
+    if ignore_index is not None:
+        bins = np.where(v == ignore_index, num_classes + 1, bins)
+    return bins.astype(np.int32, copy=False)
+
+
+def _confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """``[C + 1, C + 1]`` counts (rows ground truth, columns prediction); index ``C`` = out of range.
+
+    Ground-truth pixels equal to ``ignore_index`` are dropped (one ``bincount`` over a combined key).
+    """
+    K = num_classes + 1
+    g = _bins(gt, num_classes, ignore_index)  # ignored pixels -> row K (dropped below)
+    p = _bins(pred, num_classes, None)
+    key = g * K + p
+    counts = np.bincount(key, minlength=(K + 1) * K)
+    return counts[: K * K].reshape(K, K)
 
 
 @dataclass

@@ -50,11 +50,21 @@ def read_label_png(path: Path) -> np.ndarray:
 
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
-    """MMSeg's rule: ``0 -> 255``, ``v -> v - 1`` otherwise, ``255`` stays ``255``. Returns int64."""
+    """MMSeg's rule: ``0 -> 255``, ``v -> v - 1`` otherwise, ``255`` stays ``255``.
+
+    uint8 input gives uint8 output (one table lookup); other integer input gives int64.
+    """
+    if raw.dtype == np.uint8:
+        return _REDUCE_LUT[raw]
     out = raw.astype(np.int64) - 1
     out[raw == 0] = IGNORE_INDEX
     out[raw == IGNORE_INDEX] = IGNORE_INDEX
     return out
+
+
+_REDUCE_LUT = (np.arange(256) - 1).clip(0).astype(np.uint8)
+_REDUCE_LUT[0] = IGNORE_INDEX
+_REDUCE_LUT[IGNORE_INDEX] = IGNORE_INDEX
 
 
 @dataclass
@@ -97,7 +107,7 @@ class SegDataset:
         return len(self.classes)
 
     def convert_label(self, raw: np.ndarray) -> np.ndarray:
-        """Raw stored label values -> int64 scored-class indices (255 = ignore)."""
+        """Raw stored label values -> scored-class indices (255 = ignore); uint8 stays uint8, else int64."""
         if self.label_lut is not None:
             if raw.max(initial=0) > 255:
                 raise ProtosegError(
@@ -106,18 +116,18 @@ class SegDataset:
             raw = self.label_lut[raw]
         if self.reduce_zero_label:
             return reduce_zero_label(raw)
-        return raw.astype(np.int64)
+        return raw if raw.dtype == np.uint8 else raw.astype(np.int64)
 
     def load_image(self, i: int) -> np.ndarray:
         """uint8 ``[H, W, 3]`` RGB."""
         return load_image(self.samples[i].image)
 
     def load_label(self, i: int) -> np.ndarray:
-        """int64 ``[H, W]`` ground truth in scored-class indices, 255 = ignore."""
+        """Integer ``[H, W]`` ground truth in scored-class indices, 255 = ignore (uint8 for 8-bit PNGs)."""
         return self.convert_label(read_label_png(self.samples[i].label))
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(image uint8 [H, W, 3], gt int64 [H, W])``; raises if the two sizes differ."""
+        """``(image uint8 [H, W, 3], gt integer [H, W])``; raises if the two sizes differ."""
         image, gt = self.load_image(i), self.load_label(i)
         if image.shape[:2] != gt.shape:
             raise ProtosegError(

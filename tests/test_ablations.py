@@ -72,3 +72,41 @@ def test_unknown_ablation_option_is_rejected(small_world):
     bank, test = small_world
     with pytest.raises(TypeError):
         run_ablations(ablations=(Ablation("bad", {"no_such_option": 1}),), bank=bank, dataset=test, workers=0)
+
+
+def test_cli_eval_with_a_bank(small_world, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from protoseg.cli import app
+
+    bank, test = small_world
+    bank.save(tmp_path / "bank")
+    out = tmp_path / "r.json"
+    args = [
+        "eval",
+        "--dataset",
+        "examples",
+        "--data-root",
+        str(test.samples[0].image.parent.parent),
+        "--bank",
+        str(tmp_path / "bank"),
+        "--preset",
+        "handcrafted",
+        "--limit",
+        "1",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    preset = dataset_preset("examples").apply("handcrafted")
+    one = test.limit(1)
+    direct = evaluate(one, SegmenterPredictor(Segmenter(preset, bank), one), workers=0)
+    assert report["totals"]["intersect"] == direct.totals[0].tolist()
+    assert report["config"]["predictor"]["preset"] == "handcrafted"
+    assert report["config"]["predictor"]["superpixels"]["sigma"] == 1.0  # the dataset preset's setting

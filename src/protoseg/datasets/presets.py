@@ -82,6 +82,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
     ),
     "cityscapes": DatasetPreset(_SP_CITY, beta=0.8),
     "ade20k": DatasetPreset(_SP_DEFAULT, beta=0.8),
+    "examples": DatasetPreset(_SP_DEFAULT, beta=0.8, notes="generic folder: FreeDA defaults; pick --preset"),
     "parts-world": DatasetPreset(
         SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
         beta=1.0,

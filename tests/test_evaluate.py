@@ -213,7 +213,29 @@ def test_reports_and_cli(tmp_path):
     )
     md = out.with_suffix(".md").read_text()
     assert "| mIoU | mAcc | aAcc |" in md and "`bed `" in md
-    assert (tmp_path / "r" / "report.run" / "run.json").is_file()
+    (run,) = (tmp_path / "r").glob("report.run-*")
+    assert (run / "run.json").is_file() and (run / "shard-00000.npz").is_file()
+    # the same command again resumes from the same folder (nothing recomputed) and reports the same numbers
+    before = out.read_text()
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            "ade20k",
+            "--data-root",
+            str(tmp_path / "ade"),
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert (
+        res.exit_code == 0
+        and out.read_text() == before
+        and len(list((tmp_path / "r").glob("report.run-*"))) == 1
+    )
     assert "mIoU" in res.output
 
     res = runner.invoke(app, ["eval", "--dataset", "voc", "--list-classes"])

@@ -211,7 +211,8 @@ def write_reports(result: EvalResult, out: str | Path, per_class: bool = True) -
     return out, md
 
 
-def _fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) -> dict[str, Any]:
+def run_fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) -> dict[str, Any]:
+    """What identifies a run (stored as ``run.json``; a resumed run must match it exactly)."""
     stems = hashlib.sha256("\n".join(dataset.stems).encode()).hexdigest()
     return {
         "format": RUN_FORMAT,
@@ -222,6 +223,12 @@ def _fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) -> 
         "shard_size": shard_size,
         "predictor": predictor.describe(),
     }
+
+
+def run_id(dataset: SegDataset, predictor: Predictor, shard_size: int) -> str:
+    """Short hash of :func:`run_fingerprint` (names default run folders)."""
+    fp = json.dumps(run_fingerprint(dataset, predictor, shard_size), sort_keys=True, default=str)
+    return hashlib.sha256(fp.encode()).hexdigest()[:10]
 
 
 def _prefetch(fn: Callable[[int], Any], indices: list[int], workers: int) -> Iterator[tuple[int, Any]]:
@@ -276,7 +283,7 @@ def evaluate(
     root: Path | None = None
     if run_dir is not None:
         root = Path(run_dir)
-        fp = _fingerprint(dataset, predictor, shard_size)
+        fp = run_fingerprint(dataset, predictor, shard_size)
         manifest = root / "run.json"
         if manifest.is_file():
             if json.loads(manifest.read_text()) != json.loads(json.dumps(fp)):

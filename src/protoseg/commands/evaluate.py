@@ -103,7 +103,11 @@ def eval_command(
         ),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", help="resumable shard folder (default: <out>.run)")
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="resumable shard folder (default: <out>.run-<hash of dataset, images and predictor>)",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="data-loading threads")] = 4,
     shard_size: Annotated[int, typer.Option("--shard-size", help="images per resumable shard")] = 50,
@@ -121,7 +125,7 @@ def eval_command(
 ) -> None:
     """Score a bank (or saved predictions) on a benchmark under the papers' protocol."""
     from protoseg.datasets import DATASET_NAMES, dataset_classes, dataset_preset, open_dataset
-    from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, write_reports
+    from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, run_id, write_reports
 
     if dataset is None:
         raise ProtosegError(f"--dataset is required; choose one of: {', '.join(DATASET_NAMES)}")
@@ -163,7 +167,7 @@ def eval_command(
         }
         predictor = SegmenterPredictor(segmenter, data, json.loads(json.dumps(description, default=str)))
     out = out or Path(f"eval-{dataset}.json")
-    run_dir = run_dir or out.with_suffix(".run")
+    run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with _progress(console) as progress:
         result = evaluate(
             data,

@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -38,11 +39,14 @@ def make_dataset(root: Path, count: int, seed: int = 0) -> Path:
         # piecewise-constant labels (blocks) like real annotations, so PNGs compress realistically
         blocks = rng.integers(0, 151, size=(16, 22)).astype(np.uint8)
         raw = np.kron(blocks, np.ones((32, 32), np.uint8))[:h, :w]
-        image = (rng.integers(0, 255, (h // 8, w // 8 + 1, 3), dtype=np.uint8)
-                 .repeat(8, 0).repeat(8, 1)[:h, :w])
+        image = (
+            rng.integers(0, 255, (h // 8, w // 8 + 1, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)[:h, :w]
+        )
         Image.fromarray(image).save(img_dir / f"{stem}.jpg", quality=90)
         Image.fromarray(raw).save(ann_dir / f"{stem}.png")
-        pred = np.where(rng.random((h, w)) < 0.7, np.maximum(raw.astype(int) - 1, 0), rng.integers(0, 150, (h, w)))
+        pred = np.where(
+            rng.random((h, w)) < 0.7, np.maximum(raw.astype(int) - 1, 0), rng.integers(0, 150, (h, w))
+        )
         Image.fromarray(pred.astype(np.uint8)).save(pred_dir / f"{stem}.png")
     return root
 
@@ -73,15 +77,23 @@ def main() -> None:
     args = parser.parse_args()
     root = make_dataset(args.root, args.images)
     ds = open_dataset("ade20k", root).limit(args.images)
-    print(f"dataset: {len(ds)} images of 683x512, 150 classes, at {root}")
+    print(
+        f"dataset: {len(ds)} images of 683x512, 150 classes, at {root}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     for workers in args.workers:
-        for name, predictor in (("predictions", PredictionFolder(root / "pred", ds)),
-                                ("model-path", InMemoryPredictor(150))):
-            start = time.perf_counter()
+        for name, predictor in (
+            ("predictions", PredictionFolder(root / "pred", ds)),
+            ("model-path", InMemoryPredictor(150)),
+        ):
+            start, cpu = time.perf_counter(), time.process_time()
             result = evaluate(ds, predictor, workers=workers)
-            elapsed = time.perf_counter() - start
-            print(f"{name:12s} workers={workers}: {len(ds) / elapsed:7.1f} images/s "
-                  f"({elapsed:.2f} s, mIoU {result.scores.miou * 100:.2f})")
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            print(
+                f"{name:12s} workers={workers}: {len(ds) / elapsed:7.1f} images/s "
+                f"({elapsed:.2f} s wall, {1000 * cpu / len(ds):.1f} CPU-ms/image, "
+                f"mIoU {result.scores.miou * 100:.2f})"
+            )
 
 
 if __name__ == "__main__":

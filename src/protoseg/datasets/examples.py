@@ -89,6 +89,7 @@ def ensure_parts_world_split(root: Path, split: str, count: int, seed: int) -> P
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         write_examples(tmp, count=count, seed=seed)
         (tmp / ".complete").write_text(f"count={count} seed={seed}\n")

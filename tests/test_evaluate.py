@@ -143,6 +143,13 @@ def test_segmenter_predictor_maps_background_to_index_zero(tmp_path):
     # pred [0, 1, 1, 2] vs gt [0, 1, 2, ignore]
     assert result.totals[0].tolist() == [1, 1, 0] and result.totals[1].tolist() == [1, 2, 1]
 
+    # saved predictions re-score to the same counts through the prediction-folder path
+    fake = FakeSegmenter(np.array([[-1, 0, 0, 1]]))
+    evaluate(ds, SegmenterPredictor(fake, ds, save_dir=tmp_path / "saved"), workers=0)
+    assert np.asarray(Image.open(tmp_path / "saved/a.png")).tolist() == [[0, 1, 1, 2]]
+    rescored = evaluate(ds, PredictionFolder(tmp_path / "saved", ds), workers=0)
+    assert np.array_equal(rescored.totals, result.totals)
+
     (root / "classes.txt").write_text("cat\ndog\nbird\n")
     ds = open_dataset("examples", root)
     fake = FakeSegmenter(np.array([[0, 1, 1, 2]]))

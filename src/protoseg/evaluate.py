@@ -55,15 +55,26 @@ class Predictor(Protocol):
 
 
 class SegmenterPredictor:
-    """A :class:`~protoseg.segment.Segmenter` queried with ``dataset.query_classes``."""
+    """A :class:`~protoseg.segment.Segmenter` queried with ``dataset.query_classes``.
+
+    With ``save_dir`` every label map is also written as ``save_dir/<stem>.png`` (the format
+    :class:`PredictionFolder` reads), so a run can be re-scored or compared later.
+    """
 
     needs_image = True
     in_loader = False
 
-    def __init__(self, segmenter: Any, dataset: SegDataset, description: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        segmenter: Any,
+        dataset: SegDataset,
+        description: dict[str, Any] | None = None,
+        save_dir: str | Path | None = None,
+    ):
         self.segmenter = segmenter
         self.dataset = dataset
         self.description = description or {}
+        self.save_dir = Path(save_dir) if save_dir is not None else None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "segmenter", **self.description}
@@ -72,8 +83,22 @@ class SegmenterPredictor:
         assert image is not None
         background = self.dataset.has_background
         result = self.segmenter.segment(image, self.dataset.query_classes, background=background)
-        labels = result.labels
-        return labels + 1 if background else labels  # BACKGROUND (-1) -> 0, class i -> i + 1
+        labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
+        if self.save_dir is not None:
+            save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png")
+        return labels
+
+
+def save_label_png(labels: np.ndarray, path: Path) -> None:
+    """Write class indices ``[H, W]`` as an 8-bit (or 16-bit, above 255 classes) PNG, atomically."""
+    import io
+
+    from PIL import Image
+
+    dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
 
 
 class PredictionFolder:

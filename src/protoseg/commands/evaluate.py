@@ -115,6 +115,10 @@ def eval_command(
     device: Annotated[
         str | None, typer.Option("--device", help="torch device (default: cuda if available)")
     ] = None,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option("--save-predictions", help="also write each label map as DIR/<stem>.png (re-scorable)"),
+    ] = None,
     list_classes: Annotated[
         bool,
         typer.Option(
@@ -165,7 +169,9 @@ def eval_command(
             "crop": model_preset.crop,
             "stride": model_preset.stride,
         }
-        predictor = SegmenterPredictor(segmenter, data, json.loads(json.dumps(description, default=str)))
+        predictor = SegmenterPredictor(
+            segmenter, data, json.loads(json.dumps(description, default=str)), save_predictions
+        )
     out = out or Path(f"eval-{dataset}.json")
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with _progress(console) as progress:

@@ -341,7 +341,8 @@ def evaluate(
             )
         return intersect_and_union(pred, gt, C)
 
-    def load(i: int) -> tuple[np.ndarray | None, np.ndarray | np.ndarray]:
+    def load(i: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(image or None, counts [4, C])`` for in-loader predictors, else ``(image or None, gt)``."""
         if predictor.in_loader:
             image = dataset.load_image(i) if predictor.needs_image else None
             return None, check(i, predictor(i, image), dataset.load_label(i))

@@ -169,7 +169,7 @@ def render_scene(rng: np.random.Generator, size: int = 448, objects: list[int] |
         objects = [int(c) for c in rng.choice(list(_DRAW), size=int(rng.integers(1, 4)))]
     slots = np.linspace(0.2, 0.8, len(objects)) + rng.uniform(-0.05, 0.05, len(objects))
     for cls, sx in zip(objects, slots, strict=True):
-        obj = rng.uniform(0.1, 0.16) * size
+        obj = rng.uniform(0.13, 0.2) * size
         cy = rng.uniform(horizon + 0.15 * (h - horizon), h - 0.05 * h)
         _DRAW[cls](rng, canvas, labels, cy, sx * w, obj)
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), labels

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protoseg.bank.parts import image_prototypes, supply_units
+from protoseg.bank.parts import object_prototypes, supply_units
 from protoseg.bank.storage import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
@@ -122,11 +122,11 @@ def bank_from_examples(root: str | Path, features: DenseFeatureExtractor, *,
             if not present:
                 continue
             feats = features(crop_t[None].to(features.device))[0].float()
-            labels = superpixels(crop_np, params)
-            for c in present:
-                protos = image_prototypes(feats, crop_np, crop_mask == c, params, pooling, labels=labels)
-                if protos is not None and len(protos.parts):
-                    rows.append({"class": int(c), "stem": ex.stem, "protos": protos})
+            objects = np.where(np.isin(crop_mask, present), crop_mask, IGNORE)
+            found = object_prototypes(feats, objects, superpixels(crop_np, params), pooling, ignore=IGNORE)
+            for c, protos in sorted(found.items()):
+                if len(protos.parts):
+                    rows.append({"class": c, "stem": ex.stem, "protos": protos})
         if progress is not None:
             progress(n + 1, len(examples))
     if not rows:

@@ -1,7 +1,9 @@
-"""Whole- and part-level prototypes of one object in one image (DPSM eq. 2, 3 and 7).
+"""Whole- and part-level prototypes of the objects in one image (DPSM eq. 2, 3 and 7).
 
-The same function serves generated support images (foreground = thresholded attention map) and
-labelled examples (foreground = ground-truth class mask).
+The same code serves generated support images (foreground = thresholded attention map) and labelled
+examples (foreground = ground-truth class mask). Parts are superpixels ∩ foreground; because pooling
+weights are linear in the mask, the whole-object weights are the sum of its parts' weights, so one
+scatter over the image computes every part of every object.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class ImagePrototypes:
     """Prototypes of one foreground in one image.
 
     Attributes:
-        whole: ``[D]`` foreground-pooled feature (MAP over the fg mask).
+        whole: ``[D]`` foreground-pooled feature (mask average pooling over the fg mask).
         whole_area: fg pixels.
         parts: ``[F, D]`` features of the parts (superpixel ∩ fg) that have weight on the feature grid.
         part_areas: ``[F]`` pixels of each part.
@@ -31,32 +33,57 @@ class ImagePrototypes:
     part_areas: torch.Tensor
 
 
+def object_prototypes(features: torch.Tensor, objects: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                      pooling: str = "area", ignore: int = 255) -> dict[int, ImagePrototypes]:
+    """Prototypes of every object of an image in one pass.
+
+    Args:
+        features: ``[D, h, w]`` patch features of the image.
+        objects: int ``[H, W]`` object/class id per pixel (``ignore`` = no object).
+        labels: int ``[H, W]`` superpixel ids ``0..S-1``.
+        pooling: ``"area"`` or ``"point"`` (:mod:`protoseg.regions`).
+
+    Returns:
+        object id -> :class:`ImagePrototypes`, for objects with weight on the feature grid.
+    """
+    device = features.device
+    obj = torch.as_tensor(np.asarray(objects), device=device).long()
+    sp = torch.as_tensor(np.asarray(labels), device=device).long()
+    valid = obj != ignore
+    num_sp = int(sp.max().item()) + 1
+    # Intersection id = object * S + superpixel, densified so the scatter stays small.
+    inter = torch.where(valid, obj * num_sp + sp, torch.full_like(sp, -1))
+    ids, dense = torch.unique(inter[valid], return_inverse=True)
+    part_lab = torch.full_like(sp, -1)
+    part_lab[valid] = dense
+    weights = region_weights(part_lab, tuple(features.shape[-2:]), pooling, num_regions=len(ids))
+    areas = torch.bincount(dense, minlength=len(ids)).float()
+    pooled, mass = pool_features(features, weights)
+    owner = torch.div(ids, num_sp, rounding_mode="floor")
+    out: dict[int, ImagePrototypes] = {}
+    for o in torch.unique(owner).tolist():
+        rows = owner == o
+        whole, whole_mass = pool_features(features, weights[rows].sum(0, keepdim=True))
+        if whole_mass[0] <= 0:
+            continue
+        keep = rows & (mass > 0)
+        out[int(o)] = ImagePrototypes(whole=whole[0], whole_area=float(areas[rows].sum()), parts=pooled[keep],
+                                      part_areas=areas[keep])
+    return out
+
+
 def image_prototypes(features: torch.Tensor, image: np.ndarray, fg: np.ndarray | torch.Tensor,
                      params: SuperpixelParams = SuperpixelParams(), pooling: str = "area",
                      labels: np.ndarray | None = None) -> ImagePrototypes | None:
-    """Pool ``features [D, h, w]`` over the foreground ``fg`` (bool ``[H, W]``) of ``image``
-    (uint8 ``[H, W, 3]``) and over each superpixel ∩ fg.
+    """Prototypes of the single foreground ``fg`` (bool ``[H, W]``) of ``image`` (uint8 ``[H, W, 3]``).
 
-    ``labels`` (int ``[H, W]``) reuses superpixels computed once per image. Returns ``None`` when the
-    foreground has no weight on the feature grid (too small to describe).
+    ``labels`` reuses superpixels computed once per image. ``None`` when the foreground has no weight
+    on the feature grid (too small to describe).
     """
-    fg_t = torch.as_tensor(np.asarray(fg), device=features.device).bool()
-    grid = tuple(features.shape[-2:])
-    whole_w = region_weights(fg_t.long() - 1, grid, pooling, num_regions=1)  # fg -> 0, bg -> -1
-    whole, whole_mass = pool_features(features, whole_w)
-    if whole_mass[0] <= 0:
-        return None
     if labels is None:
         labels = superpixels(image, params)
-    sp = torch.as_tensor(labels, device=features.device).long()
-    parts_lab = torch.where(fg_t, sp, torch.full_like(sp, -1))
-    num = int(sp.max().item()) + 1
-    areas = torch.bincount(parts_lab[fg_t], minlength=num).float()
-    weights = region_weights(parts_lab, grid, pooling, num_regions=num)
-    pooled, mass = pool_features(features, weights)
-    keep = (areas > 0) & (mass > 0)
-    return ImagePrototypes(whole=whole[0], whole_area=float(fg_t.sum()), parts=pooled[keep],
-                           part_areas=areas[keep])
+    objects = np.where(np.asarray(torch.as_tensor(fg).cpu()), 0, 255)
+    return object_prototypes(features, objects, labels, pooling).get(0)
 
 
 def supply_units(part_areas: torch.Tensor, images_per_class: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ def segment(
     255 = background) and <stem>_overlay.jpg into --out."""
     from rich.progress import Progress
 
-    from protoseg.images import load_image, check_image
+    from protoseg.images import check_image, load_image
     from protoseg.segment import Segmenter
     from protoseg.viz import save_segmentation
 

@@ -27,7 +27,7 @@ def aggregate(vectors: np.ndarray, how: str = "mean", clusters: int = 1, seed: i
     k = min(clusters, len(vectors)) if how == "kmeans" else 1
     if k == 1:  # k-means with one centroid converges to the mean
         return vectors.mean(0, keepdims=True)
-    km = faiss.Kmeans(vectors.shape[1], k, niter=20, nredo=10, seed=seed, verbose=False)
+    km = faiss.Kmeans(vectors.shape[1], k, niter=20, nredo=10, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(np.ascontiguousarray(vectors))
     return km.centroids.astype(np.float32)
 

@@ -107,6 +107,8 @@ def test_user_errors(pipe) -> None:
         synthesize(pipe, PROMPTS, WORDS[:2], SEEDS, steps=1)
     with pytest.raises(ProtosegError, match="does not occur"):
         synthesize(pipe, ["a cat"], [["dog"]], [0], steps=1)
+    skipped = synthesize(pipe, ["a cat"], [["dog", "cat"]], [0], steps=1, missing_words="skip")[0]
+    assert list(skipped.attributions) == ["cat"]
     with pytest.raises(ProtosegError, match="multiple of 8"):
         synthesize(pipe, ["a cat"], [["cat"]], [0], steps=1, height=60)
     with pytest.raises(ProtosegError, match="out of range"):

@@ -4,7 +4,10 @@ Random-init models (speed does not depend on weight values), same prompts, seeds
 timings alternate plain / capture and report the median of ``--repeats`` runs.
 
     python benchmarks/attention_overhead.py                 # "small": SD-shaped, 1/5 width, 128x128
-    python benchmarks/attention_overhead.py --config sd2 --size 256 --steps 4 --repeats 1
+    python benchmarks/attention_overhead.py --config sd2 --size 256 --steps 3 --batch 1 --repeats 1
+
+On a machine shared with other jobs, run with ``OMP_NUM_THREADS=1``: oversubscribed torch threads spin
+and make timings meaningless.
 
 Prints ``plain <s> capture <s> ratio <x>``.
 """
@@ -61,7 +64,8 @@ def build(config: str, size: int) -> StableDiffusionPipeline:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
@@ -74,7 +78,8 @@ def main() -> None:
     prompts = ["a photo of a cat on the sofa", "a red car parked on the street near a tree",
                "a dog running on the beach", "a man riding a horse in a field"][: args.batch]
     words = [["cat", "sofa"], ["car", "street"], ["dog", "beach"], ["man", "horse"]][: args.batch]
-    indices = [[word_token_indices(pipe.tokenizer, p, w) for w in ws] for p, ws in zip(prompts, words, strict=True)]
+    indices = [[word_token_indices(pipe.tokenizer, p, w) for w in ws]
+               for p, ws in zip(prompts, words, strict=True)]
     latent = (args.size // 8, args.size // 8)
     map_size = (args.map_size, args.map_size) if args.map_size else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
 
 from protoseg.commands import COMMAND_MODULES
@@ -27,16 +28,33 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    A :class:`ProtosegError` becomes ``error: <message>`` on stderr and exit code 2.
+    """
     try:
-        app(standalone_mode=True)
+        app(args=argv, standalone_mode=False)
     except ProtosegError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 1
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept and a rerun resumes", err=True)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

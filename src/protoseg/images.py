@@ -35,11 +35,11 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as ``uint8`` RGB ``[H, W, 3]``, honouring EXIF orientation.
+def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Cheap validation (header only) of an image file; returns ``(width, height)``.
 
     Raises:
-        ProtosegError: the file is missing, not an image, truncated, empty or larger than ``max_pixels``.
+        ProtosegError: as :func:`load_image`.
     """
     path = Path(path)
     if not path.is_file():
@@ -47,13 +47,32 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width == 0 or height == 0:
-                raise ProtosegError(f"image {path} is empty ({width}x{height})")
-            if width * height > max_pixels:
-                raise ProtosegError(
-                    f"image {path} is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
-                    f"{max_pixels / 1e6:.0f} MP limit; downscale it first"
-                )
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProtosegError(f"cannot read image {path}: {exc}") from exc
+    _check_size(path, width, height, max_pixels)
+    return width, height
+
+
+def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width == 0 or height == 0:
+        raise ProtosegError(f"image {path} is empty ({width}x{height})")
+    if width * height > max_pixels:
+        raise ProtosegError(
+            f"image {path} is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
+            f"{max_pixels / 1e6:.0f} MP limit; downscale it first"
+        )
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``[H, W, 3]``, honouring EXIF orientation.
+
+    Raises:
+        ProtosegError: the file is missing, not an image, truncated, empty or larger than ``max_pixels``.
+    """
+    path = Path(path)
+    check_image(path, max_pixels)
+    try:
+        with Image.open(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_rgb_array(image)

@@ -64,7 +64,10 @@ PRESETS: dict[str, Preset] = {
         name="handcrafted",
         description="FreeDA local matching on hand-crafted colour/texture features, no CLIP (parts world)",
         features="handcrafted", text=None, matcher="freeda",
-        matcher_options={**_FREEDA_OPTIONS, "use_global": False, "beta": 1.0, "pooling": "area"},
+        # Parts-world classes come in several looks (a car is red, blue, yellow or white): k-means keeps
+        # one centroid per look where a single mean would blend them.
+        matcher_options={**_FREEDA_OPTIONS, "use_global": False, "beta": 1.0, "pooling": "area",
+                         "aggregation": "kmeans", "clusters": 8},
         superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=20)),
 }
 

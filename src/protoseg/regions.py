@@ -107,16 +107,17 @@ def region_weights(labels: torch.Tensor | np.ndarray, grid: tuple[int, int], mod
     if R == 0:
         return out.view(0, h * w)
     if mode == "area":
-        by, wy = _area_axis_weights(H, h)
-        bx, wx = _area_axis_weights(W, w)
-        by, wy, bx, wx = (t.to(labels.device) for t in (by, wy, bx, wx))
-        valid = labels >= 0
+        by, wy = (t.to(labels.device) for t in _area_axis_weights(H, h))
+        bx, wx = (t.to(labels.device) for t in _area_axis_weights(W, w))
         for a in range(2):
+            rows = torch.arange(H, device=labels.device) if a == 0 else torch.nonzero(by[:, 1] >= 0)[:, 0]
             for b in range(2):
-                ok = valid & (by[:, a, None] >= 0) & (bx[None, :, b] >= 0)
-                idx = labels * (h * w) + by[:, a, None] * w + bx[None, :, b]
-                val = wy[:, a, None] * wx[None, :, b]
-                out.index_add_(0, idx[ok], val.expand(H, W)[ok])
+                cols = torch.arange(W, device=labels.device) if b == 0 else torch.nonzero(bx[:, 1] >= 0)[:, 0]
+                lab = labels[rows][:, cols]
+                ok = lab >= 0
+                idx = lab * (h * w) + by[rows, a, None] * w + bx[None, cols, b]
+                val = (wy[rows, a, None] * wx[None, cols, b]).expand_as(lab)
+                out.index_add_(0, idx[ok], val[ok])
     elif mode == "point":
         sy, wy = _point_axis_weights(H, h)
         sx, wx = _point_axis_weights(W, w)

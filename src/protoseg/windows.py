@@ -28,7 +28,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
     ``image``: uint8 ``[H, W, 3]`` -> float32 ``[3, h, w]`` in 0-255.
     """
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()[None]
     if tuple(t.shape[-2:]) != tuple(size):
         t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
         t = t.round().clamp(0, 255)  # cv2 returns uint8 for uint8 input

@@ -47,15 +47,15 @@ class KeyIndex:
         faiss.write_index(self.index, str(path))
 
     def _apply_ef_search(self) -> None:
-        # Downcast whatever faiss.read_index returned; never rely on the Python type name.
+        # Downcast whatever faiss.read_index returned; never rely on the Python type name. The
+        # downcast wrapper does not own the C++ object, so `self.index` (the owner) is kept as is.
         base = faiss.downcast_index(self.index)
         if hasattr(base, "hnsw"):
             base.hnsw.efSearch = int(self.ef_search)
-        self.index = base
 
     @property
     def kind(self) -> str:
-        return "hnsw" if hasattr(self.index, "hnsw") else "flat"
+        return "hnsw" if hasattr(faiss.downcast_index(self.index), "hnsw") else "flat"
 
     @property
     def dim(self) -> int:

@@ -186,7 +186,8 @@ class PrototypeBank:
             table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object)
                             if TABLE_COLUMNS[name] is str else arrow[name].to_numpy())
                      for name in TABLE_COLUMNS}
-            keys = np.load(path / "keys.npy") if (path / "keys.npy").is_file() else None
+            has_keys = (path / "keys.npy").is_file()
+            keys = np.load(path / "keys.npy", mmap_mode="r" if mmap else None) if has_keys else None
             index = (KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
                      if (path / "keys.faiss").is_file() else None)
         except ProtosegError:
@@ -259,7 +260,8 @@ class PrototypeBank:
 
     def summary(self) -> dict[str, Any]:
         """Counts and settings for `protoseg bank info`."""
-        labels, counts = np.unique(self.table["label"].astype(str), return_counts=True)
+        named = self.table["label"][self.table["label"] != ""].astype(str)
+        labels, counts = np.unique(named, return_counts=True)
         levels, level_counts = np.unique(self.table["level"].astype(str), return_counts=True)
         return {
             "method": self.manifest.method,

@@ -62,7 +62,7 @@ class FreeDAMatcher:
         if text is not None:
             self.text_vectors = text.encode_classes(classes, normalize_each=self.normalize_templates).to(device)
             text_np = self.text_vectors.float().cpu().numpy()
-        rows = class_rows(self.bank, classes, text_np, self.k)
+        rows = class_rows(self.bank, classes, text_np, self.k, level="whole")
         per_class = [aggregate(self.bank.vectors(r), self.aggregation, self.clusters) for r in rows]
         M = max(p.shape[0] for p in per_class)
         # Pad classes with fewer centroids by repeating their first one (max over centroids is unchanged).

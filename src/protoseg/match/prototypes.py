@@ -27,7 +27,7 @@ def aggregate(vectors: np.ndarray, how: str = "mean", clusters: int = 1, seed: i
     k = min(clusters, len(vectors)) if how == "kmeans" else 1
     if k == 1:  # k-means with one centroid converges to the mean
         return vectors.mean(0, keepdims=True)
-    km = faiss.Kmeans(vectors.shape[1], k, niter=20, nredo=10, seed=seed, verbose=False)
+    km = faiss.Kmeans(vectors.shape[1], k, niter=20, nredo=10, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(np.ascontiguousarray(vectors))
     return km.centroids.astype(np.float32)
 
@@ -43,7 +43,14 @@ def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray
         ProtosegError: a class the bank cannot serve (label lookup with no rows).
     """
     if text_vectors is not None and bank.keys is not None:
-        return bank.retrieve(text_vectors, k)
+        rows = bank.retrieve(text_vectors, k)
+        if level is not None:
+            rows = [r[bank.table["level"][r] == level] for r in rows]
+        empty = [name for name, r in zip(classes, rows, strict=True) if len(r) == 0]
+        if empty:
+            raise ProtosegError(f"retrieval found no {level}-level prototypes for {', '.join(map(repr, empty))}; "
+                                "the bank holds only other kinds of prototypes for these queries")
+        return rows
     rows = [bank.rows_of(name, level) for name in classes]
     missing = [name for name, r in zip(classes, rows, strict=True) if len(r) == 0]
     if missing:

@@ -1,0 +1,112 @@
+"""``protoseg bank ...``: inspect, build from examples, grow, merge and import prototype banks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
+
+
+@bank_app.command("info")
+def info(bank: Annotated[Path, typer.Argument(help="Bank directory.")],
+         classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False) -> None:
+    """Print a summary of a bank."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from protoseg.bank import PrototypeBank
+
+    summary = PrototypeBank.load(bank).summary()
+    table = Table(title=f"bank {bank}", show_header=False)
+    for key in ("method", "prototypes", "classes", "support_images", "levels", "feature_encoder", "feature_dim",
+                "dtype", "text_encoder", "text_keys", "index"):
+        table.add_row(key, str(summary[key]))
+    Console().print(table)
+    if classes:
+        per = Table("class", "prototypes")
+        for name, count in summary["per_class"].items():
+            per.add_row(repr(name) if name != name.strip() else name, str(count))
+        Console().print(per)
+
+
+@bank_app.command("from-examples")
+def from_examples(
+    examples: Annotated[Path, typer.Argument(help="Folder with classes.txt, images/ and masks/.")],
+    out: Annotated[Path, typer.Option(help="Bank directory to write.")],
+    preset: Annotated[str, typer.Option(help="Preset whose feature (and CLIP) models to use.")] = "freeda-b",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Bank storage dtype: float16 or float32.")] = "float16",
+) -> None:
+    """Build a bank from a few labelled images (no diffusion model needed)."""
+    from rich.progress import Progress
+
+    from protoseg.bank.examples import bank_from_examples, read_examples
+    from protoseg.errors import ProtosegError
+    from protoseg.models import ModelSet
+    from protoseg.presets import get_preset
+
+    if out.exists():
+        raise ProtosegError(f"{out} already exists; choose another --out or remove it")
+    _, items = read_examples(examples)  # validate before loading models
+    p = get_preset(preset)
+    models = ModelSet(p.features, p.text, device=device)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("pooling examples", total=len(items))
+        bank = bank_from_examples(examples, models.features, params=p.superpixels,
+                                  pooling=p.matcher_options.get("pooling", "area"), text_model=models.text,
+                                  scale=p.scale, crop=p.crop, stride=p.stride, dtype=dtype,
+                                  progress=lambda done, total: progress.update(task, completed=done))
+    bank.save(out)
+    s = bank.summary()
+    typer.echo(f"wrote {out}: {s['prototypes']} prototypes ({s['levels']}) for {s['classes']} classes")
+
+
+@bank_app.command("merge")
+def merge(banks: Annotated[list[Path], typer.Argument(help="Banks to merge.")],
+          out: Annotated[Path, typer.Option(help="Bank directory to write.")]) -> None:
+    """Merge banks built with the same encoders into one."""
+    from protoseg.bank import PrototypeBank
+
+    merged = PrototypeBank.merge([PrototypeBank.load(b) for b in banks])
+    merged.save(out)
+    typer.echo(f"wrote {out}: {len(merged)} prototypes, {len(merged.classes)} classes")
+
+
+@bank_app.command("extend")
+def extend(bank: Annotated[Path, typer.Argument(help="Bank to extend.")],
+           new: Annotated[Path, typer.Argument(help="Bank with the classes to add.")],
+           out: Annotated[Path, typer.Option(help="Bank directory to write (may equal BANK).")],
+           replace: Annotated[bool, typer.Option(help="Rebuild classes present in both from NEW.")] = False) -> None:
+    """Add the classes of NEW to BANK without rebuilding it."""
+    from protoseg.bank import PrototypeBank
+
+    grown = PrototypeBank.load(bank, mmap=False).extend(PrototypeBank.load(new), replace_existing=replace)
+    grown.save(out, overwrite=out.resolve() == bank.resolve())
+    typer.echo(f"wrote {out}: {len(grown)} prototypes, {len(grown.classes)} classes")
+
+
+@bank_app.command("import-freeda")
+def import_freeda_cmd(
+    embeddings: Annotated[Path, typer.Argument(help="FreeDA's prototype_embeddings/ folder.")],
+    index: Annotated[Path, typer.Argument(help="FreeDA's knn.index.")],
+    out: Annotated[Path, typer.Option(help="Bank directory to write.")],
+    feature_encoder: Annotated[str, typer.Option(help="Encoder of the prototypes.")] = "facebook/dinov2-large",
+    text_encoder: Annotated[str, typer.Option(help="Encoder of the keys.")] = "openai/clip-vit-large-patch14",
+) -> None:
+    """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l)."""
+    from rich.progress import Progress
+
+    from protoseg.bank.freeda_import import import_freeda
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("importing", total=None)
+        import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,
+                      progress=lambda done, total: progress.update(task, completed=done, total=total))
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bank_app, name="bank")

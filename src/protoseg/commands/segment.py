@@ -1,0 +1,76 @@
+"""``protoseg segment``: label images with named classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protoseg.errors import ProtosegError
+
+
+def read_class_option(classes: str | None, classes_file: Path | None) -> list[str]:
+    """Class list from ``--classes "a, b"`` or ``--classes-file F`` (one name a line)."""
+    from protoseg.classes import parse_class_list, validate_classes
+
+    if (classes is None) == (classes_file is None):
+        raise ProtosegError("give the classes with exactly one of --classes \"a, b, c\" or --classes-file FILE")
+    if classes is not None:
+        return parse_class_list(classes)
+    if not classes_file.is_file():
+        raise ProtosegError(f"classes file not found: {classes_file}")
+    return validate_classes([line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()
+                             if line.strip()])
+
+
+def segment(
+    images: Annotated[list[Path], typer.Argument(help="Image files to segment.", show_default=False)],
+    bank: Annotated[Path, typer.Option(help="Prototype bank directory.")],
+    classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
+    classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
+    preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("protoseg-out"),
+    background: Annotated[bool, typer.Option(help="Label pixels matching no class as background (255).")] = False,
+    threshold: Annotated[float | None, typer.Option(help="Background score threshold (preset default).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
+    255 = background) and <stem>_overlay.jpg into --out."""
+    from rich.progress import Progress
+
+    from protoseg.images import check_image, load_image
+    from protoseg.segment import Segmenter
+    from protoseg.viz import save_segmentation
+
+    names = read_class_option(classes, classes_file)
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
+    for path in images:  # fail before loading any model
+        check_image(path)
+    overrides = {} if threshold is None else {"background_threshold": threshold}
+    segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
+    segmenter.prepare(names)
+    with Progress(transient=True, disable=len(images) < 2) as progress:
+        task = progress.add_task("segmenting", total=len(images))
+        for path in images:
+            image = load_image(path)
+            result = segmenter.segment(image, names, background=background)
+            save_segmentation(out, path.stem, image, result.labels, names)
+            progress.advance(task)
+    typer.echo(f"wrote {len(images)} label map(s) and overlay(s) to {out}")
+
+
+def presets() -> None:
+    """List the method presets."""
+    from protoseg.presets import PRESETS
+
+    for name, p in sorted(PRESETS.items()):
+        typer.echo(f"{name:14s} {p.description}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("segment")(segment)
+    app.command("presets")(presets)

@@ -29,9 +29,7 @@ def make_ade(root: Path, n=7, seed=0, C=150):
         stem = f"ADE_val_{i:08d}"
         (root / "images/validation").mkdir(parents=True, exist_ok=True)
         (root / "annotations/validation").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-            root / f"images/validation/{stem}.jpg"
-        )
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / f"images/validation/{stem}.jpg")
         raw = rng.integers(0, 6, (h, w)).astype(np.uint8)  # classes 0..4 after reduction, 0 -> ignore
         Image.fromarray(raw).save(root / f"annotations/validation/{stem}.png")
         gts[stem] = np.where(raw == 0, 255, raw.astype(int) - 1)
@@ -213,11 +211,7 @@ def test_reports_and_cli(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert abs(report["mIoU"] - 100 * sklearn_miou(gts, preds, 150)) < 1e-3
-    assert (
-        report["images"] == 4
-        and len(report["per_class"]) == 150
-        and report["per_class"][7]["class"] == "bed "
-    )
+    assert report["images"] == 4 and len(report["per_class"]) == 150 and report["per_class"][7]["class"] == "bed "
     md = out.with_suffix(".md").read_text()
     assert "| mIoU | mAcc | aAcc |" in md and "`bed `" in md
     (run,) = (tmp_path / "r").glob("report.run-*")
@@ -238,11 +232,7 @@ def test_reports_and_cli(tmp_path):
             str(out),
         ],
     )
-    assert (
-        res.exit_code == 0
-        and out.read_text() == before
-        and len(list((tmp_path / "r").glob("report.run-*"))) == 1
-    )
+    assert res.exit_code == 0 and out.read_text() == before and len(list((tmp_path / "r").glob("report.run-*"))) == 1
     assert "mIoU" in res.output
 
     res = runner.invoke(app, ["eval", "--dataset", "voc", "--list-classes"])
@@ -272,3 +262,21 @@ def test_write_reports_round_trip(tmp_path):
     d = json.loads(j.read_text())
     assert d["totals"]["intersect"] == result.totals[0].tolist()
     assert d["mIoU"] == round(result.scores.miou * 100, 4) and "| # | class" not in m.read_text()
+
+
+def test_cityscapes_predictions_by_file_stem_or_mmseg_name(tmp_path):
+    root = tmp_path / "city"
+    gt = np.array([[0, 1, 18, 255]], np.uint8)
+    for stem in ("aachen_000000_000019", "aachen_000001_000019"):
+        (root / "leftImg8bit/val/aachen").mkdir(parents=True, exist_ok=True)
+        (root / "gtFine/val/aachen").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((1, 4, 3), np.uint8)).save(root / f"leftImg8bit/val/aachen/{stem}_leftImg8bit.png")
+        Image.fromarray(gt).save(root / f"gtFine/val/aachen/{stem}_gtFine_labelTrainIds.png")
+    ds = open_dataset("cityscapes", root)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    # one prediction named by the image file stem (8-bit), one by MMSeg's short name (16-bit PNG)
+    Image.fromarray(np.array([[0, 1, 18, 3]], np.uint8)).save(pred / "aachen_000000_000019_leftImg8bit.png")
+    Image.fromarray(np.array([[0, 2, 18, 3]], np.uint16)).save(pred / "aachen_000001_000019.png")
+    result = evaluate(ds, PredictionFolder(pred, ds), workers=0)
+    assert result.totals[0, [0, 1, 18]].tolist() == [2, 1, 2] and result.totals[3, 1] == 2

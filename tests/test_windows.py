@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from protoseg.windows import rescale_size, resize_image, slide, window_grid
 
@@ -87,6 +88,16 @@ def test_rescale_size_matches_mmcv_rule_on_many_sizes():
     for h, w in rng.integers(16, 4000, size=(500, 2)):
         f = min(2048 / max(h, w), 448 / min(h, w))
         assert rescale_size(int(h), int(w)) == (int(h * f + 0.5), int(w * f + 0.5))
+
+
+def test_resize_image_is_cv2_bilinear_and_close_to_half_pixel_interpolation():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    out = resize_image(img, (80, 41))
+    ref = F.interpolate(torch.from_numpy(img).permute(2, 0, 1).float()[None], size=(80, 41), mode="bilinear",
+                        align_corners=False)[0]
+    assert (out - ref).abs().max() <= 1.0  # cv2's fixed-point weights round, torch's float ones do not
+    assert torch.equal(out, out.round())  # uint8 results, as mmcv returns
 
 
 def test_resize_image_is_half_pixel_bilinear_without_antialias():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -252,3 +253,13 @@ def test_clip_half_precision(clip_dir, clip, dtype):
     assert text.dtype == image.dtype == torch.float32
     torch.testing.assert_close(image.norm(dim=-1), torch.ones(1), rtol=1e-3, atol=1e-3)
     assert F.cosine_similarity(text, clip.encode_classes(["cat", "dog"])).min() > 0.98
+
+
+def test_text_keys_agree_with_encode_classes(clip):
+    from protoseg.generate.keys import mean_template_embeddings
+
+    nouns = ["cat", "potted plant"]
+    for normalize_each in (False, True):
+        keys = mean_template_embeddings(clip, nouns, FREEDA_TEMPLATES, normalize_each=normalize_each)
+        expected = clip.encode_classes(nouns, normalize_each=normalize_each).numpy()
+        np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)

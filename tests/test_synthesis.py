@@ -107,7 +107,21 @@ def test_user_errors(pipe) -> None:
         synthesize(pipe, PROMPTS, WORDS[:2], SEEDS, steps=1)
     with pytest.raises(ProtosegError, match="does not occur"):
         synthesize(pipe, ["a cat"], [["dog"]], [0], steps=1)
+    skipped = synthesize(pipe, ["a cat"], [["dog", "cat"]], [0], steps=1, missing_words="skip")[0]
+    assert list(skipped.attributions) == ["cat"]
     with pytest.raises(ProtosegError, match="multiple of 8"):
         synthesize(pipe, ["a cat"], [["cat"]], [0], steps=1, height=60)
     with pytest.raises(ProtosegError, match="out of range"):
         synthesize(pipe, ["a cat"], [["cat"]], [0], steps=1, unet_feature_block=7)
+
+
+def test_half_precision_pipeline_capture_keeps_image(tmp_path) -> None:
+    """The CUDA default dtype (float16) through the same code, here on the CPU."""
+    half = load_pipeline(make_tiny_pipeline(tmp_path / "sd"), device="cpu", dtype="float16")
+    assert half.unet.dtype == torch.float16
+    result = synthesize(half, PROMPTS[:1], WORDS[:1], [0], steps=2, unet_feature_block=1)[0]
+    out = half(prompt=PROMPTS[:1], num_inference_steps=2, height=64, width=64,
+               generator=[torch.Generator().manual_seed(0)], output_type="np")
+    assert np.array_equal(result.image, (out.images[0] * 255).round().astype(np.uint8))
+    assert all(m.dtype == np.float32 and np.isfinite(m).all() for m in result.attributions.values())
+    assert result.unet_features.dtype == torch.float32

@@ -120,6 +120,14 @@ class UnetFeatureCapture:
                 handle.remove()
 
 
+def _occurs(tokenizer: Any, prompt: str, word: str) -> bool:
+    try:
+        word_token_indices(tokenizer, prompt, word)
+    except ProtosegError:
+        return False
+    return True
+
+
 def _image_size(pipe: Any, height: int | None, width: int | None) -> tuple[int, int]:
     default = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = height or default, width or default
@@ -133,7 +141,8 @@ def synthesize(pipe: Any, prompts: Sequence[str], words: Sequence[Sequence[str]]
                batch_size: int = 4, unet_feature_block: int | str | None = None,
                unet_feature_timestep: int = DEFAULT_UNET_FEATURE_TIMESTEP,
                map_size: tuple[int, int] | None = None,
-               token_reduction: str = "sum", negative_prompt: str | None = None) -> list[Synthesis]:
+               token_reduction: str = "sum", negative_prompt: str | None = None,
+               missing_words: str = "raise") -> list[Synthesis]:
     """Generate one image per prompt with its words' attribution maps (and optionally UNet features).
 
     Args:
@@ -150,6 +159,8 @@ def synthesize(pipe: Any, prompts: Sequence[str], words: Sequence[Sequence[str]]
         unet_feature_timestep: the features are taken at the step whose timestep is closest to this.
         map_size, token_reduction: see :class:`protoseg.generate.attention.CrossAttentionStore`.
         negative_prompt: optional text of the unconditional branch.
+        missing_words: ``"raise"`` (a :class:`ProtosegError` when a word does not occur in its prompt) or
+            ``"skip"`` (such a word gets no entry in ``attributions``).
 
     Returns:
         ``N`` :class:`Synthesis` in prompt order.
@@ -157,6 +168,8 @@ def synthesize(pipe: Any, prompts: Sequence[str], words: Sequence[Sequence[str]]
     if not (len(prompts) == len(words) == len(seeds)):
         raise ProtosegError(f"got {len(prompts)} prompts, {len(words)} word lists and {len(seeds)} seeds; "
                             "pass one word list and one seed per prompt")
+    if missing_words not in ("raise", "skip"):
+        raise ProtosegError(f"missing_words must be 'raise' or 'skip', got {missing_words!r}")
     if batch_size < 1:
         raise ProtosegError(f"batch_size must be at least 1, got {batch_size}")
     height, width = _image_size(pipe, height, width)
@@ -165,7 +178,8 @@ def synthesize(pipe: Any, prompts: Sequence[str], words: Sequence[Sequence[str]]
     for start in range(0, len(prompts), batch_size):
         batch = range(start, min(start + batch_size, len(prompts)))
         batch_prompts = [prompts[i] for i in batch]
-        batch_words = [list(dict.fromkeys(words[i])) for i in batch]
+        batch_words = [[w for w in dict.fromkeys(words[i])
+                        if missing_words == "raise" or _occurs(pipe.tokenizer, prompts[i], w)] for i in batch]
         token_indices = [[word_token_indices(pipe.tokenizer, prompts[i], w) for w in ws]
                          for i, ws in zip(batch, batch_words, strict=True)]
         generators = [torch.Generator("cpu").manual_seed(int(seeds[i])) for i in batch]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protoseg.errors import ProtosegError
+from protoseg.models.tiny import tiny_model_path
 from protoseg.regions import SuperpixelParams
 
 
@@ -77,6 +78,17 @@ PRESETS: dict[str, Preset] = {
         matcher_options={"mode": "subregion-ot", "proposals": "sam", "epsilon": 0.05, "iterations": 1000,
                          "stop_thr": 1e-4, "pooling": "area", "composition": "mean",
                          "fallback": "superpixels"}),
+    # Smoke-test presets for banks from `protoseg build-bank --preset freeda-tiny|dpsm-tiny`: the tiny random
+    # models (protoseg.models.tiny, created by that command under $PROTOSEG_CACHE/tiny); results are noise.
+    "freeda-tiny": Preset(
+        name="freeda-tiny", description="smoke test: FreeDA matching with the tiny random DINOv2 + CLIP",
+        features=str(tiny_model_path("features")), text=str(tiny_model_path("text")), matcher="freeda",
+        matcher_options=dict(_FREEDA_OPTIONS)),
+    "dpsm-tiny": Preset(
+        name="dpsm-tiny",
+        description="smoke test: local prototype matching (no CLIP) on a dpsm-tiny bank, tiny random DINOv2",
+        features=str(tiny_model_path("features")), text=None, matcher="freeda",
+        matcher_options={**_FREEDA_OPTIONS, "use_global": False, "pooling": "area"}),
 }
 
 

@@ -4,6 +4,7 @@
   ``min(long_max / long_side, short_max / short_side)`` and each side becomes ``int(side * f + 0.5)``.
 - :func:`window_grid` reproduces mmseg 0.27 ``slide_inference``: per axis
   ``max(L - crop + stride - 1, 0) // stride + 1`` windows, the last one clamped to the image edge.
+- :func:`resize_image` is mmcv's cv2 bilinear resize.
 - :func:`slide` sums window scores, divides by the per-pixel overlap count.
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def rescale_size(height: int, width: int, scale: tuple[int, int] = (2048, 448)) -> tuple[int, int]:
@@ -24,15 +25,15 @@ def rescale_size(height: int, width: int, scale: tuple[int, int] = (2048, 448)) 
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (cv2 ``INTER_LINEAR`` semantics: half-pixel centres, no antialias).
+    """mmcv's resize: ``cv2.resize(..., INTER_LINEAR)`` on uint8 (half-pixel centres, no antialias,
+    cv2's fixed-point weights and uint8 rounding), so resized pixels equal mmcv's bit for bit.
 
     ``image``: uint8 ``[H, W, 3]`` -> float32 ``[3, h, w]`` in 0-255.
     """
-    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()[None]
-    if tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-        t = t.round().clamp(0, 255)  # cv2 returns uint8 for uint8 input
-    return t[0]
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if tuple(image.shape[:2]) != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float()
 
 
 def _axis_windows(length: int, crop: int, stride: int) -> list[tuple[int, int]]:

@@ -1,0 +1,169 @@
+"""Named configurations of the offline stage (``protoseg build-bank --preset NAME``).
+
+A build preset is plain data. Model fields are hub ids or local folders; the value ``"tiny"`` means the
+tiny random model of that role (:mod:`protoseg.models.tiny`), created on first use, so the ``*-tiny``
+presets run the whole chain on a CPU in minutes without any download (their banks carry no meaning;
+they exist to smoke-test an install). Each build preset names the segmentation preset
+(:mod:`protoseg.presets`) that uses the same feature encoder, for ``protoseg segment --preset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from protoseg.errors import ProtosegError
+from protoseg.regions import SuperpixelParams
+
+METHODS = ("freeda", "dpsm")
+PROMPT_MODES = ("llm", "naive")
+GUIDES = ("unet", "dinov2")
+
+
+@dataclass(frozen=True)
+class BuildPreset:
+    """Everything that defines how a bank is built.
+
+    Attributes:
+        name, description: identity.
+        method: ``"freeda"`` or ``"dpsm"``.
+        segment_preset: the segmentation preset that reads this bank.
+        diffusion: Stable Diffusion hub id / folder (``"tiny"``: tiny random pipeline).
+        features: DINOv2 hub id / folder (``"tiny"``).
+        text: CLIP hub id / folder for FreeDA's text keys (``"tiny"``); unused by DPSM.
+        steps, guidance, height, width, scheduler: synthesis (``scheduler=None`` keeps the pipeline's).
+        batch_size: images generated per diffusion batch.
+        gamma: foreground threshold of the attention masks (FreeDA 0.45, DPSM 0.4).
+        pooling: how masks are resized to the feature grid (``"point"``: bilinear, ``align_corners=True``;
+            ``"area"``: area fractions), see :mod:`protoseg.regions`.
+        alpha: FreeDA key weight ``k = α·t̂(noun) + (1-α)·ĉ(caption)``.
+        nouns: FreeDA noun extractor (``"spacy"`` or ``"lexicon"``).
+        index_kind: faiss index of the FreeDA keys (``"flat"`` exact, as the paper; or ``"hnsw"``).
+        prompts: DPSM prompt source: ``"llm"`` (K descriptions x 4 attributes per class) or ``"naive"``
+            (``"a good photo of a {}"``, the ablation's first row).
+        llm: DPSM chat model spec for :func:`protoseg.generate.llm.load_llm`.
+        k: DPSM descriptions per attribute (``N = 4K`` images per class; with ``prompts="naive"``,
+            ``N = 4K`` copies of the naive prompt).
+        kappa: DPSM scale-up factor (``κN`` images per class).
+        clustering: ``"coarse-fine"``, ``"plain"`` or ``"none"`` (:mod:`protoseg.bank.clustering`).
+        superpixels: Felzenszwalb parameters of the DPSM parts.
+        guide: DPSM whole-level feature that drives the coarse clustering: ``"unet"`` (eq. 2: SD-UNet
+            decoder features pooled on the foreground) or ``"dinov2"``.
+        unet_block, unet_timestep: the eq. 2 feature map is the output of SD-UNet up (decoder) block
+            ``unet_block`` at the denoising step whose timestep is closest to ``unet_timestep`` (the
+            paper names the UNet only; see :mod:`protoseg.generate.synthesis`).
+        bank_dtype: storage dtype of the prototypes.
+    """
+
+    name: str
+    description: str
+    method: str
+    segment_preset: str
+    diffusion: str
+    features: str
+    text: str | None = None
+    steps: int = 50
+    guidance: float = 7.5
+    height: int = 512
+    width: int = 512
+    scheduler: str | None = None
+    batch_size: int = 4
+    gamma: float = 0.45
+    pooling: str = "point"
+    alpha: float = 0.9
+    nouns: str = "spacy"
+    index_kind: str = "flat"
+    prompts: str = "llm"
+    llm: str | None = None
+    k: int = 16
+    kappa: int = 8
+    clustering: str = "coarse-fine"
+    superpixels: SuperpixelParams = field(default_factory=SuperpixelParams)
+    guide: str = "unet"
+    unet_block: int = 1
+    unet_timestep: int = 261
+    bank_dtype: str = "float16"
+
+    @property
+    def images_per_class(self) -> int:
+        """``N = 4K``: support images per class before scaling up (DPSM)."""
+        return 4 * self.k
+
+    def settings(self) -> dict[str, Any]:
+        """The preset as JSON-ready data (recorded in the bank manifest and the work-dir fingerprint)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["superpixels"] = vars(self.superpixels).copy()
+        return out
+
+
+_TINY_SYNTHESIS: dict[str, Any] = dict(diffusion="tiny", features="tiny", steps=4, height=64, width=64,
+                                       batch_size=4, bank_dtype="float32")
+
+BUILD_PRESETS: dict[str, BuildPreset] = {
+    "freeda-b": BuildPreset(
+        name="freeda-b", method="freeda", segment_preset="freeda-b",
+        description="FreeDA ViT-B bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-B, CLIP ViT-B/16 keys, "
+                    "alpha 0.9",
+        diffusion="stabilityai/stable-diffusion-2-1-base", features="facebook/dinov2-base",
+        text="openai/clip-vit-base-patch16", gamma=0.45, pooling="point"),
+    "freeda-l": BuildPreset(
+        name="freeda-l", method="freeda", segment_preset="freeda-l",
+        description="FreeDA ViT-L bank: SD 2.1-base, 50 steps, gamma 0.45, DINOv2-L, CLIP ViT-L/14 keys, "
+                    "alpha 0.9",
+        diffusion="stabilityai/stable-diffusion-2-1-base", features="facebook/dinov2-large",
+        text="openai/clip-vit-large-patch14", gamma=0.45, pooling="point"),
+    "dpsm": BuildPreset(
+        name="dpsm", method="dpsm", segment_preset="dpsm",
+        description="DPSM bank: Llama-3-8B-Instruct descriptions (K=16 x 4 attributes), SD 2-base, 50 steps, "
+                    "kappa 8, gamma 0.4, DINOv2-B parts, coarse-fine clustering",
+        diffusion="stabilityai/stable-diffusion-2-base", features="facebook/dinov2-base", gamma=0.4,
+        pooling="area", prompts="llm", llm="hf:meta-llama/Meta-Llama-3-8B-Instruct", k=16, kappa=8),
+    "freeda-tiny": BuildPreset(
+        name="freeda-tiny", method="freeda", segment_preset="freeda-tiny",
+        description="smoke test: the FreeDA chain with tiny random SD / DINOv2 / CLIP, lexicon nouns, CPU",
+        text="tiny", nouns="lexicon", gamma=0.45, pooling="point", **_TINY_SYNTHESIS),
+    "dpsm-tiny": BuildPreset(
+        name="dpsm-tiny", method="dpsm", segment_preset="dpsm-tiny",
+        description="smoke test: the DPSM chain with tiny random SD / DINOv2, naive prompts (no LLM), "
+                    "K=1 (N=4), kappa 2, CPU",
+        prompts="naive", k=1, kappa=2, gamma=0.4, pooling="area",
+        superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=64), **_TINY_SYNTHESIS),
+}
+
+
+def get_build_preset(name: str, **overrides: Any) -> BuildPreset:
+    """Look up a build preset and replace fields; unknown names and values raise :class:`ProtosegError`."""
+    try:
+        preset = BUILD_PRESETS[name]
+    except KeyError:
+        raise ProtosegError(f"unknown build preset {name!r}; choose one of: "
+                            f"{', '.join(sorted(BUILD_PRESETS))}") from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(BuildPreset.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown build preset fields {sorted(unknown)}")
+    preset = replace(preset, **overrides)
+    _check(preset)
+    return preset
+
+
+def _check(p: BuildPreset) -> None:
+    from protoseg.bank.clustering import CLUSTERINGS
+
+    problems = []
+    if p.method not in METHODS:
+        problems.append(f"method must be one of {METHODS}, got {p.method!r}")
+    if p.prompts not in PROMPT_MODES:
+        problems.append(f"prompts must be one of {PROMPT_MODES}, got {p.prompts!r}")
+    if p.clustering not in CLUSTERINGS:
+        problems.append(f"clustering must be one of {CLUSTERINGS}, got {p.clustering!r}")
+    if p.guide not in GUIDES:
+        problems.append(f"guide must be one of {GUIDES}, got {p.guide!r}")
+    if p.k < 1 or p.kappa < 1 or p.batch_size < 1 or p.steps < 1:
+        problems.append("k, kappa, batch_size and steps must be >= 1")
+    if not 0.0 <= p.alpha <= 1.0:
+        problems.append(f"alpha must be in [0, 1], got {p.alpha}")
+    if p.method == "freeda" and not p.text:
+        problems.append("a FreeDA build needs a CLIP text model (field text)")
+    if problems:
+        raise ProtosegError("invalid build settings: " + "; ".join(problems))

@@ -1,0 +1,133 @@
+"""``protoseg build-bank``: the offline stage (FreeDA from captions, DPSM from class names)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from protoseg.errors import ProtosegError
+
+_STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
+
+
+def _read_classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
+    from protoseg.classes import parse_class_list, validate_classes
+
+    if classes is not None and classes_file is not None:
+        raise ProtosegError("pass either --classes or --classes-file, not both")
+    if classes is not None:
+        return parse_class_list(classes)
+    if classes_file is not None:
+        if not classes_file.is_file():
+            raise ProtosegError(f"class file {classes_file} does not exist")
+        lines = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
+        return validate_classes([line for line in lines if line and not line.startswith("#")])
+    return None
+
+
+def _quiet_model_loading() -> None:
+    """The CLI shows its own progress; silence the loading bars of diffusers and transformers."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def build_bank_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="bank directory to create")],
+    method: Annotated[str | None, typer.Option(
+        "--method", help="freeda or dpsm (default: the preset's)")] = None,
+    captions: Annotated[Path | None, typer.Option(
+        "--captions", help="FreeDA: COCO-Captions JSON or a text file with one caption a line")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help='DPSM: class names, e.g. "cat, dog"')] = None,
+    classes_file: Annotated[Path | None, typer.Option(
+        "--classes-file", help="DPSM: one class name a line")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", "-p", help="build preset: freeda-b, freeda-l, dpsm, freeda-tiny, dpsm-tiny "
+                               "(default: freeda-b / dpsm by --method)")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", help="where shards live (default OUT.partial); rerunning with it resumes")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="captions / support images per shard")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="global seed of the synthesis")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: auto)")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        "--dtype", help="diffusion dtype (default: float16 on CUDA, float32 on CPU)")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="FreeDA: use only the first N captions")] = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="DPSM: LLM spec for the descriptions")] = None,
+    prompts: Annotated[str | None, typer.Option(
+        "--prompts", help="DPSM: llm (descriptions) or naive ('a good photo of a {}')")] = None,
+    descriptions: Annotated[Path | None, typer.Option(
+        "--descriptions", help="DPSM: editable description cache (default OUT.descriptions.json)")] = None,
+    clustering: Annotated[str | None, typer.Option(
+        "--clustering", help="DPSM: coarse-fine, plain or none")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="DPSM: descriptions per attribute (N = 4K)")] = None,
+    kappa: Annotated[int | None, typer.Option("--kappa", help="DPSM: scale-up factor")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="denoising steps")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="images per diffusion batch")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="run the shards as Ray tasks")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
+    ray_task_threads: Annotated[int | None, typer.Option(
+        "--ray-task-threads", help="CPUs (torch threads) per Ray task (default 1)")] = None,
+    keep_work_dir: Annotated[bool, typer.Option(
+        "--keep-work-dir", help="keep the shards afterwards")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bank")] = False,
+) -> None:
+    """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume."""
+    from protoseg.build import build_bank, get_build_preset
+
+    if preset is None:
+        if method is None:
+            raise ProtosegError("pass --method freeda|dpsm or --preset NAME")
+        preset = {"freeda": "freeda-b", "dpsm": "dpsm"}.get(method)
+        if preset is None:
+            raise ProtosegError(f"unknown method {method!r}; use freeda or dpsm")
+    chosen = get_build_preset(preset, prompts=prompts, clustering=clustering, k=k, kappa=kappa, steps=steps,
+                              batch_size=batch_size)
+    if method is not None and method != chosen.method:
+        raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
+    class_list = _read_classes(classes, classes_file)
+    _quiet_model_loading()
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        path = build_bank(chosen, out, captions=captions, classes=class_list, work_dir=work_dir,
+                          shard_size=shard_size, seed=seed, device=device, dtype=dtype, limit=limit, llm=llm,
+                          descriptions=descriptions, ray=ray, ray_address=ray_address,
+                          ray_task_threads=ray_task_threads,
+                          keep_work_dir=keep_work_dir, overwrite=overwrite, progress=progress)
+    from protoseg.bank import PrototypeBank
+
+    summary = PrototypeBank.load(path).summary()
+    console.print(f"wrote {path}: {summary['prototypes']} prototypes of {summary['classes']} classes "
+                  f"({chosen.method}, preset {chosen.name}) in {time.perf_counter() - start:.1f} s; "
+                  f"segment with --preset {chosen.segment_preset}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-bank")(build_bank_command)

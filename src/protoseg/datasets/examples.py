@@ -1,0 +1,112 @@
+"""The examples layout: any labelled image folder, and the generated parts-world benchmark.
+
+Layout (also what ``protoseg.partsworld.write_examples`` writes)::
+
+    ROOT/classes.txt          one class name a line; line i is label value i
+    ROOT/images/<stem>.<ext>  png / jpg / jpeg / bmp / tif / webp
+    ROOT/masks/<stem>.png     single-channel, pixel = class index, 255 = ignore
+
+If the first class is ``background`` the dataset has a background class (scored, never queried).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from protoseg.datasets.base import Sample, SegDataset
+from protoseg.errors import ProtosegError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+EXAMPLES_LAYOUT = (
+    "ROOT/classes.txt (one name a line), ROOT/images/<stem>.<png|jpg>, ROOT/masks/<stem>.png "
+    "(pixel = class index, 255 = ignore)"
+)
+
+#: Parts-world benchmark: held-out test split and support (bank-building) split.
+PARTS_WORLD_TEST = {"split": "test", "count": 60, "seed": 1}
+PARTS_WORLD_TRAIN = {"split": "train", "count": 40, "seed": 0}
+
+
+def read_classes(path: Path) -> tuple[str, ...]:
+    """Class names of ``classes.txt`` (line endings stripped, names otherwise byte-identical)."""
+    if not path.is_file():
+        raise ProtosegError(f"class list {path} is missing; expected {EXAMPLES_LAYOUT}")
+    names = tuple(line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines())
+    while names and not names[-1].strip():
+        names = names[:-1]
+    if not names or any(not n.strip() for n in names):
+        raise ProtosegError(f"{path} must list one non-empty class name per line")
+    if len(set(names)) != len(names):
+        raise ProtosegError(f"{path} lists a class twice")
+    return names
+
+
+def open_examples(root: str | Path, name: str = "examples") -> SegDataset:
+    """Open a folder in the examples layout."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ProtosegError(f"{name}: {root} is not a folder; expected {EXAMPLES_LAYOUT}")
+    classes = read_classes(root / "classes.txt")
+    image_dir, mask_dir = root / "images", root / "masks"
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise ProtosegError(f"{name}: folder {folder} is missing; expected {EXAMPLES_LAYOUT}")
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ProtosegError(f"{name}: no images in {image_dir}; expected {EXAMPLES_LAYOUT}")
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise ProtosegError(f"{name}: two images in {image_dir} share a file stem")
+    samples = [Sample(p.stem, p, mask_dir / f"{p.stem}.png") for p in images]
+    missing = [s.label for s in samples if not s.label.is_file()]
+    if missing:
+        raise ProtosegError(
+            f"{name}: {len(missing)} masks are missing (e.g. {missing[0]}); expected {EXAMPLES_LAYOUT}"
+        )
+    return SegDataset(name, classes, samples)
+
+
+def default_parts_world_root() -> Path:
+    """``$PROTOSEG_CACHE/parts-world`` (default ``~/.cache/protoseg/parts-world``)."""
+    cache = os.environ.get("PROTOSEG_CACHE") or Path.home() / ".cache" / "protoseg"
+    return Path(cache) / "parts-world"
+
+
+def ensure_parts_world_split(root: Path, split: str, count: int, seed: int) -> Path:
+    """Generate ``root/<split>`` deterministically unless it is already complete; returns its path.
+
+    Generation goes to a temporary sibling folder renamed into place, so an interrupted run leaves
+    nothing half-written.
+    """
+    from protoseg.partsworld import write_examples
+
+    target = root / split
+    marker = target / ".complete"
+    if marker.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        write_examples(tmp, count=count, seed=seed)
+        (tmp / ".complete").write_text(f"count={count} seed={seed}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def open_parts_world(data_root: str | Path | None = None, split: str = "test") -> SegDataset:
+    """The parts-world benchmark split (``"test"`` or ``"train"``), generated on first use."""
+    root = Path(data_root).expanduser() if data_root else default_parts_world_root()
+    spec = PARTS_WORLD_TEST if split == "test" else PARTS_WORLD_TRAIN
+    if split not in ("test", "train"):
+        raise ProtosegError(f"parts-world split must be 'test' or 'train', got {split!r}")
+    path = ensure_parts_world_split(root, split, int(spec["count"]), int(spec["seed"]))
+    return open_examples(path, name="parts-world")

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+from protoseg.build.common import item_seed
+from protoseg.build.shards import load_shard, prepare_work_dir, run_shards, save_shard, shard_path
+from protoseg.errors import ProtosegError
+
+
+def _square(items):
+    return {"x": np.asarray(items, np.float64) ** 2, "name": np.asarray([f"i{i}" for i in items])}
+
+
+class Killed(Exception):
+    pass
+
+
+def test_save_shard_roundtrip_without_pickle(tmp_path):
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.asarray(["cat", "dog"]),
+              "e": np.zeros((0, 4), np.float32), "id": np.asarray("tiny-dinov2")}
+    save_shard(tmp_path / "s.npz", arrays)
+    back = load_shard(tmp_path / "s.npz")
+    assert set(back) == set(arrays)
+    for k in arrays:
+        np.testing.assert_array_equal(back[k], arrays[k])
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]  # no temporary file left
+
+
+def test_failed_write_leaves_no_shard(tmp_path):
+    class Boom:
+        def __array__(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_shard(tmp_path / "s.npz", {"a": np.zeros(3), "b": Boom()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_skips_finished_shards_and_matches_uninterrupted(tmp_path):
+    shards = [[0, 1], [2, 3], [4, 5], [6]]
+    calls = []
+
+    def work(items):
+        calls.append(tuple(items))
+        return _square(items)
+
+    def kill_after_1(index):
+        if index == 1:
+            raise Killed
+
+    a = prepare_work_dir(tmp_path / "a", {"n": 7})
+    with pytest.raises(Killed):
+        run_shards(a, shards, work, on_shard_written=kill_after_1)
+    assert sorted(p.name for p in (a / "shards").iterdir()) == ["00000.npz", "00001.npz"]
+    calls.clear()
+    seen = []
+    paths = run_shards(a, shards, work, progress=lambda d, t: seen.append((d, t)))
+    assert calls == [(4, 5), (6,)]  # finished shards are not recomputed
+    assert seen == [(2, 4), (3, 4), (4, 4)]
+
+    b = prepare_work_dir(tmp_path / "b", {"n": 7})
+    ref = run_shards(b, shards, work)
+    for p, q in zip(paths, ref, strict=True):
+        assert p.read_bytes() == q.read_bytes()
+    assert paths == [shard_path(a, i) for i in range(4)]
+
+
+def test_work_dir_of_another_build_is_refused(tmp_path):
+    prepare_work_dir(tmp_path, {"seed": 0, "items": [1, 2]})
+    prepare_work_dir(tmp_path, {"items": [1, 2], "seed": 0})  # same build, key order irrelevant
+    assert json.loads((tmp_path / "build.json").read_text())["description"]["seed"] == 0
+    with pytest.raises(ProtosegError, match="other settings"):
+        prepare_work_dir(tmp_path, {"seed": 1, "items": [1, 2]})
+
+
+def test_item_seeds_depend_only_on_identity():
+    assert item_seed(0, "cat", 3) == item_seed(0, "cat", 3)
+    seeds = {item_seed(s, c, i) for s in (0, 1) for c in ("cat", "dog") for i in range(50)}
+    assert len(seeds) == 200
+    assert all(0 <= s < 2**31 for s in seeds)

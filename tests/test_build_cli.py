@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
+from PIL import Image
 
 from protoseg.bank import PrototypeBank
 from protoseg.build import build_bank, get_build_preset
@@ -40,6 +42,14 @@ def test_build_bank_cli_dpsm_tiny_then_bank_info(tmp_path):
     info = _cli("bank", "info", "B", cache=cache, cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     assert "dpsm" in info.stdout and str(len(bank)) in info.stdout
+    # The matching segmentation preset runs DPSM's sub-region transport on that bank.
+    rgb = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    seg = _cli("segment", "photo.png", "--preset", "dpsm-tiny", "--bank", "B", "--classes", "cat, dog", "--out",
+               "out", "--device", "cpu", cache=cache, cwd=tmp_path)
+    assert seg.returncode == 0, seg.stderr
+    labels = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
+    assert labels.shape == (96, 128) and set(np.unique(labels)) <= {0, 1}
     # a second build into the same place is refused in one line, without a traceback
     again = _cli("build-bank", "--preset", "dpsm-tiny", "--classes", "cat", "--out", "B", cache=cache,
                  cwd=tmp_path)

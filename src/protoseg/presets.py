@@ -86,9 +86,11 @@ PRESETS: dict[str, Preset] = {
         matcher_options=dict(_FREEDA_OPTIONS)),
     "dpsm-tiny": Preset(
         name="dpsm-tiny",
-        description="smoke test: local prototype matching (no CLIP) on a dpsm-tiny bank, tiny random DINOv2",
-        features=str(tiny_model_path("features")), text=None, matcher="freeda",
-        matcher_options={**_FREEDA_OPTIONS, "use_global": False, "pooling": "area"}),
+        description="smoke test: DPSM sub-region OT on a dpsm-tiny bank, tiny random DINOv2, superpixel "
+                    "proposals (no SAM)",
+        features=str(tiny_model_path("features")), text=None, matcher="dpsm",
+        matcher_options={"mode": "subregion-ot", "proposals": "superpixels", "epsilon": 0.05,
+                         "iterations": 1000, "stop_thr": 1e-4, "pooling": "area"}),
 }
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from protoseg.commands.common import progress_bar
+
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
 
@@ -41,8 +43,6 @@ def from_examples(
     dtype: Annotated[str, typer.Option(help="Bank storage dtype: float16 or float32.")] = "float16",
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed)."""
-    from rich.progress import Progress
-
     from protoseg.bank.examples import bank_from_examples, read_examples
     from protoseg.errors import ProtosegError
     from protoseg.models import ModelSet
@@ -53,7 +53,7 @@ def from_examples(
     _, items = read_examples(examples)  # validate before loading models
     p = get_preset(preset)
     models = ModelSet(p.features, p.text, device=device)
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         task = progress.add_task("pooling examples", total=len(items))
         bank = bank_from_examples(examples, models.features, params=p.superpixels,
                                   pooling=p.matcher_options.get("pooling", "area"), text_model=models.text,
@@ -97,11 +97,9 @@ def import_freeda_cmd(
     text_encoder: Annotated[str, typer.Option(help="Encoder of the keys.")] = "openai/clip-vit-large-patch14",
 ) -> None:
     """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l)."""
-    from rich.progress import Progress
-
     from protoseg.bank.freeda_import import import_freeda
 
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)
         import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,
                       progress=lambda done, total: progress.update(task, completed=done, total=total))

@@ -8,33 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from protoseg.commands.common import progress_bar, read_classes
 from protoseg.errors import ProtosegError
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
-
-
-def _read_classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
-    from protoseg.classes import parse_class_list, validate_classes
-
-    if classes is not None and classes_file is not None:
-        raise ProtosegError("pass either --classes or --classes-file, not both")
-    if classes is not None:
-        return parse_class_list(classes)
-    if classes_file is not None:
-        if not classes_file.is_file():
-            raise ProtosegError(f"class file {classes_file} does not exist")
-        lines = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
-        return validate_classes([line for line in lines if line and not line.startswith("#")])
-    return None
 
 
 def _quiet_model_loading() -> None:
@@ -103,12 +81,11 @@ def build_bank_command(
                               batch_size=batch_size)
     if method is not None and method != chosen.method:
         raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
-    class_list = _read_classes(classes, classes_file)
+    class_list = read_classes(classes, classes_file, required=False)
     _quiet_model_loading()
     console = Console(stderr=True)
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
+    with progress_bar(console) as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -8,29 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
+from protoseg.commands.common import progress_bar
 from protoseg.errors import ProtosegError
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def _tracker(progress: Progress, description: str):
@@ -174,7 +156,7 @@ def eval_command(
         )
     out = out or Path(f"eval-{dataset}.json")
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         result = evaluate(
             data,
             predictor,
@@ -203,7 +185,7 @@ def ablate_command(
     from protoseg.ablations import ABLATIONS, ablation_markdown, run_ablations
 
     console = Console(stderr=True)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -239,7 +221,7 @@ def convert_coco_object_command(
     from protoseg.datasets.coco_object import convert_coco_object
 
     console = Console(stderr=True)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         written = convert_coco_object(
             data_root, tuple(split or ["val2017"]), workers, overwrite, _tracker(progress, "convert")
         )

@@ -7,21 +7,8 @@ from typing import Annotated
 
 import typer
 
+from protoseg.commands.common import progress_bar, read_classes
 from protoseg.errors import ProtosegError
-
-
-def read_class_option(classes: str | None, classes_file: Path | None) -> list[str]:
-    """Class list from ``--classes "a, b"`` or ``--classes-file F`` (one name a line)."""
-    from protoseg.classes import parse_class_list, validate_classes
-
-    if (classes is None) == (classes_file is None):
-        raise ProtosegError("give the classes with exactly one of --classes \"a, b, c\" or --classes-file FILE")
-    if classes is not None:
-        return parse_class_list(classes)
-    if not classes_file.is_file():
-        raise ProtosegError(f"classes file not found: {classes_file}")
-    return validate_classes([line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()
-                             if line.strip()])
 
 
 def segment(
@@ -38,13 +25,11 @@ def segment(
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background) and <stem>_overlay.jpg into --out."""
-    from rich.progress import Progress
-
     from protoseg.images import check_image, load_image
     from protoseg.segment import Segmenter
     from protoseg.viz import save_segmentation
 
-    names = read_class_option(classes, classes_file)
+    names = read_classes(classes, classes_file)
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
@@ -53,7 +38,7 @@ def segment(
     overrides = {} if threshold is None else {"background_threshold": threshold}
     segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
     segmenter.prepare(names)
-    with Progress(transient=True, disable=len(images) < 2) as progress:
+    with progress_bar(transient=True, disable=len(images) < 2) as progress:
         task = progress.add_task("segmenting", total=len(images))
         for path in images:
             image = load_image(path)

@@ -1,0 +1,37 @@
+"""Pieces shared by the CLI commands: class-list options and progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from protoseg.errors import ProtosegError
+
+
+def read_classes(classes: str | None, classes_file: Path | None, required: bool = True) -> list[str] | None:
+    """Class list from ``--classes "a, b"`` or ``--classes-file F`` (one name a line, ``#`` comments).
+
+    Returns ``None`` when neither is given and ``required`` is false.
+    """
+    from protoseg.classes import parse_class_list, validate_classes
+
+    if classes is not None and classes_file is not None:
+        raise ProtosegError("pass either --classes or --classes-file, not both")
+    if classes is not None:
+        return parse_class_list(classes)
+    if classes_file is not None:
+        if not classes_file.is_file():
+            raise ProtosegError(f"classes file not found: {classes_file}")
+        lines = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
+        return validate_classes([line for line in lines if line and not line.startswith("#")])
+    if required:
+        raise ProtosegError('give the classes with --classes "a, b, c" or --classes-file FILE')
+    return None
+
+
+def progress_bar(console: Console | None = None, transient: bool = False, disable: bool = False) -> Progress:
+    """A rich progress bar with counts, elapsed and remaining time."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=transient, disable=disable)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import progress_bar
+from protoseg.commands.common import progress_bar, quiet_model_loading
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
@@ -52,6 +52,7 @@ def from_examples(
         raise ProtosegError(f"{out} already exists; choose another --out or remove it")
     _, items = read_examples(examples)  # validate before loading models
     p = get_preset(preset)
+    quiet_model_loading()
     models = ModelSet(p.features, p.text, device=device)
     with progress_bar(transient=True) as progress:
         task = progress.add_task("pooling examples", total=len(items))

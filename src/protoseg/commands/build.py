@@ -9,21 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from protoseg.commands.common import progress_bar, read_classes
+from protoseg.commands.common import progress_bar, quiet_model_loading, read_classes
 from protoseg.errors import ProtosegError
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
-
-
-def _quiet_model_loading() -> None:
-    """The CLI shows its own progress; silence the loading bars of diffusers and transformers."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def build_bank_command(
@@ -82,7 +71,7 @@ def build_bank_command(
     if method is not None and method != chosen.method:
         raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
     class_list = read_classes(classes, classes_file, required=False)
-    _quiet_model_loading()
+    quiet_model_loading(diffusion=True)
     console = Console(stderr=True)
     start = time.perf_counter()
     with progress_bar(console) as bar:

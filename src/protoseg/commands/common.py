@@ -35,3 +35,17 @@ def progress_bar(console: Console | None = None, transient: bool = False, disabl
     """A rich progress bar with counts, elapsed and remaining time."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, transient=transient, disable=disable)
+
+
+def quiet_model_loading(diffusion: bool = False) -> None:
+    """The CLI shows its own progress: silence the weight-loading bars and warnings of transformers
+    (and diffusers, when ``diffusion``)."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    if diffusion:
+        import diffusers
+
+        diffusers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.set_verbosity_error()

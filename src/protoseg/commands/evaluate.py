@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from protoseg.commands.common import progress_bar
+from protoseg.commands.common import progress_bar, quiet_model_loading
 from protoseg.errors import ProtosegError
 
 
@@ -137,6 +137,7 @@ def eval_command(
         name = preset or protocol.model_preset
         model_preset = protocol.apply(name, beta_source=beta_source)
         loaded = PrototypeBank.load(bank)
+        quiet_model_loading()
         models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=device)
         segmenter = Segmenter(model_preset, loaded, models)
         description = {

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import progress_bar, read_classes
+from protoseg.commands.common import progress_bar, quiet_model_loading, read_classes
 from protoseg.errors import ProtosegError
 
 
@@ -35,6 +35,7 @@ def segment(
         raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
     for path in images:  # fail before loading any model
         check_image(path)
+    quiet_model_loading()
     overrides = {} if threshold is None else {"background_threshold": threshold}
     segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
     segmenter.prepare(names)

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "src"))
 
-from tiny_models import write_tiny_clip_vocab  # noqa: E402
 
 import protoseg.match.freeda as freeda_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.models.clip import FREEDA_TEMPLATES, ClipModel  # noqa: E402
 from protoseg.models.dinov2 import Dinov2Features  # noqa: E402
+from protoseg.models.tiny import write_tiny_clip_vocab  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from protoseg.bank.parts import image_prototypes, object_prototypes, supply_units
-from protoseg.regions import mask_weights, pool_features
+from protoseg.regions import SuperpixelParams, mask_weights, pool_features
 
 
 def test_object_prototypes_equal_pooling_each_mask_separately():
@@ -29,11 +30,53 @@ def test_supply_units_follow_eq7():
     torch.testing.assert_close(s, torch.tensor([0.3, 0.1, 0.6]) / 4)
 
 
-def test_single_foreground_wrapper_and_empty_foreground():
-    feats = torch.randn(3, 4, 4)
-    image = np.zeros((32, 32, 3), np.uint8)
-    fg = np.zeros((32, 32), bool)
-    assert image_prototypes(feats, image, fg) is None
-    fg[8:24, 8:24] = True
-    p = image_prototypes(feats, image, fg)
-    assert p is not None and p.whole_area == 256 and p.parts.shape[1] == 3
+def _quadrant_case():
+    """An 8x8 image, 4x4 feature grid (2x2 pixels per cell); labels are four vertical stripes."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    labels = np.repeat(np.arange(4)[None, :], 8, axis=0).repeat(2, axis=1)  # [8, 8] stripes of width 2
+    feats = torch.arange(4 * 4, dtype=torch.float32).view(1, 4, 4).repeat(2, 1, 1)
+    feats[1] *= -1
+    return image, labels, feats
+
+
+def test_parts_supplies_and_pooling_by_hand():
+    image, labels, feats = _quadrant_case()
+    fg = np.zeros((8, 8), bool)
+    fg[:, 0:6] = True  # stripes 0, 1, 2 fully inside; stripe 3 outside
+    fg[0:4, 4:6] = False  # stripe 2 half inside
+    out = image_prototypes(feats, image, fg, SuperpixelParams(), pooling="area", labels=labels)
+    assert out is not None
+    whole, parts, areas = out.whole.numpy(), out.parts.numpy(), out.part_areas.numpy()
+    supplies = supply_units(out.part_areas, 4).numpy()
+    np.testing.assert_array_equal(areas, [16, 16, 8])
+    np.testing.assert_allclose(supplies, np.array([16, 16, 8]) / 40 / 4, rtol=1e-6)
+    assert supplies.sum() == pytest.approx(0.25)
+    # Stripe f covers feature column f; stripe 2 covers rows 2-3 of column 2 only.
+    grid = feats[0].numpy()
+    np.testing.assert_allclose(parts[:, 0], [grid[:, 0].mean(), grid[:, 1].mean(), grid[2:, 2].mean()])
+    np.testing.assert_allclose(parts[:, 1], -parts[:, 0])
+    cells = np.concatenate([grid[:, 0], grid[:, 1], grid[2:, 2]])
+    np.testing.assert_allclose(whole[0], cells.mean(), rtol=1e-6)
+
+
+def test_empty_foreground_gives_none():
+    image, labels, feats = _quadrant_case()
+    assert image_prototypes(feats, image, np.zeros((8, 8), bool), labels=labels) is None
+
+
+def test_felzenszwalb_path_supplies_sum_to_one_over_n():
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, :32] = (200, 30, 30)
+    image[:, 32:] = (30, 30, 200)
+    image = np.clip(image + rng.integers(0, 10, image.shape), 0, 255).astype(np.uint8)
+    fg = np.zeros((64, 64), bool)
+    fg[16:48, 16:48] = True
+    feats = torch.randn(5, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = image_prototypes(feats, image, fg, SuperpixelParams(scale=100, sigma=0.5, min_size=20))
+    assert out is not None
+    assert len(out.parts) >= 2  # the colour edge splits the foreground
+    assert float(out.part_areas.sum()) == fg.sum() == out.whole_area
+    supplies = supply_units(out.part_areas, 8)
+    assert float(supplies.sum()) == pytest.approx(1 / 8, rel=1e-5)
+    assert out.parts.shape == (len(supplies), 5) and out.whole.shape == (5,)

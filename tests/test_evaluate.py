@@ -193,21 +193,9 @@ def test_reports_and_cli(tmp_path):
     preds = write_predictions(tmp_path / "pred", gts)
     out = tmp_path / "r" / "report.json"
     runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--dataset",
-            "ade20k",
-            "--data-root",
-            str(tmp_path / "ade"),
-            "--predictions",
-            str(tmp_path / "pred"),
-            "--out",
-            str(out),
-            "--per-class",
-        ],
-    )
+    command = ["eval", "--dataset", "ade20k", "--data-root", str(tmp_path / "ade"), "--predictions",
+               str(tmp_path / "pred"), "--out", str(out)]
+    res = runner.invoke(app, [*command, "--per-class"])
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert abs(report["mIoU"] - 100 * sklearn_miou(gts, preds, 150)) < 1e-3
@@ -218,20 +206,7 @@ def test_reports_and_cli(tmp_path):
     assert (run / "run.json").is_file() and (run / "shard-00000.npz").is_file()
     # the same command again resumes from the same folder (nothing recomputed) and reports the same numbers
     before = out.read_text()
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--dataset",
-            "ade20k",
-            "--data-root",
-            str(tmp_path / "ade"),
-            "--predictions",
-            str(tmp_path / "pred"),
-            "--out",
-            str(out),
-        ],
-    )
+    res = runner.invoke(app, command)
     assert res.exit_code == 0 and out.read_text() == before and len(list((tmp_path / "r").glob("report.run-*"))) == 1
     assert "mIoU" in res.output
 

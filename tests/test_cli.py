@@ -121,3 +121,16 @@ def test_bank_info_and_from_examples(world, tmp_path, run):
     (tmp_path / "ex" / "classes.txt").write_text("cat\n")
     one_line_error(run("bank", "from-examples", str(tmp_path / "ex"), "--out", str(tmp_path / "c"), "--preset",
                        "handcrafted", cwd=tmp_path), "no .jpg/.png images")
+
+
+def test_usage_errors_are_reported_without_traceback(tmp_path, run):
+    r = run("segment", "x.png", "--classes", "car", "--bank", "B", "--no-such-option", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "No such option" in r.stderr
+    assert run("--help", cwd=tmp_path).returncode == 0
+
+
+def test_model_weights_can_be_given_on_the_command_line(world, tmp_path, run):
+    good = str(next((world / "test" / "images").glob("*.png")))
+    r = run("segment", good, "--classes", "car", "--bank", str(world / "bank"), "--preset", "handcrafted",
+            "--features", str(tmp_path / "missing-dinov2"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    one_line_error(r, "missing-dinov2")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from protoseg.commands import COMMAND_MODULES
@@ -31,21 +30,16 @@ for _name in COMMAND_MODULES:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
-    A :class:`ProtosegError` becomes ``error: <message>`` on stderr and exit code 2.
+    Usage errors are reported by the command-line parser itself (exit code 2); a :class:`ProtosegError`
+    becomes ``error: <message>`` on stderr and exit code 2.
     """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except ProtosegError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 1
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept and a rerun resumes", err=True)
         return 130

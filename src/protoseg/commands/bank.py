@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import progress_bar, quiet_model_loading
+from protoseg.commands.common import FeaturesOption, TextOption, model_overrides, progress_bar, quiet_model_loading
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
@@ -41,6 +41,8 @@ def from_examples(
     preset: Annotated[str, typer.Option(help="Preset whose feature (and CLIP) models to use.")] = "freeda-b",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Bank storage dtype: float16 or float32.")] = "float16",
+    features: FeaturesOption = None,
+    text: TextOption = None,
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed)."""
     from protoseg.bank.examples import bank_from_examples, read_examples
@@ -51,7 +53,7 @@ def from_examples(
     if out.exists():
         raise ProtosegError(f"{out} already exists; choose another --out or remove it")
     _, items = read_examples(examples)  # validate before loading models
-    p = get_preset(preset)
+    p = get_preset(preset, **model_overrides(features, text))
     quiet_model_loading()
     models = ModelSet(p.features, p.text, device=device)
     with progress_bar(transient=True) as progress:

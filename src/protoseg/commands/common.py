@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from protoseg.errors import ProtosegError
+
+FeaturesOption = Annotated[str | None, typer.Option(
+    "--features", help="Dense-feature weights: hub id or local folder (default: the preset's).")]
+TextOption = Annotated[str | None, typer.Option(
+    "--text", help="CLIP weights: hub id or local folder (default: the preset's).")]
+SamOption = Annotated[str | None, typer.Option(
+    "--sam", help="SAM weights: hub id or local folder (default: the preset's).")]
+
+
+def model_overrides(features: str | None = None, text: str | None = None, sam: str | None = None) -> dict:
+    """Preset field overrides for model weights given on the command line (e.g. local folders offline)."""
+    return {k: v for k, v in {"features": features, "text": text, "sam": sam}.items() if v is not None}
 
 
 def read_classes(classes: str | None, classes_file: Path | None, required: bool = True) -> list[str] | None:
@@ -40,8 +54,10 @@ def progress_bar(console: Console | None = None, transient: bool = False, disabl
 def quiet_model_loading(diffusion: bool = False) -> None:
     """The CLI shows its own progress: silence the weight-loading bars and warnings of transformers
     (and diffusers, when ``diffusion``)."""
+    import huggingface_hub
     import transformers
 
+    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when the hub is unreachable
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     if diffusion:

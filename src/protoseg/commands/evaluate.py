@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from protoseg.commands.common import progress_bar, quiet_model_loading
+from protoseg.commands.common import (
+    FeaturesOption,
+    SamOption,
+    TextOption,
+    model_overrides,
+    progress_bar,
+    quiet_model_loading,
+)
 from protoseg.errors import ProtosegError
 
 
@@ -108,6 +115,9 @@ def eval_command(
             help="print the class list (index<TAB>name) that predictions index into, and exit",
         ),
     ] = False,
+    features: FeaturesOption = None,
+    text: TextOption = None,
+    sam: SamOption = None,
 ) -> None:
     """Score a bank (or saved predictions) on a benchmark under the papers' protocol."""
     from protoseg.datasets import DATASET_NAMES, dataset_classes, dataset_preset, open_dataset
@@ -135,7 +145,7 @@ def eval_command(
 
         protocol = dataset_preset(dataset)
         name = preset or protocol.model_preset
-        model_preset = protocol.apply(name, beta_source=beta_source)
+        model_preset = protocol.apply(name, beta_source=beta_source, **model_overrides(features, text, sam))
         loaded = PrototypeBank.load(bank)
         quiet_model_loading()
         models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=device)

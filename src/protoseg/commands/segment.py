@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import progress_bar, quiet_model_loading, read_classes
+from protoseg.commands.common import (
+    FeaturesOption,
+    SamOption,
+    TextOption,
+    model_overrides,
+    progress_bar,
+    quiet_model_loading,
+    read_classes,
+)
 from protoseg.errors import ProtosegError
 
 
@@ -22,6 +30,9 @@ def segment(
     threshold: Annotated[float | None, typer.Option(help="Background score threshold (preset default).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    features: FeaturesOption = None,
+    text: TextOption = None,
+    sam: SamOption = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background) and <stem>_overlay.jpg into --out."""
@@ -36,7 +47,9 @@ def segment(
     for path in images:  # fail before loading any model
         check_image(path)
     quiet_model_loading()
-    overrides = {} if threshold is None else {"background_threshold": threshold}
+    overrides = model_overrides(features, text, sam)
+    if threshold is not None:
+        overrides["background_threshold"] = threshold
     segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
     segmenter.prepare(names)
     with progress_bar(transient=True, disable=len(images) < 2) as progress:

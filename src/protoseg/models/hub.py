@@ -26,5 +26,6 @@ def from_pretrained(loader: Callable[..., T], name_or_path: str, **kwargs: Any) 
         raise ProtosegError(
             f"cannot load model weights from {where} {name_or_path!r} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); on an offline machine download them elsewhere "
-            "with `huggingface-cli download <id> --local-dir DIR` and pass DIR instead"
+            "with `huggingface-cli download <id> --local-dir DIR` and pass DIR instead "
+            "(CLI: --features, --text or --sam)"
         ) from exc

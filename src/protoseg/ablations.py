@@ -12,8 +12,6 @@ dataset-wide mIoU). Rows vary one factor at a time against the first row:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,12 +73,7 @@ def build_parts_world_bank(
     preset = dataset_preset("parts-world").apply(preset_name)
     features = ModelSet(preset.features).features
     bank = bank_from_examples(train, features, params=preset.superpixels, progress=progress)
-    tmp = Path(tempfile.mkdtemp(prefix=".support-bank-", dir=root))
-    try:
-        bank.save(tmp / "bank")
-        (tmp / "bank").rename(cached)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    bank.save(cached)  # written atomically
     return PrototypeBank.load(cached)
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from protoseg.atomic import atomic_path
 from protoseg.datasets.base import SegDataset, read_label_png
 from protoseg.errors import ProtosegError
 from protoseg.metrics import Scores, intersect_and_union, summarize
@@ -216,15 +215,8 @@ class EvalResult:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_reports(result: EvalResult, out: str | Path, per_class: bool = True) -> tuple[Path, Path]:

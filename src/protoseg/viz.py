@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from protoseg.atomic import atomic_path
 
 #: Label value written for background / unlabelled pixels.
 UNLABELLED = 255
@@ -30,14 +30,8 @@ def palette(n: int) -> np.ndarray:
 
 
 def _atomic_save(image: Image.Image, path: Path, **kwargs) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def label_image(labels: np.ndarray, num_classes: int) -> Image.Image:
@@ -80,5 +74,5 @@ def overlay(image: np.ndarray, labels: np.ndarray, classes: list[str], alpha: fl
 def save_segmentation(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
     """Write ``<stem>.png`` (palette label map) and ``<stem>_overlay.jpg``, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(label_image(labels, len(classes)), out_dir / f"{stem}.png")
-    _atomic_save(overlay(image, labels, classes), out_dir / f"{stem}_overlay.jpg", quality=92)
+    _atomic_save(label_image(labels, len(classes)), out_dir / f"{stem}.png", format="PNG")
+    _atomic_save(overlay(image, labels, classes), out_dir / f"{stem}_overlay.jpg", format="JPEG", quality=92)

@@ -9,20 +9,16 @@ the index when it stores vectors. Prototypes with non-finite values are kept as 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from protoseg.bank.storage import TABLE_COLUMNS, BankManifest
+from protoseg.atomic import atomic_dir
+from protoseg.bank.storage import BankManifest, complete_table, write_manifest, write_table
 from protoseg.errors import ProtosegError
 
 
@@ -52,9 +48,7 @@ def import_freeda(embeddings_dir: str | Path, index_path: str | Path, out: str |
         raise ProtosegError("the index does not use inner product; FreeDA's retrieval is cosine (inner product)")
     first = np.load(embeddings_dir / names[0]).reshape(-1)
     dim, count = first.shape[0], len(names)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         protos = np.lib.format.open_memmap(tmp / "prototypes.npy", mode="w+", dtype=dtype, shape=(count, dim))
         level = np.full(count, "whole", dtype=object)
         for start in range(0, count, chunk):
@@ -70,15 +64,8 @@ def import_freeda(embeddings_dir: str | Path, index_path: str | Path, out: str |
         protos.flush()
         del protos
         # The release names no nouns: rows are served by key retrieval only.
-        table = {"label": [""] * count, "text": names, "image_id": np.arange(count), "level": level.tolist()}
-        columns = {}
-        for name, kind in TABLE_COLUMNS.items():
-            if name in table:
-                columns[name] = pa.array(table[name] if kind is str else np.asarray(table[name], kind))
-            else:
-                default = {"part_id": -1, "area": 0.0, "supply": 0.0, "coarse_cluster": -1, "fine_cluster": -1}
-                columns[name] = pa.array(np.full(count, default[name], dtype=kind))
-        pq.write_table(pa.table(columns), tmp / "table.parquet")
+        table = {"label": [""] * count, "text": names, "image_id": np.arange(count), "level": level}
+        write_table(complete_table(table, count), tmp / "table.parquet")
         shutil.copyfile(index_path, tmp / "keys.faiss")
         try:
             keys = np.lib.format.open_memmap(tmp / "keys.npy", mode="w+", dtype=np.float32,
@@ -96,9 +83,5 @@ def import_freeda(embeddings_dir: str | Path, index_path: str | Path, out: str |
                                 ef_search=ef_search,
                                 settings={"source": "FreeDA release", "embeddings": str(embeddings_dir),
                                           "invalid": int((level == "invalid").sum())})
-        (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(manifest, tmp / "manifest.json")
     return out

@@ -16,9 +16,6 @@ directory and renamed into place, so an interrupted save never leaves a director
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from protoseg.atomic import atomic_dir
 from protoseg.bank.index import KeyIndex
 from protoseg.errors import ProtosegError
 from protoseg.models.hub import short_id
@@ -71,7 +69,8 @@ class BankManifest:
     format_version: int = FORMAT_VERSION
 
 
-def _complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
+def complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
+    """Columns of :data:`TABLE_COLUMNS` with their dtypes; missing ones filled with defaults."""
     unknown = set(table) - set(TABLE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown bank table columns {sorted(unknown)}; known: {list(TABLE_COLUMNS)}")
@@ -85,6 +84,16 @@ def _complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
             raise ValueError(f"bank column {name!r} has shape {col.shape}, expected ({count},)")
         out[name] = col
     return out
+
+
+def write_table(table: dict[str, np.ndarray], path: Path) -> None:
+    """Write complete metadata columns (:data:`TABLE_COLUMNS`) as parquet."""
+    columns = {name: pa.array(col.tolist() if TABLE_COLUMNS[name] is str else col) for name, col in table.items()}
+    pq.write_table(pa.table(columns), path)
+
+
+def write_manifest(manifest: BankManifest, path: Path) -> None:
+    path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
 
 
 class PrototypeBank:
@@ -118,7 +127,7 @@ class PrototypeBank:
         if dtype not in ("float16", "float32"):
             raise ValueError(f"bank dtype must be float16 or float32, got {dtype!r}")
         count = prototypes.shape[0]
-        full = _complete_table(table, count)
+        full = complete_table(table, count)
         finite = np.isfinite(prototypes.astype(np.float32)).all(1)
         if not finite.all():
             raise ValueError(f"{int((~finite).sum())} prototypes contain non-finite values")
@@ -143,27 +152,13 @@ class PrototypeBank:
         path = Path(path)
         if path.exists() and not overwrite:
             raise ProtosegError(f"{path} already exists; choose another --out or remove it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-        try:
+        with atomic_dir(path, replace=True) as tmp:
             np.save(tmp / "prototypes.npy", np.ascontiguousarray(self.prototypes, dtype=self.manifest.dtype))
-            columns = {name: pa.array(col.tolist() if TABLE_COLUMNS[name] is str else col)
-                       for name, col in self.table.items()}
-            pq.write_table(pa.table(columns), tmp / "table.parquet")
+            write_table(self.table, tmp / "table.parquet")
             if self.keys is not None:
                 np.save(tmp / "keys.npy", self.keys.astype(np.float32))
                 self.index.write(tmp / "keys.faiss")
-            (tmp / "manifest.json").write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_manifest(self.manifest, tmp / "manifest.json")
         return path
 
     @classmethod

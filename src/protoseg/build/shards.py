@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from protoseg.atomic import atomic_path
 from protoseg.errors import ProtosegError
 
 T = TypeVar("T")
@@ -47,18 +47,10 @@ def shard_path(work_dir: str | Path, index: int) -> Path:
 
 def save_shard(path: str | Path, arrays: ShardResult) -> None:
     """Write ``arrays`` to ``path`` (``.npz``) atomically: temp file in the same directory + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def load_shard(path: str | Path) -> ShardResult:
@@ -87,12 +79,8 @@ def prepare_work_dir(work_dir: str | Path, description: dict[str, Any]) -> Path:
                                 "remove it (or pass another --work-dir) to start over, or rerun with the "
                                 "same options to resume")
         return work_dir
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{FINGERPRINT_FILE}.", suffix=".tmp", dir=work_dir)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, marker)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return work_dir
 
 

@@ -13,8 +13,6 @@ When only MMSeg's ``*_labelTrainIds.png`` maps are present the same result is ob
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from protoseg.atomic import atomic_path
 from protoseg.datasets.base import read_label_png
 from protoseg.errors import ProtosegError
 
@@ -53,14 +52,8 @@ def train_ids_to_object_lut() -> np.ndarray:
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _sources(ann_dir: Path) -> tuple[list[Path], np.ndarray]:

@@ -12,10 +12,9 @@ If the first class is ``background`` the dataset has a background class (scored,
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from protoseg.atomic import atomic_dir
 from protoseg.datasets.base import Sample, SegDataset
 from protoseg.errors import ProtosegError
 
@@ -87,18 +86,9 @@ def ensure_parts_world_split(root: Path, split: str, count: int, seed: int) -> P
     marker = target / ".complete"
     if marker.is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
+    with atomic_dir(target, replace=True) as tmp:  # replaces an incomplete earlier attempt
         write_examples(tmp, count=count, seed=seed)
         (tmp / ".complete").write_text(f"count={count} seed={seed}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

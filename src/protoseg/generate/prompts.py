@@ -36,14 +36,13 @@ times, pooling the unique descriptions of all answers), and then pads the list w
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from protoseg.atomic import atomic_path
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
 
@@ -317,17 +316,8 @@ def read_description_cache(path: str | Path) -> dict[str, Any]:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented UTF-8 JSON via a temporary file + rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def request_seed(seed: int, class_name: str, attribute: str) -> int:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+
+from protoseg.atomic import atomic_dir
 
 #: Words the tiny CLIP tokenizer merges into single tokens (everything else is split into byte tokens).
 _MERGES = [("t", "h"), ("th", "e</w>"), ("o", "f</w>"), ("p", "h"), ("ph", "o"), ("pho", "t"),
@@ -138,17 +139,11 @@ def ensure_tiny_models(roles: tuple[str, ...] = ("features", "text", "diffusion"
     for role in roles:
         target = tiny_model_path(role, root)
         if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
             try:
-                _BUILDERS[role](tmp, seed=seed)
-                os.replace(tmp, target)
+                with atomic_dir(target) as tmp:
+                    _BUILDERS[role](tmp, seed=seed)
             except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
                 if not target.is_dir():  # another process may have won the race
                     raise
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         out[role] = target
     return out

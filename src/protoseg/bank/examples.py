@@ -16,7 +16,7 @@ row also gets its class's text key (the 7-template class embedding), so FreeDA-s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,59 +26,34 @@ from PIL import Image
 from protoseg.bank.parts import object_prototypes, supply_units
 from protoseg.bank.storage import PrototypeBank
 from protoseg.classes import validate_classes
+from protoseg.datasets.base import Sample, read_label_png
+from protoseg.datasets.examples import open_examples
 from protoseg.errors import ProtosegError
 from protoseg.images import load_image
 from protoseg.models.base import DenseFeatureExtractor
 from protoseg.regions import SuperpixelParams, superpixels
 from protoseg.windows import rescale_size, resize_image, window_grid
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE = 255
 
 
-@dataclass(frozen=True)
-class Example:
-    stem: str
-    image: Path
-    mask: Path
-
-
-def read_examples(root: str | Path) -> tuple[list[str], list[Example]]:
-    """Validate an examples folder; return ``(classes, examples)`` sorted by stem.
+def read_examples(root: str | Path) -> tuple[list[str], list[Sample]]:
+    """Validate an examples folder (:func:`protoseg.datasets.examples.open_examples`); return
+    ``(classes, samples)`` sorted by stem (``sample.label`` is the mask).
 
     Raises:
         ProtosegError: the layout is wrong (message shows the expected layout).
     """
-    root = Path(root)
-    layout = ("expected EXAMPLES/classes.txt (one name a line), EXAMPLES/images/<stem>.jpg|png and "
-              "EXAMPLES/masks/<stem>.png (pixel = class index, 255 = ignore)")
-    if not (root / "classes.txt").is_file():
-        raise ProtosegError(f"{root}: no classes.txt; {layout}")
-    lines = (root / "classes.txt").read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    classes = validate_classes([line.strip() for line in lines])
-    if len(classes) > 255:
-        raise ProtosegError(f"{root}/classes.txt lists {len(classes)} classes; masks hold at most 255")
-    images = {p.stem: p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES} \
-        if (root / "images").is_dir() else {}
-    if not images:
-        raise ProtosegError(f"{root}/images has no .jpg/.png images; {layout}")
-    missing = [stem for stem in images if not (root / "masks" / f"{stem}.png").is_file()]
-    if missing:
-        raise ProtosegError(f"{len(missing)} image(s) have no mask, e.g. masks/{missing[0]}.png; {layout}")
-    return classes, [Example(stem, path, root / "masks" / f"{stem}.png") for stem, path in images.items()]
+    data = open_examples(root)
+    classes = validate_classes(list(data.classes))
+    if len(classes) > IGNORE:
+        raise ProtosegError(f"{root}/classes.txt lists {len(classes)} classes; masks hold at most {IGNORE}")
+    return classes, data.samples
 
 
 def load_mask(path: Path, shape: tuple[int, int], num_classes: int) -> np.ndarray:
     """Read a label mask ``uint8 [H, W]`` and check it against the image size and class count."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16"):
-                raise ProtosegError(f"mask {path} has mode {img.mode}; save it as 8-bit single-channel PNG")
-            mask = np.asarray(img).astype(np.int64)
-    except (OSError, ValueError) as exc:
-        raise ProtosegError(f"cannot read mask {path}: {exc}") from exc
+    mask = read_label_png(path).astype(np.int64)
     if mask.shape != shape:
         raise ProtosegError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                             f"{shape[1]}x{shape[0]}")
@@ -110,7 +85,7 @@ def bank_from_examples(root: str | Path, features: DenseFeatureExtractor, *,
     rows: list[dict] = []  # one per (window, class) support view
     for n, ex in enumerate(examples):
         image = load_image(ex.image)
-        mask = load_mask(ex.mask, image.shape[:2], len(classes))
+        mask = load_mask(ex.label, image.shape[:2], len(classes))
         size = rescale_size(*image.shape[:2], scale)
         resized = resize_image(image, size)
         mask_r = _nearest_resize(mask, size)

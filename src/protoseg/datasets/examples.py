@@ -50,12 +50,14 @@ def open_examples(root: str | Path, name: str = "examples") -> SegDataset:
         raise ProtosegError(f"{name}: {root} is not a folder; expected {EXAMPLES_LAYOUT}")
     classes = read_classes(root / "classes.txt")
     image_dir, mask_dir = root / "images", root / "masks"
-    for folder in (image_dir, mask_dir):
-        if not folder.is_dir():
-            raise ProtosegError(f"{name}: folder {folder} is missing; expected {EXAMPLES_LAYOUT}")
+    if not image_dir.is_dir():
+        raise ProtosegError(f"{name}: folder {image_dir} is missing; expected {EXAMPLES_LAYOUT}")
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
-        raise ProtosegError(f"{name}: no images in {image_dir}; expected {EXAMPLES_LAYOUT}")
+        raise ProtosegError(f"{name}: no .jpg/.png images (nor .bmp/.tif/.webp) in {image_dir}; "
+                            f"expected {EXAMPLES_LAYOUT}")
+    if not mask_dir.is_dir():
+        raise ProtosegError(f"{name}: folder {mask_dir} is missing; expected {EXAMPLES_LAYOUT}")
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise ProtosegError(f"{name}: two images in {image_dir} share a file stem")

@@ -30,10 +30,10 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
     ``image``: uint8 ``[H, W, 3]`` -> float32 ``[3, h, w]`` in 0-255.
     """
-    image = np.ascontiguousarray(image, dtype=np.uint8)
     if tuple(image.shape[:2]) != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float()
+        image = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), (size[1], size[0]),
+                           interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)  # one copy, writable
 
 
 def _axis_windows(length: int, crop: int, stride: int) -> list[tuple[int, int]]:

@@ -1,7 +1,7 @@
 """The matching modes of DPSM's Table 3 on the procedural parts world (classes made of parts).
 
 A bank is built from labelled parts-world scenes with the hand-crafted feature backend
-(:func:`protoseg.bank.examples.bank_from_examples`: whole-level prototypes + part prototypes with eq. 7
+(:func:`protoseg.offline.examples.bank_from_examples`: whole-level prototypes + part prototypes with eq. 7
 supplies, no coarse-fine clustering), held-out scenes are segmented with the DPSM matcher in each
 matching mode, and mIoU is reported (FreeDA's local matching on the same bank for reference).
 
@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from protoseg.bank.examples import bank_from_examples  # noqa: E402
+from protoseg.offline.examples import bank_from_examples  # noqa: E402
 from protoseg.images import load_image  # noqa: E402
 from protoseg.models import load_features  # noqa: E402
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples  # noqa: E402
-from protoseg.presets import get_preset  # noqa: E402
+from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.regions import SuperpixelParams  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from protoseg.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
-from protoseg.bank.examples import bank_from_examples
+from protoseg.offline.examples import bank_from_examples
 from protoseg.datasets import dataset_preset, open_examples
 from protoseg.datasets.examples import ensure_parts_world_split
 from protoseg.evaluate import SegmenterPredictor, evaluate

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from protoseg.bank import KeyIndex, PrototypeBank
-from protoseg.bank.freeda_import import import_freeda
+from protoseg.offline.freeda_import import import_freeda
 from protoseg.errors import ProtosegError
 
 

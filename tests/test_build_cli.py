@@ -13,7 +13,7 @@ from build_fixtures import assert_banks_identical, tiny_cache
 from PIL import Image
 
 from protoseg.bank import PrototypeBank
-from protoseg.build import build_bank, get_build_preset
+from protoseg.offline import build_bank, get_build_preset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -5,7 +5,7 @@ import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
-from protoseg.build import build_bank, get_build_preset
+from protoseg.offline import build_bank, get_build_preset
 
 PRESET = dict(steps=2, k=1, kappa=2)  # N = 4 images per class, κN = 8
 

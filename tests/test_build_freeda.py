@@ -5,7 +5,7 @@ import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
-from protoseg.build import build_bank, get_build_preset
+from protoseg.offline import build_bank, get_build_preset
 from protoseg.errors import ProtosegError
 
 CAPTIONS = ["a cat sitting on a sofa next to a lamp", "two dogs running on the grass near a tree",

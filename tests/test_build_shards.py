@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from protoseg.build.common import item_seed
-from protoseg.build.shards import load_shard, prepare_work_dir, run_shards, save_shard, shard_path
+from protoseg.offline.common import item_seed
+from protoseg.runs import load_shard, prepare_work_dir, run_shards, save_shard, shard_path
 from protoseg.errors import ProtosegError
 
 

@@ -11,10 +11,10 @@ from PIL import Image
 
 from protoseg import cli
 from protoseg.bank import PrototypeBank
-from protoseg.bank.examples import bank_from_examples
+from protoseg.offline.examples import bank_from_examples
 from protoseg.models import load_features
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
-from protoseg.presets import get_preset
+from protoseg.config.segment import get_preset
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from protoseg.bank.clustering import ClassSupport, class_seed, fuse_class, kmeans
+from protoseg.offline.clustering import ClassSupport, class_seed, fuse_class, kmeans
 
 
 def _support(kappa=2, n=3, d=6, seed=0):

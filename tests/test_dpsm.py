@@ -15,7 +15,7 @@ from protoseg.match import build_matcher
 from protoseg.match.dpsm import DPSMMatcher, SubRegions, subregion_weights
 from protoseg.models import ModelSet
 from protoseg.models.handcrafted import HANDCRAFTED_ID
-from protoseg.presets import get_preset
+from protoseg.config.segment import get_preset
 from protoseg.regions import SuperpixelParams, region_weights
 from protoseg.segment import Segmenter
 

@@ -16,7 +16,7 @@ from protoseg.datasets import open_dataset
 from protoseg.errors import ProtosegError
 from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, write_reports
 from protoseg.models.handcrafted import HANDCRAFTED_ID
-from protoseg.presets import get_preset
+from protoseg.config.segment import get_preset
 from protoseg.segment import Segmenter
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoseg.bank.parts import image_prototypes, object_prototypes, supply_units
+from protoseg.offline.parts import image_prototypes, object_prototypes, supply_units
 from protoseg.regions import SuperpixelParams, mask_weights, pool_features
 
 

@@ -1,8 +1,8 @@
-"""Tiny random models for tests; the builders live in :mod:`protoseg.models.tiny` (used by tiny presets)."""
+"""Tiny random models for tests; the builders live in :mod:`protoseg.testing.tiny` (used by tiny presets)."""
 
 from pathlib import Path
 
-from protoseg.models.tiny import _word_merges, tiny_clip, tiny_dinov2, write_tiny_clip_vocab
+from protoseg.testing.tiny import _word_merges, tiny_clip, tiny_dinov2, write_tiny_clip_vocab
 
 __all__ = ["_word_merges", "tiny_clip", "tiny_dinov2", "tiny_sam", "write_tiny_clip_vocab"]
 

@@ -60,7 +60,7 @@ def build_parts_world_bank(
     so later runs load it instead of rebuilding.
     """
     from protoseg.bank import PrototypeBank
-    from protoseg.bank.examples import bank_from_examples
+    from protoseg.offline.examples import bank_from_examples
     from protoseg.models import ModelSet
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root()

@@ -20,7 +20,7 @@ from protoseg.bank import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
-from protoseg.presets import Preset, get_preset
+from protoseg.config.segment import Preset, get_preset
 from protoseg.windows import rescale_size, resize_image, slide
 
 #: Label value for pixels assigned to background (no class scored above the threshold).
@@ -66,7 +66,7 @@ class Segmenter:
     @classmethod
     def from_preset(cls, name: str, bank: str | Path | PrototypeBank, device: str | torch.device | None = None,
                     dtype: str | torch.dtype | None = None, **overrides: Any) -> Segmenter:
-        """Build from a named preset (:data:`protoseg.presets.PRESETS`); ``overrides`` replace preset fields
+        """Build from a named preset (:data:`protoseg.config.segment.PRESETS`); ``overrides`` replace preset fields
         (``matcher_options`` entries are merged)."""
         preset = get_preset(name, **overrides)
         if not isinstance(bank, PrototypeBank):

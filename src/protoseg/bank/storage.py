@@ -27,7 +27,6 @@ import pyarrow.parquet as pq
 from protoseg.atomic import atomic_dir
 from protoseg.bank.index import KeyIndex
 from protoseg.errors import ProtosegError
-from protoseg.models.hub import short_id
 
 FORMAT_VERSION = 1
 
@@ -49,6 +48,11 @@ TABLE_COLUMNS: dict[str, Any] = {
 }
 _DEFAULTS: dict[str, Any] = {"label": "", "text": "", "image_id": -1, "part_id": -1, "level": "whole",
                              "area": 0.0, "supply": 0.0, "coarse_cluster": -1, "fine_cluster": -1}
+
+
+def short_id(name_or_path: str) -> str:
+    """The comparable identity of weights: ``facebook/dinov2-base`` and ``/models/dinov2-base`` -> ``dinov2-base``."""
+    return Path(str(name_or_path).rstrip("/")).name
 
 
 @dataclass

@@ -45,10 +45,10 @@ def from_examples(
     text: TextOption = None,
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed)."""
-    from protoseg.bank.examples import bank_from_examples, read_examples
+    from protoseg.offline.examples import bank_from_examples, read_examples
     from protoseg.errors import ProtosegError
     from protoseg.models import ModelSet
-    from protoseg.presets import get_preset
+    from protoseg.config.segment import get_preset
 
     if out.exists():
         raise ProtosegError(f"{out} already exists; choose another --out or remove it")
@@ -100,7 +100,7 @@ def import_freeda_cmd(
     text_encoder: Annotated[str, typer.Option(help="Encoder of the keys.")] = "openai/clip-vit-large-patch14",
 ) -> None:
     """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l)."""
-    from protoseg.bank.freeda_import import import_freeda
+    from protoseg.offline.freeda_import import import_freeda
 
     with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)

@@ -58,7 +58,7 @@ def build_bank_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bank")] = False,
 ) -> None:
     """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume."""
-    from protoseg.build import build_bank, get_build_preset
+    from protoseg.offline import build_bank, get_build_preset
 
     if preset is None:
         if method is None:

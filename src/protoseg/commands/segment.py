@@ -64,7 +64,7 @@ def segment(
 
 def presets() -> None:
     """List the method presets."""
-    from protoseg.presets import PRESETS
+    from protoseg.config.segment import PRESETS
 
     for name, p in sorted(PRESETS.items()):
         typer.echo(f"{name:14s} {p.description}")

@@ -11,11 +11,6 @@ from protoseg.errors import ProtosegError
 T = TypeVar("T")
 
 
-def short_id(name_or_path: str) -> str:
-    """The comparable identity of weights: ``facebook/dinov2-base`` and ``/models/dinov2-base`` -> ``dinov2-base``."""
-    return Path(str(name_or_path).rstrip("/")).name
-
-
 def from_pretrained(loader: Callable[..., T], name_or_path: str, **kwargs: Any) -> T:
     """``loader(name_or_path, **kwargs)`` (a ``from_pretrained``), turning "weights not found / offline"
     into a :class:`ProtosegError` that says how to provide them."""

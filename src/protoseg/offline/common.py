@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protoseg.build.presets import BuildPreset
+from protoseg.config.build import BuildPreset
 
 _MODELS: dict[tuple[Any, ...], Any] = {}
 
@@ -34,7 +34,7 @@ def resolve_tiny(preset: BuildPreset) -> BuildPreset:
     roles = [r for r in ("diffusion", "features", "text") if getattr(preset, r) == "tiny"]
     if not roles:
         return preset
-    from protoseg.models.tiny import ensure_tiny_models
+    from protoseg.testing.tiny import ensure_tiny_models
 
     paths = ensure_tiny_models(tuple(roles))
     return replace(preset, **{role: str(path) for role, path in paths.items()})

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protoseg.bank.parts import object_prototypes, supply_units
+from protoseg.offline.parts import object_prototypes, supply_units
 from protoseg.bank.storage import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.datasets.base import Sample, read_label_png

@@ -11,10 +11,10 @@ Shard (worker): per image the Stable Diffusion attribution of the class name giv
 feature map (output of up block ``unet_block`` at the last denoising step, as captured by
 :func:`protoseg.generate.synthesis.synthesize`) mask-average-pooled on ``M_fg`` (eq. 2); DINOv2 gives the
 whole-level prototype (pooled on ``M_fg``) and the part prototypes with eq. 7 supplies
-(:func:`protoseg.bank.parts.image_prototypes`). Images with an empty foreground are dropped.
+(:func:`protoseg.offline.parts.image_prototypes`). Images with an empty foreground are dropped.
 
 Reduce: per class, the κN images are fused back with the preset's clustering
-(:func:`protoseg.bank.clustering.fuse_class`). When some images were dropped, supplies are rescaled by
+(:func:`protoseg.offline.clustering.fuse_class`). When some images were dropped, supplies are rescaled by
 ``κN / valid`` first so that each class still carries one unit of supply (eq. 12 exactly otherwise).
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from protoseg.bank import PrototypeBank
-from protoseg.bank.clustering import ClassSupport, class_seed, fuse_class
-from protoseg.bank.parts import image_prototypes, supply_units
-from protoseg.build.common import image_features, item_seed, load_synthesis_models, str_array
-from protoseg.build.presets import BuildPreset
+from protoseg.offline.clustering import ClassSupport, class_seed, fuse_class
+from protoseg.offline.parts import image_prototypes, supply_units
+from protoseg.offline.common import image_features, item_seed, load_synthesis_models, str_array
+from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
 from protoseg.regions import mask_weights, pool_features
 
@@ -193,7 +193,7 @@ def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[
     ``shards``: shard files (or their loaded arrays). Files are read one class at a time, so memory holds
     one class's scaled-up prototypes, not the whole build's.
     """
-    from protoseg.build.shards import load_shard
+    from protoseg.runs import load_shard
 
     if not shards:
         raise ProtosegError("nothing was built: no shard results")

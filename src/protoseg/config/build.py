@@ -1,10 +1,10 @@
 """Named configurations of the offline stage (``protoseg build-bank --preset NAME``).
 
 A build preset is plain data. Model fields are hub ids or local folders; the value ``"tiny"`` means the
-tiny random model of that role (:mod:`protoseg.models.tiny`), created on first use, so the ``*-tiny``
+tiny random model of that role (:mod:`protoseg.testing.tiny`), created on first use, so the ``*-tiny``
 presets run the whole chain on a CPU in minutes without any download (their banks carry no meaning;
 they exist to smoke-test an install). Each build preset names the segmentation preset
-(:mod:`protoseg.presets`) that uses the same feature encoder, for ``protoseg segment --preset``.
+(:mod:`protoseg.config.segment`) that uses the same feature encoder, for ``protoseg segment --preset``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class BuildPreset:
         k: DPSM descriptions per attribute (``N = 4K`` images per class; with ``prompts="naive"``,
             ``N = 4K`` copies of the naive prompt).
         kappa: DPSM scale-up factor (``κN`` images per class).
-        clustering: ``"coarse-fine"``, ``"plain"`` or ``"none"`` (:mod:`protoseg.bank.clustering`).
+        clustering: ``"coarse-fine"``, ``"plain"`` or ``"none"`` (:mod:`protoseg.offline.clustering`).
         superpixels: Felzenszwalb parameters of the DPSM parts.
         guide: DPSM whole-level feature that drives the coarse clustering: ``"unet"`` (eq. 2: SD-UNet
             decoder features pooled on the foreground) or ``"dinov2"``.
@@ -148,7 +148,7 @@ def get_build_preset(name: str, **overrides: Any) -> BuildPreset:
 
 
 def _check(p: BuildPreset) -> None:
-    from protoseg.bank.clustering import CLUSTERINGS
+    from protoseg.offline.clustering import CLUSTERINGS
 
     problems = []
     if p.method not in METHODS:

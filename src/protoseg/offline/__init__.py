@@ -1,6 +1,6 @@
 """The offline stage at scale: a vocabulary (captions or class names) in, a :class:`PrototypeBank` out.
 
-:func:`build_bank` plans the work items on the driver, runs them in shards (:mod:`protoseg.build.shards`:
+:func:`build_bank` plans the work items on the driver, runs them in shards (:mod:`protoseg.runs`:
 atomic shard files in a work directory, finished shards skipped on rerun, optionally as Ray tasks) and
 reduces the shards into the bank, written atomically with :meth:`PrototypeBank.save`. Because every
 item's seed derives from ``(seed, item identity)`` and shards are fixed by ``shard_size``, a killed and
@@ -8,7 +8,7 @@ resumed build, a Ray build and a local build give the same bank.
 
 Example::
 
-    from protoseg.build import build_bank, get_build_preset
+    from protoseg.offline import build_bank, get_build_preset
     build_bank(get_build_preset("dpsm-tiny"), "banks/cats", classes=["cat", "dog"])
 """
 
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protoseg.build.common import resolve_tiny
-from protoseg.build.presets import BUILD_PRESETS, BuildPreset, get_build_preset
-from protoseg.build.shards import fingerprint_of, load_shard, prepare_work_dir, run_shards
+from protoseg.offline.common import resolve_tiny
+from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
+from protoseg.runs import fingerprint_of, load_shard, prepare_work_dir, run_shards
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
 
@@ -65,7 +65,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         llm: DPSM LLM spec overriding the preset's. descriptions: the editable description cache
             (default ``OUT.descriptions.json``).
         ray, ray_address, ray_init, ray_task_threads: run the shards as Ray tasks
-            (:func:`protoseg.build.shards.run_shards`; ``ray_task_threads`` is its ``task_threads``).
+            (:func:`protoseg.runs.run_shards`; ``ray_task_threads`` is its ``task_threads``).
         keep_work_dir: keep the shards after the bank is written (default: removed).
         overwrite: replace an existing bank at ``out``.
         progress: ``progress(stage, done, total)``.
@@ -81,7 +81,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
                                 "diffusion_dtype": dtype}
 
     if preset.method == "freeda":
-        from protoseg.build.freeda import freeda_shard, plan_freeda, reduce_freeda
+        from protoseg.offline.freeda import freeda_shard, plan_freeda, reduce_freeda
         from protoseg.generate.captions import read_captions
         from protoseg.generate.nouns import get_noun_extractor
 
@@ -95,7 +95,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
         settings.update(captions=str(captions), captions_used=len(source), captions_with_nouns=len(items))
         worker = functools.partial(freeda_shard, resolve_tiny(preset), device, dtype)
     elif preset.method == "dpsm":
-        from protoseg.build.dpsm import class_prompts, dpsm_shard, plan_dpsm
+        from protoseg.offline.dpsm import class_prompts, dpsm_shard, plan_dpsm
 
         if classes is None or captions is not None:
             raise ProtosegError("a DPSM bank is built from class names: pass --classes \"a, b\" "
@@ -130,7 +130,7 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
     if preset.method == "freeda":
         bank = reduce_freeda([load_shard(p) for p in paths], preset, settings)
     else:
-        from protoseg.build.dpsm import reduce_dpsm
+        from protoseg.offline.dpsm import reduce_dpsm
 
         bank = reduce_dpsm(paths, classes, preset, seed, settings)
     bank.save(out, overwrite=overwrite)

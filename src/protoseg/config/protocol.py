@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protoseg.errors import ProtosegError
-from protoseg.presets import Preset, get_preset
+from protoseg.config.segment import Preset, get_preset
 from protoseg.regions import SuperpixelParams
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protoseg.errors import ProtosegError
-from protoseg.models.tiny import tiny_model_path
+from protoseg.testing.tiny import tiny_model_path
 from protoseg.regions import SuperpixelParams
 
 
@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
                          "stop_thr": 1e-4, "pooling": "area", "composition": "mean",
                          "fallback": "superpixels"}),
     # Smoke-test presets for banks from `protoseg build-bank --preset freeda-tiny|dpsm-tiny`: the tiny random
-    # models (protoseg.models.tiny, created by that command under $PROTOSEG_CACHE/tiny); results are noise.
+    # models (protoseg.testing.tiny, created by that command under $PROTOSEG_CACHE/tiny); results are noise.
     "freeda-tiny": Preset(
         name="freeda-tiny", description="smoke test: FreeDA matching with the tiny random DINOv2 + CLIP",
         features=str(tiny_model_path("features")), text=str(tiny_model_path("text")), matcher="freeda",

@@ -36,9 +36,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from protoseg.bank import PrototypeBank  # noqa: E402
+from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
 from protoseg.partsworld import render_scene  # noqa: E402
-from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 
 TIMES: dict[str, float] = {}

@@ -33,8 +33,8 @@ import protoseg.match.freeda as freeda_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.models.clip import FREEDA_TEMPLATES, ClipModel  # noqa: E402
 from protoseg.models.dinov2 import Dinov2Features  # noqa: E402
-from protoseg.testing.tiny import write_tiny_clip_vocab  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
+from protoseg.testing.tiny import write_tiny_clip_vocab  # noqa: E402
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

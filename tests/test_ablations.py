@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from protoseg.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
-from protoseg.offline.examples import bank_from_examples
 from protoseg.datasets import dataset_preset, open_examples
 from protoseg.datasets.examples import ensure_parts_world_split
 from protoseg.evaluate import SegmenterPredictor, evaluate
 from protoseg.models import ModelSet
+from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 from protoseg.segment import Segmenter
 

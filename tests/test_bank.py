@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from protoseg.bank import KeyIndex, PrototypeBank
-from protoseg.offline.freeda_import import import_freeda
 from protoseg.errors import ProtosegError
+from protoseg.offline.freeda_import import import_freeda
 
 
 def make_bank(rng, classes=("cat", "dog"), per_class=5, dim=8, keys=True, encoder="facebook/dinov2-base"):

@@ -5,8 +5,8 @@ import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline import build_bank, get_build_preset
 from protoseg.errors import ProtosegError
+from protoseg.offline import build_bank, get_build_preset
 
 CAPTIONS = ["a cat sitting on a sofa next to a lamp", "two dogs running on the grass near a tree",
             "a red car parked on the street", "the sky"]

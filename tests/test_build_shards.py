@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from protoseg.errors import ProtosegError
 from protoseg.offline.common import item_seed
 from protoseg.runs import load_shard, prepare_work_dir, run_shards, save_shard, shard_path
-from protoseg.errors import ProtosegError
 
 
 def _square(items):

@@ -11,10 +11,10 @@ from PIL import Image
 
 from protoseg import cli
 from protoseg.bank import PrototypeBank
-from protoseg.offline.examples import bank_from_examples
-from protoseg.models import load_features
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 from protoseg.config.segment import get_preset
+from protoseg.models import load_features
+from protoseg.offline.examples import bank_from_examples
+from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 SRC = str(Path(__file__).resolve().parents[1] / "src")

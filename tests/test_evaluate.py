@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from protoseg.bank import PrototypeBank
 from protoseg.cli import app
+from protoseg.config.segment import get_preset
 from protoseg.datasets import open_dataset
 from protoseg.errors import ProtosegError
 from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, write_reports
 from protoseg.models.handcrafted import HANDCRAFTED_ID
-from protoseg.config.segment import get_preset
 from protoseg.segment import Segmenter
 
 

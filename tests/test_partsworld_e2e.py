@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import protoseg.match.freeda as freeda_module
-from protoseg.offline.examples import bank_from_examples
+from protoseg.config.segment import get_preset
 from protoseg.images import load_image
 from protoseg.models import load_features
+from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
-from protoseg.config.segment import get_preset
 from protoseg.segment import Segmenter
 
 

@@ -60,8 +60,8 @@ def build_parts_world_bank(
     so later runs load it instead of rebuilding.
     """
     from protoseg.bank import PrototypeBank
-    from protoseg.offline.examples import bank_from_examples
     from protoseg.models import ModelSet
+    from protoseg.offline.examples import bank_from_examples
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root()
     cached = root / f"support-bank-{preset_name}"

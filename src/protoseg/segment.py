@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
 from protoseg.classes import validate_classes
+from protoseg.config.segment import Preset, get_preset
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
-from protoseg.config.segment import Preset, get_preset
 from protoseg.windows import rescale_size, resize_image, slide
 
 #: Label value for pixels assigned to background (no class scored above the threshold).

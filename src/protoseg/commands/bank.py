@@ -45,10 +45,10 @@ def from_examples(
     text: TextOption = None,
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed)."""
-    from protoseg.offline.examples import bank_from_examples, read_examples
+    from protoseg.config.segment import get_preset
     from protoseg.errors import ProtosegError
     from protoseg.models import ModelSet
-    from protoseg.config.segment import get_preset
+    from protoseg.offline.examples import bank_from_examples, read_examples
 
     if out.exists():
         raise ProtosegError(f"{out} already exists; choose another --out or remove it")

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protoseg.errors import ProtosegError
 from protoseg.config.segment import Preset, get_preset
+from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
 
 

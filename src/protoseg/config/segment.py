@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protoseg.errors import ProtosegError
-from protoseg.testing.tiny import tiny_model_path
 from protoseg.regions import SuperpixelParams
+from protoseg.testing.tiny import tiny_model_path
 
 
 @dataclass(frozen=True)

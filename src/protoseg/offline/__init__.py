@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protoseg.offline.common import resolve_tiny
-from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
-from protoseg.runs import fingerprint_of, load_shard, prepare_work_dir, run_shards
 from protoseg.classes import validate_classes
+from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
 from protoseg.errors import ProtosegError
+from protoseg.offline.common import resolve_tiny
+from protoseg.runs import fingerprint_of, load_shard, prepare_work_dir, run_shards
 
 __all__ = ["BUILD_PRESETS", "BuildPreset", "build_bank", "default_work_dir", "get_build_preset"]
 
@@ -81,9 +81,9 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
                                 "diffusion_dtype": dtype}
 
     if preset.method == "freeda":
-        from protoseg.offline.freeda import freeda_shard, plan_freeda, reduce_freeda
         from protoseg.generate.captions import read_captions
         from protoseg.generate.nouns import get_noun_extractor
+        from protoseg.offline.freeda import freeda_shard, plan_freeda, reduce_freeda
 
         if captions is None or classes is not None:
             raise ProtosegError("a FreeDA bank is built from captions: pass --captions FILE "

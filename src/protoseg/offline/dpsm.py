@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline.clustering import ClassSupport, class_seed, fuse_class
-from protoseg.offline.parts import image_prototypes, supply_units
-from protoseg.offline.common import image_features, item_seed, load_synthesis_models, str_array
 from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
+from protoseg.offline.clustering import ClassSupport, class_seed, fuse_class
+from protoseg.offline.common import image_features, item_seed, load_synthesis_models, str_array
+from protoseg.offline.parts import image_prototypes, supply_units
 from protoseg.regions import mask_weights, pool_features
 
 

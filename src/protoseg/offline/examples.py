@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protoseg.offline.parts import object_prototypes, supply_units
 from protoseg.bank.storage import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.datasets.base import Sample, read_label_png
@@ -31,6 +30,7 @@ from protoseg.datasets.examples import open_examples
 from protoseg.errors import ProtosegError
 from protoseg.images import load_image
 from protoseg.models.base import DenseFeatureExtractor
+from protoseg.offline.parts import object_prototypes, supply_units
 from protoseg.regions import SuperpixelParams, superpixels
 from protoseg.windows import rescale_size, resize_image, window_grid
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline.common import cached_model, image_features, item_seed, load_synthesis_models, str_array
 from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
+from protoseg.offline.common import cached_model, image_features, item_seed, load_synthesis_models, str_array
 from protoseg.regions import mask_weights, pool_features
 
 

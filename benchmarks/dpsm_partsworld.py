@@ -30,7 +30,6 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.images import load_image  # noqa: E402
-from protoseg.models import load_features  # noqa: E402
 from protoseg.offline.examples import bank_from_examples  # noqa: E402
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples  # noqa: E402
 from protoseg.regions import SuperpixelParams  # noqa: E402
@@ -66,7 +65,7 @@ def main() -> None:
     write_examples(root / "train", args.train, seed=11)
     write_examples(root / "test", args.test, seed=12)
     fine = get_preset("handcrafted").superpixels
-    bank = bank_from_examples(root / "train", load_features("handcrafted"), params=fine)
+    bank = bank_from_examples(root / "train", "handcrafted")
     levels = bank.table["level"]
     print(f"bank: {int((levels == 'whole').sum())} whole + {int((levels == 'part').sum())} part prototypes, "
           f"{args.train} train / {args.test} test scenes, fine superpixels {fine}, proposals = Felzenszwalb "

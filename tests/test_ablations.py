@@ -6,8 +6,8 @@ import pytest
 from protoseg.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
 from protoseg.datasets import dataset_preset, open_examples
 from protoseg.datasets.examples import ensure_parts_world_split
+from protoseg.errors import ProtosegError
 from protoseg.evaluate import SegmenterPredictor, evaluate
-from protoseg.models import ModelSet
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 from protoseg.segment import Segmenter
@@ -19,7 +19,7 @@ def small_world(tmp_path_factory):
     write_examples(root / "train", count=6, seed=0, size=224)
     write_examples(root / "test", count=3, seed=1, size=224)
     preset = dataset_preset("parts-world").apply("handcrafted")
-    bank = bank_from_examples(root / "train", ModelSet(preset.features).features, params=preset.superpixels)
+    bank = bank_from_examples(root / "train", preset)
     return bank, open_examples(root / "test", name="parts-world")
 
 
@@ -70,7 +70,7 @@ def test_parts_world_split_is_generated_once_and_deterministically(tmp_path, mon
 
 def test_unknown_ablation_option_is_rejected(small_world):
     bank, test = small_world
-    with pytest.raises(TypeError):
+    with pytest.raises(ProtosegError, match="unknown freeda option 'no_such_option'"):
         run_ablations(ablations=(Ablation("bad", {"no_such_option": 1}),), bank=bank, dataset=test, workers=0)
 
 

@@ -5,9 +5,12 @@ import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline import build_bank, get_build_preset
+from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
 
 PRESET = dict(steps=2, k=1, kappa=2)  # N = 4 images per class, κN = 8
+
+CAT = BuildSource(classes=("cat",))
+RUN = RunOptions(shard_size=3, seed=7)
 
 
 class Killed(Exception):
@@ -19,7 +22,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("dpsm")
     with tiny_cache(root / "cache"):
         preset = get_build_preset("dpsm-tiny", **PRESET)
-        ref = build_bank(preset, root / "ref", classes=["cat"], shard_size=3, seed=7)
+        ref = build_bank(preset, CAT, root / "ref", RUN)
         yield root, preset, ref
 
 
@@ -49,23 +52,23 @@ def test_kill_and_resume_gives_identical_bank(built):
             raise Killed
 
     with pytest.raises(Killed):
-        build_bank(preset, out, classes=["cat"], shard_size=3, seed=7, on_shard_written=kill_after_shard_1)
+        build_bank(preset, CAT, out, RUN, on_shard_written=kill_after_shard_1)
     assert not out.exists()
     shards = sorted(p.name for p in (root / "resumed.partial" / "shards").glob("*.npz"))
     assert shards == ["00000.npz", "00001.npz"]
     written.clear()
-    build_bank(preset, out, classes=["cat"], shard_size=3, seed=7, on_shard_written=written.append)
+    build_bank(preset, CAT, out, RUN, on_shard_written=written.append)
     assert written == [2]  # only the missing shard was computed
     assert_banks_identical(out, ref)
 
 
 def test_other_seed_differs_and_clustering_switches(built):
     root, preset, ref = built
-    other = build_bank(preset, root / "seed8", classes=["cat"], shard_size=3, seed=8)
+    other = build_bank(preset, CAT, root / "seed8", RunOptions(shard_size=3, seed=8))
     a, b = PrototypeBank.load(ref), PrototypeBank.load(other)
     assert a.prototypes.shape != b.prototypes.shape or not np.array_equal(a.prototypes, b.prototypes)
     none = get_build_preset("dpsm-tiny", **PRESET, clustering="none")
-    raw = PrototypeBank.load(build_bank(none, root / "none", classes=["cat"], shard_size=3, seed=7))
+    raw = PrototypeBank.load(build_bank(none, CAT, root / "none", RUN))
     parts = raw.rows_of("cat", "part")
     assert len(raw.rows_of("cat", "whole")) == len(np.unique(raw.table["image_id"][parts]))
     assert raw.table["supply"][parts].sum() == pytest.approx(1.0, abs=1e-5)
@@ -81,13 +84,14 @@ def test_llm_mode_reads_the_editable_description_cache(built, tmp_path):
     preset = get_build_preset("dpsm-tiny", steps=2, k=1, kappa=1, prompts="llm", clustering="none")
     with tiny_cache(root / "cache"), pytest.raises(ProtosegError, match="LLM"):
         # no cache and no LLM: a clear error (there is no stand-in LLM)
-        build_bank(preset, tmp_path / "nollm", classes=["cat"], descriptions=tmp_path / "none.json")
+        build_bank(preset, BuildSource(classes=("cat",), descriptions=tmp_path / "none.json"), tmp_path / "nollm")
     cache = tmp_path / "descriptions.json"
     texts = {"state": ["A photo of cat sleeping"], "feature": ["A photo of cat with stripes"],
              "object": ["A photo of cat next to a ball"], "location": ["A photo of cat on a roof"]}
     cache.write_text(json.dumps({"cat": texts}))
     with tiny_cache(root / "cache"):
-        bank = PrototypeBank.load(build_bank(preset, tmp_path / "llm", classes=["cat"], descriptions=cache))
+        source = BuildSource(classes=("cat",), descriptions=cache)
+        bank = PrototypeBank.load(build_bank(preset, source, tmp_path / "llm"))
     wholes = bank.rows_of("cat", "whole")
     assert set(bank.table["text"][wholes]) <= {t[0] for t in texts.values()}
     assert bank.manifest.settings["prompts"] == "llm"

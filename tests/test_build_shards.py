@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from protoseg.errors import ProtosegError
-from protoseg.offline.common import item_seed
-from protoseg.runs import load_shard, prepare_work_dir, run_shards, save_shard, shard_path
+from protoseg.runs import derive_seed, load_shard, prepare_work_dir, run_shards, save_shard, shard_path
 
 
 def _square(items):
@@ -55,9 +54,9 @@ def test_resume_skips_finished_shards_and_matches_uninterrupted(tmp_path):
     assert sorted(p.name for p in (a / "shards").iterdir()) == ["00000.npz", "00001.npz"]
     calls.clear()
     seen = []
-    paths = run_shards(a, shards, work, progress=lambda d, t: seen.append((d, t)))
+    paths = run_shards(a, shards, work, progress=lambda *args: seen.append(args))
     assert calls == [(4, 5), (6,)]  # finished shards are not recomputed
-    assert seen == [(2, 4), (3, 4), (4, 4)]
+    assert seen == [("shards", 2, 4), ("shards", 3, 4), ("shards", 4, 4)]
 
     b = prepare_work_dir(tmp_path / "b", {"n": 7})
     ref = run_shards(b, shards, work)
@@ -74,8 +73,8 @@ def test_work_dir_of_another_build_is_refused(tmp_path):
         prepare_work_dir(tmp_path, {"seed": 1, "items": [1, 2]})
 
 
-def test_item_seeds_depend_only_on_identity():
-    assert item_seed(0, "cat", 3) == item_seed(0, "cat", 3)
-    seeds = {item_seed(s, c, i) for s in (0, 1) for c in ("cat", "dog") for i in range(50)}
+def test_derive_seeds_depend_only_on_identity():
+    assert derive_seed(0, "cat", 3) == derive_seed(0, "cat", 3)
+    seeds = {derive_seed(s, c, i) for s in (0, 1) for c in ("cat", "dog") for i in range(50)}
     assert len(seeds) == 200
     assert all(0 <= s < 2**31 for s in seeds)

@@ -11,8 +11,6 @@ from PIL import Image
 
 from protoseg import cli
 from protoseg.bank import PrototypeBank
-from protoseg.config.segment import get_preset
-from protoseg.models import load_features
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 
@@ -25,8 +23,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     write_examples(root / "train", 4, seed=7, size=224)  # seed 7: every class appears
     write_examples(root / "test", 2, seed=6, size=224)
-    bank = bank_from_examples(root / "train", load_features("handcrafted"),
-                              params=get_preset("handcrafted").superpixels)
+    bank = bank_from_examples(root / "train", "handcrafted")
     bank.save(root / "bank")
     return root
 

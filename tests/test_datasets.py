@@ -257,7 +257,7 @@ def test_dataset_presets_carry_the_fact_sheet_settings():
     assert all(p.beta_code == 0.8 for n, p in P.items() if n != "parts-world")
     assert all(p.k == 350 and p.background_threshold == 0.4 for p in P.values())
     preset = P["voc20"].apply("freeda-b")
-    assert preset.matcher_options["beta"] == 0.7 and preset.matcher_options["k"] == 350
+    assert preset.matcher_options.beta == 0.7 and preset.matcher_options.k == 350
     assert preset.superpixels == P["voc20"].superpixels and preset.background_threshold == 0.4
-    assert P["voc20"].apply("freeda-b", beta_source="code").matcher_options["beta"] == 0.8
-    assert P["cityscapes"].apply("freeda-l", matcher_options={"beta": 0.5}).matcher_options["beta"] == 0.5
+    assert P["voc20"].apply("freeda-b", beta_source="code").matcher_options.beta == 0.8
+    assert P["cityscapes"].apply("freeda-l", matcher_options={"beta": 0.5}).matcher_options.beta == 0.5

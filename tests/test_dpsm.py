@@ -188,9 +188,10 @@ def _two_colour_image() -> np.ndarray:
 @pytest.mark.parametrize("mode", ["subregion-ot", "image-to-image", "image-to-class", "single"])
 def test_window_with_superpixel_proposals(mode):
     models = ModelSet("handcrafted")
-    m = build_matcher("dpsm", _handcrafted_bank(), models, mode=mode, proposals="superpixels",
-                      superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20),
-                      proposal_superpixels=SuperpixelParams(scale=300, sigma=0.5, min_size=200))
+    options = {"mode": mode, "proposals": "superpixels",
+               "proposal_superpixels": SuperpixelParams(scale=300, sigma=0.5, min_size=200)}
+    m = build_matcher("dpsm", _handcrafted_bank(), models, options,
+                      superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20))
     m.prepare(["red", "blue"])
     crop = torch.from_numpy(_two_colour_image()).permute(2, 0, 1).float()
     scores = m(crop)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zlib
 
 import pytest
 
@@ -18,8 +17,8 @@ from protoseg.generate.prompts import (
     naive_prompt,
     naive_prompts,
     parse_descriptions,
-    request_seed,
 )
+from protoseg.runs import derive_seed
 
 
 class CountingLLM:
@@ -162,10 +161,10 @@ def answer_by_attribute(question: str, seed: int) -> str:
 def test_cache_is_written_reused_and_editable(tmp_path):
     cache = tmp_path / "sub" / "descriptions.json"
     llm = CountingLLM(answer_by_attribute)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, int, int]] = []
     first = describe_classes(["car", "dog"], llm, k=3, cache_path=cache, seed=0,
-                             progress=lambda c, a: seen.append((c, a)))
-    assert len(llm.calls) == 8 and len(seen) == 8
+                             progress=lambda *args: seen.append(args))
+    assert len(llm.calls) == 8 and seen == [("descriptions", i, 8) for i in range(1, 9)]
     assert set(first) == {"car", "dog"} and set(first["car"]) == set(ATTRIBUTES)
     assert first["dog"]["location"] == [f"A photo of dog location variant {i}." for i in range(3)]
     assert json.loads(cache.read_text()) == first  # no padding -> no bookkeeping keys
@@ -192,12 +191,12 @@ def test_cache_records_padding_and_seeds_differ_per_request(tmp_path):
     out = describe_classes(["cat"], llm, k=2, cache_path=cache, attributes=("state", "location"), attempts=1)
     assert out["cat"]["state"] == ["A photo of a cat on a sofa", "a good photo of a cat"]
     assert json.loads(cache.read_text())["cat"]["_padded"] == {"state": 1, "location": 1}
-    assert [c[1] for c in llm.calls] == [request_seed(0, "cat", "state"), request_seed(0, "cat", "location")]
-    assert request_seed(7, "cat", "state") == 7 + zlib.crc32(b"cat/state") % 2**20
+    assert [c[1] for c in llm.calls] == [derive_seed(0, "cat", "state"), derive_seed(0, "cat", "location")]
+    assert llm.calls[0][1] != llm.calls[1][1]
     # the same request gets the same seed whatever the other classes are
     other = CountingLLM(lambda q, seed: "1. A photo of a cat on a sofa")
     describe_classes(["dog", "cat"], other, k=1, attributes=("location",), attempts=1)
-    assert other.calls[1][1] == request_seed(0, "cat", "location")
+    assert other.calls[1][1] == derive_seed(0, "cat", "location")
 
 
 def test_cache_errors_are_clear(tmp_path):

@@ -13,7 +13,6 @@ from PIL import Image
 import protoseg.match.freeda as freeda_module
 from protoseg.config.segment import get_preset
 from protoseg.images import load_image
-from protoseg.models import load_features
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 from protoseg.segment import Segmenter
@@ -24,8 +23,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
     write_examples(root / "train", 16, seed=11)
     write_examples(root / "test", 6, seed=12)
-    bank = bank_from_examples(root / "train", load_features("handcrafted"),
-                              params=get_preset("handcrafted").superpixels)
+    bank = bank_from_examples(root / "train", "handcrafted")
     return root, bank
 
 

@@ -12,7 +12,6 @@ dataset-wide mIoU). Rows vary one factor at a time against the first row:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from protoseg.datasets import SegDataset, dataset_preset, open_parts_world
 from protoseg.datasets.examples import PARTS_WORLD_TRAIN, default_parts_world_root, ensure_parts_world_split
 from protoseg.evaluate import EvalResult, SegmenterPredictor, evaluate
+from protoseg.runs import Progress
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,15 @@ ABLATIONS: tuple[Ablation, ...] = (
 def build_parts_world_bank(
     data_root: str | Path | None = None,
     preset_name: str = "handcrafted",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Any:
     """Support bank from the parts-world ``train`` split (both generated on first use).
 
-    The bank is cached in ``<root>/support-bank-<preset>`` (written to a temporary folder, then renamed),
-    so later runs load it instead of rebuilding.
+    The bank is cached in ``<root>/support-bank-<preset>`` (built by the examples builder, written
+    atomically), so later runs load it instead of rebuilding.
     """
     from protoseg.bank import PrototypeBank
-    from protoseg.models import ModelSet
-    from protoseg.offline.examples import bank_from_examples
+    from protoseg.offline import BuildSource, build_bank, examples_preset
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root()
     cached = root / f"support-bank-{preset_name}"
@@ -71,10 +70,8 @@ def build_parts_world_bank(
         root, "train", int(PARTS_WORLD_TRAIN["count"]), int(PARTS_WORLD_TRAIN["seed"])
     )
     preset = dataset_preset("parts-world").apply(preset_name)
-    features = ModelSet(preset.features).features
-    bank = bank_from_examples(train, features, params=preset.superpixels, progress=progress)
-    bank.save(cached)  # written atomically
-    return PrototypeBank.load(cached)
+    return PrototypeBank.load(build_bank(examples_preset(preset), BuildSource(examples=train), cached,
+                                         progress=progress))
 
 
 def run_ablations(
@@ -84,7 +81,7 @@ def run_ablations(
     workers: int = 2,
     bank: Any = None,
     dataset: SegDataset | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[tuple[Ablation, EvalResult]]:
     """Evaluate every ablation row on the parts-world test split; returns ``(row, result)`` pairs.
 
@@ -96,7 +93,7 @@ def run_ablations(
 
     if bank is None:
         bank = build_parts_world_bank(
-            data_root, progress=(lambda d, t: progress("bank", d, t)) if progress else None
+            data_root, progress=(lambda stage, d, t: stage == "shards" and progress("bank", d, t)) if progress else None
         )
     dataset = (dataset or open_parts_world(data_root, "test")).limit(limit)
     protocol = dataset_preset("parts-world")

@@ -1,8 +1,9 @@
-"""Validating and parsing class lists."""
+"""Validating, parsing and reading class lists."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from protoseg.errors import ProtosegError
 
@@ -35,3 +36,30 @@ def validate_classes(classes: Sequence[str]) -> list[str]:
         raise ProtosegError("'background' is not a class to query; use --background (a score threshold) "
                             "to label pixels that match no class")
     return names
+
+
+def read_class_file(path: str | Path, indexed: bool = False) -> list[str]:
+    """The class names in a text file, one a line.
+
+    - ``indexed=False`` (a query list, ``--classes-file``): blank lines and ``#`` comments are skipped and
+      names are stripped.
+    - ``indexed=True`` (an examples folder's ``classes.txt``): line ``i`` names mask value ``i``, so every
+      line counts and names are kept byte-identical apart from the line ending (trailing blank lines
+      are dropped; a blank line before the last name is an error).
+
+    Raises:
+        ProtosegError: missing file, or an invalid list (:func:`validate_classes`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProtosegError(f"class list {path} is missing" if indexed else f"classes file not found: {path}")
+    lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+    if not indexed:
+        return validate_classes([s for s in (line.strip() for line in lines) if s and not s.startswith("#")])
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or any(not n.strip() for n in lines):
+        raise ProtosegError(f"{path} must list one non-empty class name per line")
+    if len(set(lines)) != len(lines):
+        raise ProtosegError(f"{path} lists a class twice")
+    return lines

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,21 @@ from protoseg.errors import ProtosegError
 T = TypeVar("T")
 ShardResult = dict[str, np.ndarray]
 
+#: The one progress signature of long jobs: ``progress(stage, done, total)``.
+Progress = Callable[[str, int, int], None]
+
 FINGERPRINT_FILE = "build.json"
+
+
+def derive_seed(seed: int, *parts: int | str) -> int:
+    """A 31-bit seed from the global ``seed`` and an item's identity (``parts``: ints or strings).
+
+    Depends on nothing else (not on sharding, order or process), so a resumed, distributed or partial
+    run draws the same random numbers for the same item.
+    """
+    words = [int(seed) & 0xFFFFFFFF]
+    words += [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) & 0xFFFFFFFF for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def fingerprint_of(description: dict[str, Any]) -> str:
@@ -85,7 +100,7 @@ def prepare_work_dir(work_dir: str | Path, description: dict[str, Any]) -> Path:
 
 
 def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], ShardResult], *,
-               progress: Callable[[int, int], None] | None = None,
+               progress: Progress | None = None, stage: str = "shards",
                on_shard_written: Callable[[int], None] | None = None,
                ray: bool = False, ray_address: str | None = None,
                ray_init: dict[str, Any] | None = None, task_threads: int | None = None) -> list[Path]:
@@ -95,7 +110,7 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         work_dir: a directory prepared with :func:`prepare_work_dir`.
         shards: the work items of each shard (picklable when ``ray``).
         work: ``work(items) -> {name: array}``; a picklable top-level function (or ``functools.partial``).
-        progress: called as ``progress(done, total)`` after each shard (and once at the start).
+        progress: called as ``progress(stage, done, total)`` after each shard (and once at the start).
         on_shard_written: called with the shard index right after its file is in place.
         ray: run the missing shards as Ray tasks.
         ray_address: cluster address for ``ray.init`` (``None``: an existing connection or a local Ray).
@@ -110,7 +125,7 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
     total = len(paths)
     done = total - len(todo)
     if progress is not None:
-        progress(done, total)
+        progress(stage, done, total)
 
     def finished(index: int, result: ShardResult) -> None:
         nonlocal done
@@ -119,7 +134,7 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         if on_shard_written is not None:
             on_shard_written(index)
         if progress is not None:
-            progress(done, total)
+            progress(stage, done, total)
 
     if not todo:
         return paths

@@ -57,10 +57,11 @@ class Segmenter:
         self.bank = bank
         self.models = models or ModelSet(preset.features, preset.text, preset.sam)
         features = self.models.features
-        uses_keys = bank.keys is not None and preset.text is not None
-        bank.check_compatible(features.encoder_id, features.dim, preset.text if uses_keys else None)
-        options: dict[str, Any] = {"superpixels": preset.superpixels, **preset.matcher_options}
-        self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, **options)
+        text = self.models.names["text"]
+        uses_keys = bank.keys is not None and text is not None
+        bank.check_compatible(features.encoder_id, features.dim, text if uses_keys else None)
+        self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, preset.matcher_options,
+                                              superpixels=preset.superpixels)
         self._prepared: tuple[str, ...] | None = None
 
     @classmethod

@@ -44,26 +44,19 @@ def from_examples(
     features: FeaturesOption = None,
     text: TextOption = None,
 ) -> None:
-    """Build a bank from a few labelled images (no diffusion model needed)."""
+    """Build a bank from a few labelled images (no diffusion model needed). Interrupted builds resume."""
+    from protoseg.bank import PrototypeBank
     from protoseg.config.segment import get_preset
-    from protoseg.errors import ProtosegError
-    from protoseg.models import ModelSet
-    from protoseg.offline.examples import bank_from_examples, read_examples
+    from protoseg.offline import BuildSource, RunOptions, build_bank, examples_preset
 
-    if out.exists():
-        raise ProtosegError(f"{out} already exists; choose another --out or remove it")
-    _, items = read_examples(examples)  # validate before loading models
-    p = get_preset(preset, **model_overrides(features, text))
+    recipe = examples_preset(get_preset(preset, **model_overrides(features, text)), bank_dtype=dtype)
     quiet_model_loading()
-    models = ModelSet(p.features, p.text, device=device)
-    with progress_bar(transient=True) as progress:
-        task = progress.add_task("pooling examples", total=len(items))
-        bank = bank_from_examples(examples, models.features, params=p.superpixels,
-                                  pooling=p.matcher_options.get("pooling", "area"), text_model=models.text,
-                                  scale=p.scale, crop=p.crop, stride=p.stride, dtype=dtype,
-                                  progress=lambda done, total: progress.update(task, completed=done))
-    bank.save(out)
-    s = bank.summary()
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("pooling examples", total=None)
+        build_bank(recipe, BuildSource(examples=examples), out, RunOptions(shard_size=1, device=device),
+                   progress=lambda stage, done, total: stage == "shards" and bar.update(task, completed=done,
+                                                                                        total=total))
+    s = PrototypeBank.load(out).summary()
     typer.echo(f"wrote {out}: {s['prototypes']} prototypes ({s['levels']}) for {s['classes']} classes")
 
 

@@ -58,7 +58,8 @@ def build_bank_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bank")] = False,
 ) -> None:
     """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume."""
-    from protoseg.offline import build_bank, get_build_preset
+    from protoseg.config.fields import given
+    from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
 
     if preset is None:
         if method is None:
@@ -66,11 +67,16 @@ def build_bank_command(
         preset = {"freeda": "freeda-b", "dpsm": "dpsm"}.get(method)
         if preset is None:
             raise ProtosegError(f"unknown method {method!r}; use freeda or dpsm")
-    chosen = get_build_preset(preset, prompts=prompts, clustering=clustering, k=k, kappa=kappa, steps=steps,
-                              batch_size=batch_size)
+    chosen = get_build_preset(preset, **given(prompts=prompts, clustering=clustering, k=k, kappa=kappa,
+                                              steps=steps, batch_size=batch_size))
     if method is not None and method != chosen.method:
         raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
     class_list = read_classes(classes, classes_file, required=False)
+    source = BuildSource(captions=captions, limit=limit, classes=tuple(class_list) if class_list else None,
+                         llm=llm, descriptions=descriptions)
+    run = RunOptions(work_dir=work_dir, shard_size=shard_size, seed=seed, device=device, dtype=dtype, ray=ray,
+                     ray_address=ray_address, ray_task_threads=ray_task_threads, keep_work_dir=keep_work_dir,
+                     overwrite=overwrite)
     quiet_model_loading(diffusion=True)
     console = Console(stderr=True)
     start = time.perf_counter()
@@ -82,11 +88,7 @@ def build_bank_command(
                 tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        path = build_bank(chosen, out, captions=captions, classes=class_list, work_dir=work_dir,
-                          shard_size=shard_size, seed=seed, device=device, dtype=dtype, limit=limit, llm=llm,
-                          descriptions=descriptions, ray=ray, ray_address=ray_address,
-                          ray_task_threads=ray_task_threads,
-                          keep_work_dir=keep_work_dir, overwrite=overwrite, progress=progress)
+        path = build_bank(chosen, source, out, run, progress=progress)
     from protoseg.bank import PrototypeBank
 
     summary = PrototypeBank.load(path).summary()

@@ -29,17 +29,14 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
 
     Returns ``None`` when neither is given and ``required`` is false.
     """
-    from protoseg.classes import parse_class_list, validate_classes
+    from protoseg.classes import parse_class_list, read_class_file
 
     if classes is not None and classes_file is not None:
         raise ProtosegError("pass either --classes or --classes-file, not both")
     if classes is not None:
         return parse_class_list(classes)
     if classes_file is not None:
-        if not classes_file.is_file():
-            raise ProtosegError(f"classes file not found: {classes_file}")
-        lines = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
-        return validate_classes([line for line in lines if line and not line.startswith("#")])
+        return read_class_file(classes_file)
     if required:
         raise ProtosegError('give the classes with --classes "a, b, c" or --classes-file FILE')
     return None

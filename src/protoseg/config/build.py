@@ -9,15 +9,12 @@ they exist to smoke-test an install). Each build preset names the segmentation p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from protoseg.config.fields import checked, override, require, to_dict
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
-
-METHODS = ("freeda", "dpsm")
-PROMPT_MODES = ("llm", "naive")
-GUIDES = ("unet", "dinov2")
 
 
 @dataclass(frozen=True)
@@ -26,9 +23,11 @@ class BuildPreset:
 
     Attributes:
         name, description: identity.
-        method: ``"freeda"`` or ``"dpsm"``.
+        method: the builder (:data:`protoseg.offline.BUILDERS`): ``"freeda"``, ``"dpsm"`` (Stable
+            Diffusion) or ``"examples"`` (labelled images, see :func:`examples_preset`).
         segment_preset: the segmentation preset that reads this bank.
-        diffusion: Stable Diffusion hub id / folder (``"tiny"``: tiny random pipeline).
+        diffusion: Stable Diffusion hub id / folder (``"tiny"``: tiny random pipeline); ``None`` for
+            builders that synthesise nothing.
         features: DINOv2 hub id / folder (``"tiny"``).
         text: CLIP hub id / folder for FreeDA's text keys (``"tiny"``); unused by DPSM.
         steps, guidance, height, width, scheduler: synthesis (``scheduler=None`` keeps the pipeline's).
@@ -53,13 +52,15 @@ class BuildPreset:
             ``unet_block`` at the denoising step whose timestep is closest to ``unet_timestep`` (the
             paper names the UNet only; see :mod:`protoseg.generate.synthesis`).
         bank_dtype: storage dtype of the prototypes.
+        scale, crop, stride, min_pixels: how labelled examples are viewed (the test protocol's resize and
+            windows) and the pixels a class needs in a window to give prototypes (``"examples"`` only).
     """
 
     name: str
     description: str
-    method: str
+    method: Literal["freeda", "dpsm", "examples"]
     segment_preset: str
-    diffusion: str
+    diffusion: str | None
     features: str
     text: str | None = None
     steps: int = 50
@@ -69,20 +70,35 @@ class BuildPreset:
     scheduler: str | None = None
     batch_size: int = 4
     gamma: float = 0.45
-    pooling: str = "point"
+    pooling: Literal["point", "area"] = "point"
     alpha: float = 0.9
-    nouns: str = "spacy"
-    index_kind: str = "flat"
-    prompts: str = "llm"
+    nouns: Literal["spacy", "lexicon"] = "spacy"
+    index_kind: Literal["flat", "hnsw"] = "flat"
+    prompts: Literal["llm", "naive"] = "llm"
     llm: str | None = None
     k: int = 16
     kappa: int = 8
-    clustering: str = "coarse-fine"
+    clustering: Literal["coarse-fine", "plain", "none"] = "coarse-fine"
     superpixels: SuperpixelParams = field(default_factory=SuperpixelParams)
-    guide: str = "unet"
+    guide: Literal["unet", "dinov2"] = "unet"
     unet_block: int = 1
     unet_timestep: int = 261
-    bank_dtype: str = "float16"
+    bank_dtype: Literal["float16", "float32"] = "float16"
+    scale: tuple[int, int] = (2048, 448)
+    crop: int = 448
+    stride: int = 224
+    min_pixels: int = 64
+
+    def __post_init__(self) -> None:
+        checked(self, "build setting")
+        for name in ("k", "kappa", "batch_size", "steps", "height", "width", "crop", "stride", "min_pixels"):
+            require(getattr(self, name) >= 1, "build setting", name, ">= 1", getattr(self, name))
+        require(0.0 <= self.alpha <= 1.0, "build setting", "alpha", "in [0, 1]", self.alpha)
+        if self.method == "freeda" and not self.text:
+            raise ProtosegError("invalid build settings: a FreeDA build needs a CLIP text model (field text)")
+        if self.method in ("freeda", "dpsm") and not self.diffusion:
+            raise ProtosegError(f"invalid build settings: a {self.method} build needs a diffusion model "
+                                "(field diffusion)")
 
     @property
     def images_per_class(self) -> int:
@@ -91,9 +107,7 @@ class BuildPreset:
 
     def settings(self) -> dict[str, Any]:
         """The preset as JSON-ready data (recorded in the bank manifest and the work-dir fingerprint)."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["superpixels"] = vars(self.superpixels).copy()
-        return out
+        return to_dict(self)
 
 
 _TINY_SYNTHESIS: dict[str, Any] = dict(diffusion="tiny", features="tiny", steps=4, height=64, width=64,
@@ -138,32 +152,15 @@ def get_build_preset(name: str, **overrides: Any) -> BuildPreset:
     except KeyError:
         raise ProtosegError(f"unknown build preset {name!r}; choose one of: "
                             f"{', '.join(sorted(BUILD_PRESETS))}") from None
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - set(BuildPreset.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown build preset fields {sorted(unknown)}")
-    preset = replace(preset, **overrides)
-    _check(preset)
-    return preset
+    return override(preset, "build setting", **overrides)
 
 
-def _check(p: BuildPreset) -> None:
-    from protoseg.offline.clustering import CLUSTERINGS
-
-    problems = []
-    if p.method not in METHODS:
-        problems.append(f"method must be one of {METHODS}, got {p.method!r}")
-    if p.prompts not in PROMPT_MODES:
-        problems.append(f"prompts must be one of {PROMPT_MODES}, got {p.prompts!r}")
-    if p.clustering not in CLUSTERINGS:
-        problems.append(f"clustering must be one of {CLUSTERINGS}, got {p.clustering!r}")
-    if p.guide not in GUIDES:
-        problems.append(f"guide must be one of {GUIDES}, got {p.guide!r}")
-    if p.k < 1 or p.kappa < 1 or p.batch_size < 1 or p.steps < 1:
-        problems.append("k, kappa, batch_size and steps must be >= 1")
-    if not 0.0 <= p.alpha <= 1.0:
-        problems.append(f"alpha must be in [0, 1], got {p.alpha}")
-    if p.method == "freeda" and not p.text:
-        problems.append("a FreeDA build needs a CLIP text model (field text)")
-    if problems:
-        raise ProtosegError("invalid build settings: " + "; ".join(problems))
+def examples_preset(segment: Any, bank_dtype: str = "float16") -> BuildPreset:
+    """The ``"examples"`` build settings that make a bank for segmentation preset ``segment``
+    (:class:`protoseg.config.segment.Preset`): its models, superpixels, region pooling and windows."""
+    pooling = getattr(segment.matcher_options, "pooling", "area")
+    return BuildPreset(
+        name=f"examples:{segment.name}", method="examples", segment_preset=segment.name,
+        description=f"bank from labelled examples for preset {segment.name}", diffusion=None,
+        features=segment.features, text=segment.text, pooling=pooling, superpixels=segment.superpixels,
+        scale=segment.scale, crop=segment.crop, stride=segment.stride, bank_dtype=bank_dtype)

@@ -53,7 +53,7 @@ class DatasetPreset:
         options: dict[str, Any] = {}
         if base.matcher == "freeda":
             options = {"k": self.k, "beta": self.beta if beta_source == "paper" else self.beta_code}
-            if not base.matcher_options.get("use_global", True):
+            if not base.matcher_options.use_global:
                 options.pop("beta")  # no global term: beta has no meaning for this preset
         options.update(overrides.pop("matcher_options", {}) or {})
         fields: dict[str, Any] = {

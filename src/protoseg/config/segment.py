@@ -7,12 +7,17 @@ top by :mod:`protoseg.datasets` presets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from protoseg.config.fields import checked, from_dict, override, to_dict
+from protoseg.config.matchers import DpsmOptions, FreedaOptions, matcher_options
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
-from protoseg.testing.tiny import tiny_model_path
+
+#: Model field value naming the tiny random model of that role (:mod:`protoseg.testing.tiny`), made
+#: when the model is first loaded.
+TINY = "tiny"
 
 
 @dataclass(frozen=True)
@@ -20,11 +25,13 @@ class Preset:
     """Everything that defines a segmentation method configuration.
 
     Attributes:
-        features: dense feature backend: hub id or local folder of a ``Dinov2Model``, or ``"handcrafted"``.
-        text: CLIP hub id / folder for text keys and the global term, or ``None`` (no CLIP).
+        features: dense feature backend: hub id or local folder of a ``Dinov2Model``, ``"handcrafted"``,
+            or ``"tiny"``.
+        text: CLIP hub id / folder for text keys and the global term, ``"tiny"``, or ``None`` (no CLIP).
         sam: SAM hub id / folder for proposal-based matchers, or ``None``.
         matcher: registered matcher name (:data:`protoseg.match.MATCHERS`).
-        matcher_options: keyword options of that matcher.
+        matcher_options: that matcher's typed options (:mod:`protoseg.config.matchers`); a dict of
+            overrides of its defaults is accepted and converted.
         superpixels: Felzenszwalb parameters.
         scale: mmcv keep-ratio resize target ``(long_max, short_max)``.
         crop, stride: sliding-window size and stride.
@@ -37,72 +44,89 @@ class Preset:
     matcher: str
     text: str | None = None
     sam: str | None = None
-    matcher_options: dict[str, Any] = field(default_factory=dict)
+    matcher_options: Any = None
     superpixels: SuperpixelParams = SuperpixelParams()
     scale: tuple[int, int] = (2048, 448)
     crop: int = 448
     stride: int = 224
     background_threshold: float = 0.4
 
+    def __post_init__(self) -> None:
+        checked(self, "preset field")
+        object.__setattr__(self, "matcher_options", matcher_options(self.matcher, self.matcher_options))
+        if self.crop < 1 or self.stride < 1:
+            raise ProtosegError(f"preset crop and stride must be >= 1; got {self.crop}, {self.stride}")
+
     def with_options(self, **options: Any) -> Preset:
-        """A copy with matcher options updated."""
-        return replace(self, matcher_options={**self.matcher_options, **options})
+        """A copy with matcher options updated (validated)."""
+        return replace(self, matcher_options=override(self.matcher_options, f"{self.matcher} option", **options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data; :meth:`from_dict` reads it back."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preset:
+        return from_dict(cls, data, "preset field")
 
 
-_FREEDA_OPTIONS: dict[str, Any] = {"k": 350, "beta": 0.8, "aggregation": "mean", "pooling": "point",
-                                   "use_superpixels": True, "use_global": True}
+_FREEDA = FreedaOptions(k=350, beta=0.8, aggregation="mean", pooling="point", use_superpixels=True,
+                        use_global=True)
 
 PRESETS: dict[str, Preset] = {
     "freeda-b": Preset(
         name="freeda-b", description="FreeDA ViT-B: DINOv2-B/14 + CLIP ViT-B/16, superpixels, K=350, beta=0.8",
         features="facebook/dinov2-base", text="openai/clip-vit-base-patch16", matcher="freeda",
-        matcher_options=dict(_FREEDA_OPTIONS)),
+        matcher_options=_FREEDA),
     "freeda-l": Preset(
         name="freeda-l", description="FreeDA ViT-L: DINOv2-L/14 + CLIP ViT-L/14, superpixels, K=350, beta=0.8",
         features="facebook/dinov2-large", text="openai/clip-vit-large-patch14", matcher="freeda",
-        matcher_options=dict(_FREEDA_OPTIONS)),
+        matcher_options=_FREEDA),
     "handcrafted": Preset(
         name="handcrafted",
         description="FreeDA local matching on hand-crafted colour/texture features, no CLIP (parts world)",
         features="handcrafted", text=None, matcher="freeda",
         # Parts-world classes come in several looks (a car is red, blue, yellow or white): k-means keeps
         # one centroid per look where a single mean would blend them.
-        matcher_options={**_FREEDA_OPTIONS, "use_global": False, "beta": 1.0, "pooling": "area",
-                         "aggregation": "kmeans", "clusters": 8},
+        matcher_options=replace(_FREEDA, use_global=False, beta=1.0, pooling="area", aggregation="kmeans",
+                                clusters=8),
         superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=20)),
     "dpsm": Preset(
         name="dpsm",
         description="DPSM sub-region matching: SAM ViT-B proposals (32x32 points) x Felzenszwalb "
                     "sub-regions, DINOv2-B part prototypes, log-domain Sinkhorn with a dustbin, no CLIP",
         features="facebook/dinov2-base", text=None, sam="facebook/sam-vit-base", matcher="dpsm",
-        matcher_options={"mode": "subregion-ot", "proposals": "sam", "epsilon": 0.05, "iterations": 1000,
-                         "stop_thr": 1e-4, "pooling": "area", "composition": "mean",
-                         "fallback": "superpixels"}),
+        matcher_options=DpsmOptions(mode="subregion-ot", proposals="sam", epsilon=0.05, iterations=1000,
+                                    stop_thr=1e-4, pooling="area", composition="mean", fallback="superpixels")),
     # Smoke-test presets for banks from `protoseg build-bank --preset freeda-tiny|dpsm-tiny`: the tiny random
-    # models (protoseg.testing.tiny, created by that command under $PROTOSEG_CACHE/tiny); results are noise.
+    # models (protoseg.testing.tiny, made on first load under $PROTOSEG_CACHE/tiny); results are noise.
     "freeda-tiny": Preset(
         name="freeda-tiny", description="smoke test: FreeDA matching with the tiny random DINOv2 + CLIP",
-        features=str(tiny_model_path("features")), text=str(tiny_model_path("text")), matcher="freeda",
-        matcher_options=dict(_FREEDA_OPTIONS)),
+        features=TINY, text=TINY, matcher="freeda",
+        matcher_options=_FREEDA),
     "dpsm-tiny": Preset(
         name="dpsm-tiny",
         description="smoke test: DPSM sub-region OT on a dpsm-tiny bank, tiny random DINOv2, superpixel "
                     "proposals (no SAM)",
-        features=str(tiny_model_path("features")), text=None, matcher="dpsm",
-        matcher_options={"mode": "subregion-ot", "proposals": "superpixels", "epsilon": 0.05,
-                         "iterations": 1000, "stop_thr": 1e-4, "pooling": "area"}),
+        features=TINY, text=None, matcher="dpsm",
+        matcher_options=DpsmOptions(mode="subregion-ot", proposals="superpixels", epsilon=0.05,
+                                    iterations=1000, stop_thr=1e-4, pooling="area")),
 }
 
 
 def get_preset(name: str, **overrides: Any) -> Preset:
-    """Look up a preset and apply field overrides (``matcher_options`` entries are merged)."""
+    """Look up a preset and apply field overrides (:func:`protoseg.config.fields.override`'s rule).
+
+    ``matcher_options`` (a dict) is merged into the preset's options; switching ``matcher`` starts from
+    that matcher's defaults.
+    """
     try:
         preset = PRESETS[name]
     except KeyError:
         raise ProtosegError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
-    options = overrides.pop("matcher_options", None)
-    if overrides:
-        preset = replace(preset, **overrides)
-    if options:
-        preset = preset.with_options(**options)
-    return preset
+    options = overrides.pop("matcher_options", None) or {}
+    matcher = overrides.get("matcher")
+    if matcher is not None and matcher != preset.matcher:
+        overrides["matcher_options"] = matcher_options(matcher)
+    preset = override(preset, "preset field", **overrides)
+    return preset.with_options(**options) if options else preset

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from protoseg.atomic import atomic_dir
+from protoseg.classes import read_class_file
 from protoseg.datasets.base import Sample, SegDataset
 from protoseg.errors import ProtosegError
 
@@ -29,26 +30,15 @@ PARTS_WORLD_TEST = {"split": "test", "count": 60, "seed": 1}
 PARTS_WORLD_TRAIN = {"split": "train", "count": 40, "seed": 0}
 
 
-def read_classes(path: Path) -> tuple[str, ...]:
-    """Class names of ``classes.txt`` (line endings stripped, names otherwise byte-identical)."""
-    if not path.is_file():
-        raise ProtosegError(f"class list {path} is missing; expected {EXAMPLES_LAYOUT}")
-    names = tuple(line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines())
-    while names and not names[-1].strip():
-        names = names[:-1]
-    if not names or any(not n.strip() for n in names):
-        raise ProtosegError(f"{path} must list one non-empty class name per line")
-    if len(set(names)) != len(names):
-        raise ProtosegError(f"{path} lists a class twice")
-    return names
-
-
 def open_examples(root: str | Path, name: str = "examples") -> SegDataset:
     """Open a folder in the examples layout."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ProtosegError(f"{name}: {root} is not a folder; expected {EXAMPLES_LAYOUT}")
-    classes = read_classes(root / "classes.txt")
+    try:
+        classes = tuple(read_class_file(root / "classes.txt", indexed=True))
+    except ProtosegError as exc:
+        raise ProtosegError(f"{exc}; expected {EXAMPLES_LAYOUT}") from None
     image_dir, mask_dir = root / "images", root / "masks"
     if not image_dir.is_dir():
         raise ProtosegError(f"{name}: folder {image_dir} is missing; expected {EXAMPLES_LAYOUT}")

@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protoseg.atomic import atomic_path
+from protoseg.atomic import write_json
 from protoseg.classes import validate_classes
 from protoseg.errors import ProtosegError
+from protoseg.runs import Progress, derive_seed
 
 if TYPE_CHECKING:
     from protoseg.generate.llm import ChatLLM
@@ -314,20 +314,9 @@ def read_description_cache(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented UTF-8 JSON via a temporary file + rename (never a half-written file)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def request_seed(seed: int, class_name: str, attribute: str) -> int:
-    """``seed + crc32("<class>/<attribute>") mod 2**20``: a stable per-request seed."""
-    return int(seed) + zlib.crc32(f"{class_name}/{attribute}".encode()) % (1 << 20)
-
-
 def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
                      cache_path: str | Path | None = None, seed: int = 0,
-                     progress: Callable[[str, str], None] | None = None,
+                     progress: Progress | None = None,
                      attributes: Iterable[str] = ATTRIBUTES, attempts: int = 3,
                      max_new_tokens: int = 1024, temperature: float = 0.7,
                      format_hint: bool = False) -> dict[str, dict[str, list[str]]]:
@@ -341,9 +330,9 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
 
     Args:
         llm: the chat model; may be ``None`` when the cache holds everything asked for.
-        seed: base seed; each ``(class, attribute)`` request uses :func:`request_seed` (independent of
-            the order and number of classes, so adding classes never changes existing answers).
-        progress: called as ``progress(class_name, attribute)`` after each list is ready.
+        seed: base seed; each ``(class, attribute)`` request uses ``derive_seed(seed, class, attribute)``
+            (independent of the order and number of classes, so adding classes never changes existing answers).
+        progress: ``progress("descriptions", done, total)`` after each ``(class, attribute)`` list.
     """
     classes = validate_classes(classes)
     attributes = list(attributes)
@@ -352,6 +341,7 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
         raise ProtosegError(f"class names may not start with '_' (reserved in the cache): {bad}")
     cache = read_description_cache(cache_path) if cache_path is not None else {}
     result: dict[str, dict[str, list[str]]] = {}
+    total, done = len(classes) * len(attributes), 0
     for class_name in classes:
         entry = cache.setdefault(class_name, {})
         for attribute in attributes:
@@ -360,15 +350,16 @@ def describe_classes(classes: Sequence[str], llm: ChatLLM | None, k: int = 16,
                     raise ProtosegError(f"no descriptions of {class_name!r}/{attribute!r} in the cache and "
                                         "no LLM given; pass an LLM (e.g. --llm smollm2) or fill the cache")
                 texts, n_padded = ask_descriptions(llm, class_name, attribute, k,
-                                                   seed=request_seed(seed, class_name, attribute),
+                                                   seed=derive_seed(seed, class_name, attribute),
                                                    attempts=attempts, max_new_tokens=max_new_tokens,
                                                    temperature=temperature, format_hint=format_hint)
                 entry[attribute] = texts
                 if n_padded:
                     entry.setdefault(PADDED_KEY, {})[attribute] = n_padded
                 if cache_path is not None:
-                    write_json_atomic(cache_path, cache)
+                    write_json(cache_path, cache)
+            done += 1
             if progress is not None:
-                progress(class_name, attribute)
+                progress("descriptions", done, total)
         result[class_name] = {a: list(entry[a]) for a in attributes}
     return result

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from protoseg.bank import PrototypeBank
+from protoseg.errors import ProtosegError
 
 
 class Matcher(Protocol):
@@ -26,24 +27,38 @@ class Matcher(Protocol):
         ...
 
 
-#: name -> "module:factory". A factory takes ``(bank, models, **options)`` and returns a Matcher.
+#: name -> "module:factory". A factory takes ``(bank, models, **options, superpixels=...)`` and returns a
+#: Matcher; its options record is registered in :data:`protoseg.config.matchers.MATCHER_OPTIONS`.
 MATCHERS: dict[str, str] = {
     "freeda": "protoseg.match.freeda:FreeDAMatcher",
     "dpsm": "protoseg.match.dpsm:DPSMMatcher",
 }
 
 
-def register_matcher(name: str, target: str) -> None:
-    """Register a matcher factory by ``"module:attribute"`` path."""
+def register_matcher(name: str, target: str, options: type) -> None:
+    """Register a matcher factory by ``"module:attribute"`` path with its options record (a frozen
+    dataclass whose fields are the factory's keyword options; see :mod:`protoseg.config.fields`)."""
+    from protoseg.config.matchers import MATCHER_OPTIONS
+
     MATCHERS[name] = target
+    MATCHER_OPTIONS[name] = options
 
 
-def build_matcher(name: str, bank: PrototypeBank, models: Any, **options: Any) -> Matcher:
-    """Instantiate matcher ``name`` on ``bank`` with loaded ``models`` (:class:`protoseg.models.ModelSet`)."""
+def build_matcher(name: str, bank: PrototypeBank, models: Any, options: Any = None, **extra: Any) -> Matcher:
+    """Instantiate matcher ``name`` on ``bank`` with loaded ``models`` (:class:`protoseg.models.ModelSet`).
+
+    ``options``: the matcher's typed options (:mod:`protoseg.config.matchers`) or a dict of overrides of
+    their defaults, validated here; ``extra``: keyword arguments every matcher takes (``superpixels``).
+    """
+    from dataclasses import fields
+
+    from protoseg.config.matchers import matcher_options
+
     try:
         target = MATCHERS[name]
     except KeyError:
-        raise ValueError(f"unknown matcher {name!r}; known: {sorted(MATCHERS)}") from None
+        raise ProtosegError(f"unknown matcher {name!r}; known: {', '.join(sorted(MATCHERS))}") from None
     module, attr = target.split(":")
     factory: Callable[..., Matcher] = getattr(importlib.import_module(module), attr)
-    return factory(bank, models, **options)
+    record = matcher_options(name, options)
+    return factory(bank, models, **{f.name: getattr(record, f.name) for f in fields(record)}, **extra)

@@ -11,6 +11,7 @@ import torch
 
 from protoseg.models.base import DenseFeatureExtractor, resolve_device, resolve_dtype
 from protoseg.models.handcrafted import HANDCRAFTED_ID, HandcraftedFeatures
+from protoseg.models.hub import resolve_weights
 
 __all__ = ["DenseFeatureExtractor", "ModelSet", "load_features", "resolve_device", "resolve_dtype"]
 
@@ -34,7 +35,8 @@ class ModelSet:
 
     def __init__(self, features: str, text: str | None = None, sam: str | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
-        self.names = {"features": features, "text": text, "sam": sam}
+        self.names = {role: resolve_weights(name, role) for role, name in
+                      (("features", features), ("text", text), ("sam", sam))}
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._loaded: dict[str, Any] = {}

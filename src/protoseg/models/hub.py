@@ -11,6 +11,16 @@ from protoseg.errors import ProtosegError
 T = TypeVar("T")
 
 
+def resolve_weights(name: str | None, role: str) -> str | None:
+    """``name`` unchanged, except ``"tiny"``: the folder of the tiny random model of ``role`` (``"features"``,
+    ``"text"``, ``"diffusion"``; :mod:`protoseg.testing.tiny`), made on first use."""
+    if name != "tiny":
+        return name
+    from protoseg.testing.tiny import ensure_tiny_models
+
+    return str(ensure_tiny_models((role,))[role])
+
+
 def from_pretrained(loader: Callable[..., T], name_or_path: str, **kwargs: Any) -> T:
     """``loader(name_or_path, **kwargs)`` (a ``from_pretrained``), turning "weights not found / offline"
     into a :class:`ProtosegError` that says how to provide them."""

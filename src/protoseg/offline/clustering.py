@@ -26,7 +26,6 @@ exact member means of the final assignment.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,12 +84,6 @@ class FusedClass:
     part_image: np.ndarray
 
 
-def class_seed(seed: int, name: str) -> int:
-    """A 32-bit seed that depends only on the global seed and the class name."""
-    sequence = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
-    return int(sequence.generate_state(1)[0])
-
-
 def kmeans(x: np.ndarray, k: int, seed: int, n_init: int = 10) -> np.ndarray:
     """Cluster labels ``[n]`` of K-means on ``x [n, D]`` into at most ``k`` clusters (ids ``0..k'-1``).
 
@@ -132,7 +125,7 @@ def fuse_class(support: ClassSupport, coarse_clusters: int, kappa: int, mode: st
         coarse_clusters: ``N`` (support images per class before scaling up).
         kappa: ``κ``, the scale-up factor (divides the supplies, eq. 12).
         mode: one of :data:`CLUSTERINGS`.
-        seed: K-means seed (use :func:`class_seed`).
+        seed: K-means seed (``derive_seed(seed, class name)``).
     """
     if mode not in CLUSTERINGS:
         raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {mode!r}")

@@ -1,10 +1,8 @@
-"""What both builders share: model loading cached per process, item seeds, image batches."""
+"""What the builders share: model loading cached per process, image batches, string arrays."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,33 +20,17 @@ def cached_model(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:
     return _MODELS[key]
 
 
-def item_seed(seed: int, *parts: int | str) -> int:
-    """A 31-bit generator seed from the global seed and an item's identity (independent of sharding)."""
-    words = [int(seed) & 0xFFFFFFFF]
-    words += [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) & 0xFFFFFFFF for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def resolve_tiny(preset: BuildPreset) -> BuildPreset:
-    """Replace ``"tiny"`` model fields by the tiny model folders, creating them on first use."""
-    roles = [r for r in ("diffusion", "features", "text") if getattr(preset, r) == "tiny"]
-    if not roles:
-        return preset
-    from protoseg.testing.tiny import ensure_tiny_models
-
-    paths = ensure_tiny_models(tuple(roles))
-    return replace(preset, **{role: str(path) for role, path in paths.items()})
-
-
 def load_synthesis_models(preset: BuildPreset, device: str | None, dtype: str | None) -> tuple[Any, Any]:
     """The diffusion pipeline (``dtype``: ``None`` = fp16 on CUDA, fp32 on CPU) and DINOv2 (fp32)."""
     from protoseg.models.diffusion import load_pipeline
     from protoseg.models.dinov2 import Dinov2Features
+    from protoseg.models.hub import resolve_weights
 
-    pipe = cached_model(("sd", preset.diffusion, device, dtype, preset.scheduler),
-                        lambda: load_pipeline(preset.diffusion, device, dtype, scheduler=preset.scheduler))
-    features = cached_model(("dinov2", preset.features, device),
-                            lambda: Dinov2Features(preset.features, device=device))
+    diffusion = resolve_weights(preset.diffusion, "diffusion")
+    dinov2 = resolve_weights(preset.features, "features")
+    pipe = cached_model(("sd", diffusion, device, dtype, preset.scheduler),
+                        lambda: load_pipeline(diffusion, device, dtype, scheduler=preset.scheduler))
+    features = cached_model(("dinov2", dinov2, device), lambda: Dinov2Features(dinov2, device=device))
     return pipe, features
 
 

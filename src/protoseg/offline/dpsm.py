@@ -4,7 +4,7 @@ Plan (driver): ``N = 4K`` prompts per class, either K LLM descriptions for each 
 (state, feature, co-occurrence object, location; cached, editable JSON) or ``N`` copies of the naive
 prompt ``"a good photo of a {}"`` (ablation). Each prompt is synthesised ``κ`` times (``κN`` images per
 class); image ``i = j·κ + r`` of class ``c`` (prompt ``j``, repeat ``r``) gets the seed
-``item_seed(seed, c, i)``, so a class's images do not depend on the other classes or on sharding.
+``derive_seed(seed, c, i)``, so a class's images do not depend on the other classes or on sharding.
 
 Shard (worker): per image the Stable Diffusion attribution of the class name gives the foreground
 ``M_fg`` (``minmax to [0, 1] > γ``, eq. 1); the whole-level *guide* feature ``ω`` is the SD-UNet decoder
@@ -20,6 +20,7 @@ Reduce: per class, the κN images are fused back with the preset's clustering
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ import torch
 from protoseg.bank import PrototypeBank
 from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
-from protoseg.offline.clustering import ClassSupport, class_seed, fuse_class
-from protoseg.offline.common import image_features, item_seed, load_synthesis_models, str_array
+from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.offline.clustering import ClassSupport, fuse_class
+from protoseg.offline.common import image_features, load_synthesis_models, str_array
 from protoseg.offline.parts import image_prototypes, supply_units
 from protoseg.regions import mask_weights, pool_features
+from protoseg.runs import Progress, ShardResult, derive_seed, load_shard
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def plan_dpsm(prompts: list[tuple[str, str, str]], preset: BuildPreset, seed: in
         position[class_name] = j + 1
         for r in range(preset.kappa):
             index = j * preset.kappa + r
-            items.append(DpsmItem(class_name, index, attribute, prompt, item_seed(seed, class_name, index)))
+            items.append(DpsmItem(class_name, index, attribute, prompt, derive_seed(seed, class_name, index)))
     return items
 
 
@@ -185,7 +188,7 @@ def _shard_classes(shard: Path | dict[str, np.ndarray]) -> set[str]:
         return set(data["img_class"].tolist()) | set(data["dropped_class"].tolist())
 
 
-def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[str], preset: BuildPreset,
+def reduce_dpsm(shards: Sequence[Path | dict[str, np.ndarray]], classes: list[str], preset: BuildPreset,
                 seed: int, settings: dict[str, Any]) -> PrototypeBank:
     """Fuse every class's images (``preset.clustering``) and assemble the bank: per class its whole-level
     rows (``level="whole"``) then its part rows (``level="part"``) with supplies.
@@ -193,8 +196,6 @@ def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[
     ``shards``: shard files (or their loaded arrays). Files are read one class at a time, so memory holds
     one class's scaled-up prototypes, not the whole build's.
     """
-    from protoseg.runs import load_shard
-
     if not shards:
         raise ProtosegError("nothing was built: no shard results")
     members = [_shard_classes(s) for s in shards]
@@ -224,7 +225,7 @@ def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[
             supplies=data["part_supply"][part_rows].astype(np.float64) * scale,
             part_areas=data["part_area"][part_rows])
         fused = fuse_class(support, coarse_clusters=n, kappa=kappa, mode=preset.clustering,
-                           seed=class_seed(seed, name))
+                           seed=derive_seed(seed, name))
         base_id = ci * total
         img_index = data["img_index"][images]
         whole_area = np.bincount(fused.image_whole, weights=data["img_area"][images],
@@ -264,3 +265,34 @@ def reduce_dpsm(shards: list[Path] | list[dict[str, np.ndarray]], classes: list[
     return PrototypeBank.create(np.stack(rows["proto"]), table, method="dpsm",
                                 feature_encoder=str(first["feature_encoder"]), dtype=preset.bank_dtype,
                                 settings=settings)
+
+
+class DpsmBuilder(Builder):
+    """DPSM's diverse prototype construction as plan -> shard -> reduce (module docstring)."""
+
+    method = "dpsm"
+    sources = frozenset({"classes"})
+    needs = 'class names: pass --classes "a, b" or --classes-file F'
+
+    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
+        """Descriptions (LLM or naive; cached in ``source.descriptions``, default ``OUT.descriptions.json``)
+        and the ``κN`` items of every class."""
+        from protoseg.classes import validate_classes
+
+        self.check_source(source)
+        classes = validate_classes(list(source.classes))
+        llm = self.preset.prompts == "llm"
+        cache = (Path(source.descriptions) if source.descriptions is not None
+                 else out.with_name(out.name + ".descriptions.json"))
+        prompts = class_prompts(classes, self.preset, source.llm, cache if llm else None, seed, self.device,
+                                progress)
+        settings = {"classes": classes, "prompts": self.preset.prompts,
+                    "descriptions": str(cache) if llm else None,
+                    "llm": (source.llm or self.preset.llm) if llm else None}
+        return Plan(plan_dpsm(prompts, self.preset, seed), settings, {"classes": classes})
+
+    def shard(self, items: list[DpsmItem]) -> ShardResult:
+        return dpsm_shard(self.preset, self.device, self.dtype, items)
+
+    def reduce(self, shards: Sequence[Path | ShardResult], plan: Plan, seed: int) -> PrototypeBank:
+        return reduce_dpsm(list(shards), plan.context["classes"], self.preset, seed, plan.settings)

@@ -1,7 +1,7 @@
 """FreeDA's offline stage (Sec. 3.1 of the paper): captions in, a bank with text keys out.
 
 Plan (driver): read captions, extract nouns, drop captions without nouns; caption ``n`` of the source
-gets the synthesis seed ``item_seed(seed, n)``.
+gets the synthesis seed ``derive_seed(seed, n)``.
 Shard (worker): one Stable Diffusion image per caption with cross-attention attributions of its nouns;
 per noun the FreeDA mask (``sigmoid(minmax to [-1, 1]) > γ``); DINOv2 features pooled on the mask
 (eq. 2, the mask resized to the feature grid with the preset's ``pooling``); the text key
@@ -13,7 +13,9 @@ whose faiss index is built over the keys.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +24,10 @@ import torch
 from protoseg.bank import PrototypeBank
 from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
-from protoseg.offline.common import cached_model, image_features, item_seed, load_synthesis_models, str_array
+from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.offline.common import cached_model, image_features, load_synthesis_models, str_array
 from protoseg.regions import mask_weights, pool_features
+from protoseg.runs import Progress, ShardResult, derive_seed, load_shard
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def plan_freeda(captions: list[Any], extractor: Any, seed: int) -> list[FreedaIt
         if mentions:
             items.append(FreedaItem(index=n, image_id=int(caption.image_id), caption=caption.text,
                                     nouns=tuple(mentions), words=tuple(mentions.values()),
-                                    seed=item_seed(seed, n)))
+                                    seed=derive_seed(seed, n)))
     if not items:
         raise ProtosegError("no caption mentions a noun the extractor knows; check the caption file or use "
                             "another noun extractor (--nouns spacy)")
@@ -69,9 +73,11 @@ def freeda_shard(preset: BuildPreset, device: str | None, dtype: str | None,
     from protoseg.generate.masks import freeda_mask
     from protoseg.generate.synthesis import synthesize
     from protoseg.models.clip import ClipModel
+    from protoseg.models.hub import resolve_weights
 
     pipe, features = load_synthesis_models(preset, device, dtype)
-    clip = cached_model(("clip", preset.text, device), lambda: ClipModel(preset.text, device=device))
+    text = resolve_weights(preset.text, "text")
+    clip = cached_model(("clip", text, device), lambda: ClipModel(text, device=device))
     synths = synthesize(pipe, [it.caption for it in items], [list(it.words) for it in items],
                         [it.seed for it in items], steps=preset.steps, guidance=preset.guidance,
                         height=preset.height, width=preset.width, batch_size=preset.batch_size,
@@ -102,13 +108,14 @@ def freeda_shard(preset: BuildPreset, device: str | None, dtype: str | None,
         "label": str_array(labels), "text": str_array(texts),
         "image_id": np.asarray(image_ids, np.int64), "source_image": np.asarray(sources, np.int64),
         "area": np.asarray(areas, np.float32),
-        "feature_encoder": np.asarray(features.encoder_id), "text_encoder": np.asarray(str(preset.text)),
+        "feature_encoder": np.asarray(features.encoder_id), "text_encoder": np.asarray(str(text)),
     }
 
 
-def reduce_freeda(shards: list[dict[str, np.ndarray]], preset: BuildPreset,
+def reduce_freeda(shards: Sequence[Path | dict[str, np.ndarray]], preset: BuildPreset,
                   settings: dict[str, Any]) -> PrototypeBank:
-    """One bank from the shard results, in shard order."""
+    """One bank from the shard results (or files), in shard order."""
+    shards = [load_shard(s) if isinstance(s, Path) else s for s in shards]
     if not shards:
         raise ProtosegError("nothing was built: no shard results")
     cat = {k: np.concatenate([s[k] for s in shards]) for k in
@@ -123,3 +130,29 @@ def reduce_freeda(shards: list[dict[str, np.ndarray]], preset: BuildPreset,
         cat["prototypes"], table, method="freeda", feature_encoder=str(shards[0]["feature_encoder"]),
         keys=cat["keys"], text_encoder=str(shards[0]["text_encoder"]), dtype=preset.bank_dtype,
         index_kind=preset.index_kind, settings=settings)
+
+
+class FreedaBuilder(Builder):
+    """FreeDA's offline stage as plan -> shard -> reduce (module docstring)."""
+
+    method = "freeda"
+    sources = frozenset({"captions"})
+    needs = "captions: pass --captions FILE (COCO-Captions JSON or one caption a line)"
+
+    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
+        from protoseg.generate.captions import read_captions
+        from protoseg.generate.nouns import get_noun_extractor
+
+        self.check_source(source)
+        captions = read_captions(source.captions)
+        if source.limit is not None:
+            captions = captions[:source.limit]
+        items = plan_freeda(captions, get_noun_extractor(self.preset.nouns), seed)
+        return Plan(items, {"captions": str(source.captions), "captions_used": len(captions),
+                            "captions_with_nouns": len(items)})
+
+    def shard(self, items: list[FreedaItem]) -> ShardResult:
+        return freeda_shard(self.preset, self.device, self.dtype, items)
+
+    def reduce(self, shards: Sequence[Path | ShardResult], plan: Plan, seed: int) -> PrototypeBank:
+        return reduce_freeda(shards, self.preset, plan.settings)

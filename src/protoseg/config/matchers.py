@@ -1,0 +1,107 @@
+"""Options of each matcher as a typed record, validated on construction.
+
+``MATCHER_OPTIONS`` maps a matcher name (:data:`protoseg.match.MATCHERS`) to its options record; a
+preset holds one such record, so a bad key or value fails when the preset (and hence the
+:class:`~protoseg.segment.Segmenter`) is made, naming the key and the values it takes. The
+superpixel parameters are a preset field shared by every matcher, not a matcher option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from protoseg.config.fields import checked, from_dict, require
+from protoseg.regions import SuperpixelParams
+
+
+@dataclass(frozen=True)
+class FreedaOptions:
+    """FreeDA's online matcher (:class:`protoseg.match.freeda.FreeDAMatcher`).
+
+    Attributes:
+        k: retrieved prototypes per class.
+        beta: weight of the local term (``S = β·local + (1-β)·global``).
+        aggregation: how retrieved prototypes become class prototypes (``"mean"``: FreeDA; ``"kmeans"``:
+            ``clusters`` centroids, max over them).
+        clusters: k-means centroids per class.
+        pooling: region pooling (``"point"``: FreeDA's bilinear sampling; ``"area"``).
+        use_superpixels, use_global: the local region term and the global CLIP term.
+        local_sigmoid, global_sigmoid: sigmoid on the local / global cosines.
+        normalize_templates: L2 each template embedding before the template mean.
+    """
+
+    k: int = 350
+    beta: float = 0.8
+    aggregation: Literal["mean", "kmeans"] = "mean"
+    clusters: int = 1
+    pooling: Literal["point", "area"] = "point"
+    use_superpixels: bool = True
+    use_global: bool = True
+    local_sigmoid: bool = True
+    global_sigmoid: bool = False
+    normalize_templates: bool = False
+
+    def __post_init__(self) -> None:
+        checked(self, "freeda option")
+        require(self.k >= 1, "freeda option", "k", ">= 1", self.k)
+        require(0.0 <= self.beta <= 1.0, "freeda option", "beta", "in [0, 1]", self.beta)
+        require(self.clusters >= 1, "freeda option", "clusters", ">= 1", self.clusters)
+
+
+@dataclass(frozen=True)
+class DpsmOptions:
+    """DPSM's sub-region matcher (:class:`protoseg.match.dpsm.DPSMMatcher`; its docstring has the math).
+
+    Attributes:
+        mode: Table 3's matching column.
+        proposals: SAM automatic masks or coarse superpixels.
+        epsilon, iterations, stop_thr: Sinkhorn regularisation, iteration cap and marginal tolerance.
+        proposal_superpixels: Felzenszwalb parameters of superpixel proposals.
+        pooling: sub-region pooling on the feature grid.
+        composition: how overlapping proposals combine per pixel.
+        fallback: what scores pixels no proposal covers.
+        emd_solver: solver of the per-support-image EMDs (``single``, ``image-to-class``).
+        sam_options: SAM automatic-mask-generation settings (e.g. ``points_per_side``).
+        max_proposals: keep at most this many proposals (largest predicted IoU first).
+        chunk_bytes: memory budget of one transport chunk (``"auto"`` or bytes).
+    """
+
+    mode: Literal["image-to-image", "single", "image-to-class", "subregion-ot"] = "subregion-ot"
+    proposals: Literal["sam", "superpixels"] = "sam"
+    epsilon: float = 0.05
+    iterations: int = 1000
+    stop_thr: float = 1e-4
+    proposal_superpixels: SuperpixelParams = SuperpixelParams(scale=1000.0, sigma=1.0, min_size=400)
+    pooling: Literal["area", "point"] = "area"
+    composition: Literal["mean", "smallest", "confident"] = "mean"
+    fallback: Literal["superpixels", "none"] = "superpixels"
+    emd_solver: Literal["sinkhorn", "exact"] = "sinkhorn"
+    sam_options: dict[str, Any] | None = None
+    max_proposals: int | None = None
+    chunk_bytes: int | Literal["auto"] | None = "auto"
+
+    def __post_init__(self) -> None:
+        checked(self, "dpsm option")
+        require(self.epsilon > 0, "dpsm option", "epsilon", "> 0", self.epsilon)
+        require(self.iterations >= 1, "dpsm option", "iterations", ">= 1", self.iterations)
+        require(self.stop_thr > 0, "dpsm option", "stop_thr", "> 0", self.stop_thr)
+        require(self.max_proposals is None or self.max_proposals >= 1, "dpsm option", "max_proposals",
+                ">= 1 or None", self.max_proposals)
+
+
+#: matcher name -> its options record.
+MATCHER_OPTIONS: dict[str, type] = {"freeda": FreedaOptions, "dpsm": DpsmOptions}
+
+
+def matcher_options(matcher: str, options: Any = None) -> Any:
+    """The options record of ``matcher`` from a record, a dict of overrides of its defaults, or ``None``."""
+    from protoseg.errors import ProtosegError
+
+    try:
+        cls = MATCHER_OPTIONS[matcher]
+    except KeyError:
+        raise ProtosegError(f"unknown matcher {matcher!r}; choose one of: {', '.join(MATCHER_OPTIONS)}") from None
+    if isinstance(options, cls):
+        return options
+    return from_dict(cls, options or {}, f"{matcher} option")

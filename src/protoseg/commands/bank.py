@@ -92,13 +92,17 @@ def import_freeda_cmd(
     feature_encoder: Annotated[str, typer.Option(help="Encoder of the prototypes.")] = "facebook/dinov2-large",
     text_encoder: Annotated[str, typer.Option(help="Encoder of the keys.")] = "openai/clip-vit-large-patch14",
 ) -> None:
-    """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l)."""
+    """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l).
+
+    The files are linked from the README of FreeDA's official repository (aimagelab/freeda):
+    prototype_embeddings/ and knn.index. Interrupted imports resume."""
     from protoseg.offline.freeda_import import import_freeda
 
     with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)
         import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,
-                      progress=lambda done, total: progress.update(task, completed=done, total=total))
+                      progress=lambda stage, done, total: stage == "shards" and progress.update(
+                          task, completed=done, total=total))
     typer.echo(f"wrote {out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from protoseg.errors import ProtosegError
 def _tracker(progress: Progress, description: str):
     task = progress.add_task(description, total=None)
 
-    def update(done: int, total: int) -> None:
+    def update(stage: str, done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
 
     return update
@@ -174,7 +175,7 @@ def eval_command(
             run_dir=run_dir,
             shard_size=shard_size,
             workers=workers,
-            progress=_tracker(progress, f"eval {dataset}"),
+            progress=functools.partial(_tracker(progress, f"eval {dataset}"), "images"),
             config=config,
         )
     Console().print(_summary_table(result, per_class))

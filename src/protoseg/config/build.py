@@ -24,14 +24,15 @@ class BuildPreset:
     Attributes:
         name, description: identity.
         method: the builder (:data:`protoseg.offline.BUILDERS`): ``"freeda"``, ``"dpsm"`` (Stable
-            Diffusion) or ``"examples"`` (labelled images, see :func:`examples_preset`).
+            Diffusion), ``"examples"`` (labelled images, see :func:`examples_preset`) or
+            ``"freeda-import"`` (FreeDA's released data).
         segment_preset: the segmentation preset that reads this bank.
         diffusion: Stable Diffusion hub id / folder (``"tiny"``: tiny random pipeline); ``None`` for
             builders that synthesise nothing.
         features: DINOv2 hub id / folder (``"tiny"``).
         text: CLIP hub id / folder for FreeDA's text keys (``"tiny"``); unused by DPSM.
         steps, guidance, height, width, scheduler: synthesis (``scheduler=None`` keeps the pipeline's).
-        batch_size: images generated per diffusion batch.
+        batch_size: images generated per diffusion batch (``"freeda-import"``: files per work item).
         gamma: foreground threshold of the attention masks (FreeDA 0.45, DPSM 0.4).
         pooling: how masks are resized to the feature grid (``"point"``: bilinear, ``align_corners=True``;
             ``"area"``: area fractions), see :mod:`protoseg.regions`.
@@ -58,7 +59,7 @@ class BuildPreset:
 
     name: str
     description: str
-    method: Literal["freeda", "dpsm", "examples"]
+    method: Literal["freeda", "dpsm", "examples", "freeda-import"]
     segment_preset: str
     diffusion: str | None
     features: str

@@ -13,7 +13,6 @@ When only MMSeg's ``*_labelTrainIds.png`` maps are present the same result is ob
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from PIL import Image
 from protoseg.atomic import atomic_path
 from protoseg.datasets.base import read_label_png
 from protoseg.errors import ProtosegError
+from protoseg.runs import Progress
 
 #: COCO ids (minus one) that no category uses.
 UNUSED_COCO_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -74,12 +74,12 @@ def convert_coco_object(
     splits: tuple[str, ...] = ("val2017",),
     workers: int = 4,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write ``annotations/<split>/<stem>_instanceTrainIds.png`` for every COCO-Stuff label map.
 
-    Existing outputs are kept unless ``overwrite`` (so an interrupted run resumes). ``progress(done,
-    total)`` is called after each file. Returns the number of files written.
+    Existing outputs are kept unless ``overwrite`` (so an interrupted run resumes). ``progress("convert",
+    done, total)`` is called after each file. Returns the number of files written.
     """
     root = Path(data_root).expanduser()
     jobs: list[tuple[Path, Path, np.ndarray]] = []
@@ -109,5 +109,5 @@ def convert_coco_object(
         for _ in pool.map(run, jobs):
             done += 1
             if progress:
-                progress(done, len(jobs))
+                progress("convert", done, len(jobs))
     return done

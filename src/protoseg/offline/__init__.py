@@ -1,6 +1,6 @@
 """The offline stage: a :class:`BuildSource` in, a :class:`PrototypeBank` out, by a registered builder.
 
-Every way a bank is made (FreeDA and DPSM synthesis, labelled examples) is a :class:`Builder` in
+Every way a bank is made (FreeDA and DPSM synthesis, labelled examples, FreeDA's released data) is a :class:`Builder` in
 :data:`BUILDERS`, chosen by the build preset's ``method``, and runs the same way: the builder *plans*
 work items on the driver, the items run in *shards* (:mod:`protoseg.runs`: atomic shard files in a
 fingerprinted work directory, finished shards skipped on rerun, optionally as Ray tasks) and the
@@ -97,7 +97,7 @@ def build_bank(preset: BuildPreset, source: BuildSource, out: str | Path, run: R
 
     if progress is not None:
         progress("reduce", 0, 1)
-    builder.reduce(shards, plan, run.seed).save(out, overwrite=run.overwrite)
+    builder.write(shards, plan, run.seed, out, overwrite=run.overwrite)
     if progress is not None:
         progress("reduce", 1, 1)
     if not run.keep_work_dir:

@@ -6,7 +6,8 @@ resumable and distributable the same way (:mod:`protoseg.runs`):
 - ``plan(source, seed, progress)`` (driver): the work items (small, picklable, each with its seed) and
   the settings recorded in the bank manifest;
 - ``shard(items)`` (worker, maybe a Ray task): ``{name: array}`` results of a slice of the items;
-- ``reduce(shards, plan)`` (driver): the shard files in order -> a :class:`PrototypeBank`.
+- ``reduce(shards, plan, seed)`` (driver): the shard files in order -> a :class:`PrototypeBank`;
+  ``write(...)`` saves it (or, for a builder that streams, writes the bank folder itself).
 """
 
 from __future__ import annotations
@@ -92,12 +93,18 @@ class Builder:
     def reduce(self, shards: list[Path], plan: Plan, seed: int) -> PrototypeBank:
         raise NotImplementedError
 
+    def write(self, shards: list[Path], plan: Plan, seed: int, out: Path, overwrite: bool = False) -> Path:
+        """Reduce and save the bank atomically at ``out`` (a builder may stream instead)."""
+        self.reduce(shards, plan, seed).save(out, overwrite=overwrite)
+        return out
+
 
 #: method name -> ``"module:class"`` of its :class:`Builder` (imported on use, like the matchers).
 BUILDERS: dict[str, str] = {
     "freeda": "protoseg.offline.freeda:FreedaBuilder",
     "dpsm": "protoseg.offline.dpsm:DpsmBuilder",
     "examples": "protoseg.offline.examples:ExamplesBuilder",
+    "freeda-import": "protoseg.offline.freeda_import:FreedaImportBuilder",
 }
 
 

@@ -50,6 +50,10 @@ class _Mismatch(Exception):
     pass
 
 
+#: scalar annotation -> the Python types it accepts (``bool`` is never taken for a number).
+_SCALARS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+
+
 def _convert(value: Any, tp: Any) -> Any:
     """``value`` as annotation ``tp`` requires, or :class:`_Mismatch`."""
     origin = get_origin(tp)
@@ -70,21 +74,9 @@ def _convert(value: Any, tp: Any) -> Any:
         if value is None:
             return None
         raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
+    if tp in _SCALARS:
+        if isinstance(value, _SCALARS[tp]) and (tp is bool or not isinstance(value, bool)):
+            return tp(value)
         raise _Mismatch
     if origin is tuple:
         args = get_args(tp)

@@ -2,8 +2,9 @@
 
 Per window (``crop [3, h, w]``):
 
-1. **Proposals**: SAM automatic masks (``proposals="sam"``, :class:`protoseg.models.sam.SamProposer`) or, as
-   a SAM-free alternative, the segments of a coarse Felzenszwalb partition (``proposals="superpixels"``,
+1. **Proposals**: SAM automatic masks (``proposals="sam"``, :func:`protoseg.proposals.generate_masks` with
+   this matcher's ``sam_options`` as :class:`~protoseg.proposals.MaskGenerationSettings`, passed per call) or,
+   as a SAM-free alternative, the segments of a coarse Felzenszwalb partition (``proposals="superpixels"``,
    ``proposal_superpixels``). Pixels no proposal covers are handled by ``fallback``: ``"superpixels"``
    (default) makes the uncovered part of every fine superpixel an extra proposal, so every pixel is
    classified by the same matching rule; ``"none"`` leaves them at score 0 for every class.
@@ -52,6 +53,7 @@ from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import class_rows
 from protoseg.match.transport import plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
 from protoseg.regions import (
     SuperpixelParams,
     _area_axis_weights,
@@ -115,11 +117,8 @@ class DPSMMatcher:
         self.superpixel_params, self.proposal_superpixel_params = superpixels, proposal_superpixels
         self.pooling, self.composition, self.fallback = pooling, composition, fallback
         self.emd_solver, self.max_proposals, self.chunk_bytes = emd_solver, max_proposals, chunk_bytes
-        if sam_options and proposals == "sam":
-            for key, value in sam_options.items():
-                if not hasattr(models.sam, key):
-                    raise ProtosegError(f"unknown SAM option {key!r}")
-                setattr(models.sam, key, value)
+        # Passed with every call: the SAM predictor of a shared ModelSet is never changed.
+        self.sam_settings = MaskGenerationSettings.from_options(sam_options)
         self.classes: list[str] = []
 
     # ------------------------------------------------------------------ prototypes
@@ -157,10 +156,9 @@ class DPSMMatcher:
     def propose(self, crop: torch.Tensor, image: np.ndarray) -> torch.Tensor:
         """Class-agnostic proposals ``bool [N, h, w]`` of a crop."""
         if self.proposals == "sam":
-            masks, _ = self.models.sam(crop)
+            masks, _ = generate_masks(self.models.sam, crop, self.sam_settings)
         else:
-            labels = torch.from_numpy(superpixels(image, self.proposal_superpixel_params))
-            masks = labels[None] == torch.arange(int(labels.max()) + 1)[:, None, None]
+            masks = superpixel_proposals(image, self.proposal_superpixel_params)
         masks = masks.to(crop.device)
         if self.max_proposals is not None:
             masks = masks[: self.max_proposals]
@@ -170,12 +168,8 @@ class DPSMMatcher:
         """Append one proposal per fine superpixel's uncovered part (``fallback="superpixels"``)."""
         if self.fallback == "none":
             return masks
-        uncovered = ~masks.any(0) if len(masks) else torch.ones_like(fine, dtype=torch.bool)
-        if not uncovered.any():
-            return masks
-        ids = torch.unique(fine[uncovered])
-        extra = (fine[None] == ids[:, None, None]) & uncovered[None]
-        return torch.cat([masks, extra])
+        extra = uncovered_superpixels(masks, fine)
+        return torch.cat([masks, extra]) if len(extra) else masks
 
     def subregions(self, feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor) -> SubRegions:
         """Sub-regions (fine superpixels ∩ proposal), their pooled features (eq. 5) and demands (eq. 8)."""

@@ -29,7 +29,7 @@ class ModelSet:
     """The models of one preset, loaded on first use and shared by matchers.
 
     Attributes (lazy): ``features`` (:class:`DenseFeatureExtractor`), ``text`` (CLIP adapter or
-    ``None``), ``sam`` (SAM adapter or ``None``).
+    ``None``), ``sam`` (:class:`~protoseg.models.sam.SamPredictor` or ``None``).
     """
 
     def __init__(self, features: str, text: str | None = None, sam: str | None = None,
@@ -51,9 +51,9 @@ class ModelSet:
 
                 self._loaded[role] = ClipModel(name, device=self.device, dtype=self.dtype)
             elif role == "sam":
-                from protoseg.models.sam import SamProposer
+                from protoseg.models.sam import SamPredictor
 
-                self._loaded[role] = SamProposer(name, device=self.device, dtype=self.dtype)
+                self._loaded[role] = SamPredictor(name, device=self.device, dtype=self.dtype)
         return self._loaded[role]
 
     @property

@@ -59,7 +59,7 @@ def from_examples(
     with progress_bar(transient=True) as progress:
         task = progress.add_task("pooling examples", total=len(items))
         bank = bank_from_examples(examples, models.features, params=p.superpixels,
-                                  pooling=p.matcher_options.get("pooling", "area"), text_model=models.text,
+                                  pooling=p.matcher_options.get("pooling", "area"), text_model=models.clip,
                                   scale=p.scale, crop=p.crop, stride=p.stride, dtype=dtype,
                                   progress=lambda done, total: progress.update(task, completed=done))
     bank.save(out)

@@ -244,3 +244,38 @@ def test_matchers_sharing_a_modelset_keep_their_own_sam_settings(tmp_path):
     assert torch.equal(second.propose(crop, image), alone(strict))
     assert torch.equal(first.propose(crop, image), alone(loose))
 
+
+def _superpixel_matcher(**options):
+    m = build_matcher("dpsm", _handcrafted_bank(), ModelSet("handcrafted"), proposals="superpixels",
+                      superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20),
+                      proposal_superpixels=SuperpixelParams(scale=300, sigma=0.5, min_size=200), **options)
+    m.prepare(["red", "blue"])
+    return m
+
+
+@pytest.mark.parametrize("mode", ["subregion-ot", "image-to-class"])
+def test_matcher_counts_transport_problems_that_did_not_converge(mode):
+    crop = torch.from_numpy(_two_colour_image()).permute(2, 0, 1).float()
+    normal = _superpixel_matcher(mode=mode)
+    normal(crop)
+    problems = normal.stats["transport_problems"]
+    assert problems > 0 and normal.stats["transport_not_converged"] == 0
+    capped = _superpixel_matcher(mode=mode, iterations=1, stop_thr=1e-9)
+    capped(crop)
+    assert capped.stats == {"transport_problems": problems, "transport_not_converged": problems}
+    capped(crop)  # counts accumulate over windows until the next prepare / reset_stats
+    assert capped.stats["transport_problems"] == 2 * problems
+    capped.prepare(["red", "blue"])
+    assert capped.stats == {"transport_problems": 0, "transport_not_converged": 0}
+
+
+def test_segmenter_reports_transport_counts_per_image():
+    preset = get_preset("dpsm", features="handcrafted", sam=None, scale=(96, 64), crop=64, stride=48,
+                        superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20),
+                        matcher_options={"proposals": "superpixels", "iterations": 1, "stop_thr": 1e-9})
+    seg = Segmenter(preset, _handcrafted_bank())
+    first = seg.segment(_two_colour_image(), ["red", "blue"])
+    second = seg.segment(_two_colour_image(), ["red", "blue"])
+    assert first.diagnostics["transport_problems"] > 0
+    assert first.diagnostics == second.diagnostics  # per image, not accumulated
+    assert first.diagnostics["transport_not_converged"] == first.diagnostics["transport_problems"]

@@ -28,7 +28,7 @@ Per window (``crop [3, h, w]``):
      proposals; the class probability is the mass a class delivers to the real sub-regions (eq. 11).
      Iterations stop at ``iterations`` or once the column-marginal L2 error is below ``stop_thr``
      (default ``1e-4``: the dustbin demands ``C - 1``, so tighter absolute targets are below float32
-     resolution and would always run to the cap).
+     resolution and would always run to the cap). Problems that hit the cap are counted in ``stats``.
 
    EMDs use balanced OT with supplies normalised to 1 per support image / class and the same demands;
    ``emd_solver="sinkhorn"`` (default) takes the transport cost of the entropic plan at ``epsilon``,
@@ -38,6 +38,10 @@ Per window (``crop [3, h, w]``):
    ``"confident"`` — the covering proposal with the highest top score decides.
 
 Scores are "higher = more likely": probabilities for ``"subregion-ot"``, cosine / ``1 - EMD`` otherwise.
+
+``stats`` counts the entropic transport problems solved since the last ``prepare`` / ``reset_stats``
+(``transport_problems``) and those that stopped at ``iterations`` before their marginal error reached
+``stop_thr`` (``transport_not_converged``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import class_rows
-from protoseg.match.transport import plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.match.transport import SinkhornResult, plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
 from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
 from protoseg.regions import (
     SuperpixelParams,
@@ -120,12 +124,23 @@ class DPSMMatcher:
         # Passed with every call: the SAM predictor of a shared ModelSet is never changed.
         self.sam_settings = MaskGenerationSettings.from_options(sam_options)
         self.classes: list[str] = []
+        self.stats: dict[str, int] = {}
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the transport counts of ``stats`` (module docstring)."""
+        self.stats = {"transport_problems": 0, "transport_not_converged": 0}
+
+    def _count(self, result: SinkhornResult) -> None:
+        self.stats["transport_problems"] += int(result.converged.numel())
+        self.stats["transport_not_converged"] += int((~result.converged).sum())
 
     # ------------------------------------------------------------------ prototypes
     def prepare(self, classes: list[str]) -> None:
         """Collect each class's prototypes: part rows (supplies, support-image groups) or whole rows."""
         device = self.models.device
         self.classes = list(classes)
+        self.reset_stats()
         level = "whole" if self.mode == "image-to-image" else "part"
         rows = class_rows(self.bank, self.classes, None, 0, level=level)
         vectors = [F.normalize(torch.from_numpy(self.bank.vectors(r)).float(), dim=-1) for r in rows]
@@ -238,10 +253,11 @@ class DPSMMatcher:
         demand = torch.cat([sub.demand, torch.full((N, 1), float(C - 1), device=sub.demand.device)], dim=1)
         mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
         real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
-        probs, _ = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
-                                         self.prototype_class, C, real, mask=mask,
-                                         num_iter_max=self.iterations, stop_thr=self.stop_thr,
-                                         chunk_bytes=self.chunk_bytes)
+        probs, result = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
+                                              self.prototype_class, C, real, mask=mask,
+                                              num_iter_max=self.iterations, stop_thr=self.stop_thr,
+                                              chunk_bytes=self.chunk_bytes)
+        self._count(result)
         return probs
 
     def group_emd(self, sub: SubRegions, groups: torch.Tensor) -> torch.Tensor:
@@ -273,6 +289,7 @@ class DPSMMatcher:
             else:
                 res = sinkhorn_log(a, b, M, self.epsilon, mask=mask, num_iter_max=self.iterations,
                                    stop_thr=self.stop_thr, chunk_bytes=self.chunk_bytes)
+                self._count(res)
                 cost = (plan_from_potentials(res.f, res.g, M, self.epsilon) * M).sum((1, 2))
             out[s:s + step] = cost.view(P, G).to(out)
         return out

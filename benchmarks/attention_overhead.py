@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from protoseg.generate.attention import capture_cross_attention, word_token_indices
-from protoseg.models.diffusion import TINY_WORDS, _tiny_tokenizer
+from protoseg.testing import TINY_WORDS, clip_tokenizer
 
 CONFIGS = {
     # SD 2.x layout with 1/5 of the channels: cross-attention at 4 resolutions, 1-4 heads of 64
@@ -41,7 +41,7 @@ CONFIGS = {
 
 def build(config: str, size: int) -> StableDiffusionPipeline:
     cfg = CONFIGS[config]
-    tokenizer = _tiny_tokenizer(TINY_WORDS)
+    tokenizer = clip_tokenizer(TINY_WORDS)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=size // 8, in_channels=4, out_channels=4, layers_per_block=2, use_linear_projection=True,

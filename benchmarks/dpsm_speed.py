@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import protoseg.match.dpsm as dpsm_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
@@ -122,8 +123,8 @@ def main() -> None:
     sam.model.forward = timed("SAM prompt encoder + mask decoder", sam.model.forward)
     features.__class__.__call__ = timed("DINOv2", features.__class__.__call__)
     proposals = []
-    sam.__class__.__call__ = (lambda f: functools.wraps(f)(lambda self, *a, **k: proposals.append(
-        len((r := f(self, *a, **k))[0])) or r))(sam.__class__.__call__)
+    dpsm_module.generate_masks = (lambda f: functools.wraps(f)(lambda *a, **k: proposals.append(
+        len((r := f(*a, **k))[0])) or r))(dpsm_module.generate_masks)
     seg.matcher.subregion_ot = timed("transport (rest)", seg.matcher.subregion_ot)
     seg.matcher.subregions = timed("sub-regions (rest)", seg.matcher.subregions)
     matched = []

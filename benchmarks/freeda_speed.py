@@ -34,7 +34,7 @@ from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.models.clip import FREEDA_TEMPLATES, ClipModel  # noqa: E402
 from protoseg.models.dinov2 import Dinov2Features  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
-from protoseg.testing.tiny import write_tiny_clip_vocab  # noqa: E402
+from protoseg.testing import clip_tokenizer  # noqa: E402
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -56,7 +56,7 @@ def _timed(name: str, fn):
 
 def build_models(folder: Path) -> tuple[Path, Path]:
     """Random DINOv2-B/14 and CLIP ViT-B/16 saved with ``save_pretrained`` (skipped when present)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model
+    from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model
 
     dinov2_dir, clip_dir = folder / "dinov2-base", folder / "clip-vit-base-patch16"
     torch.manual_seed(0)
@@ -64,8 +64,7 @@ def build_models(folder: Path) -> tuple[Path, Path]:
         Dinov2Model(Dinov2Config()).save_pretrained(dinov2_dir)  # defaults = ViT-B/14
     if not (clip_dir / "config.json").is_file():
         words = sorted({w.strip(".") for t in FREEDA_TEMPLATES for w in t.split()} | set(CLASSES))
-        with tempfile.TemporaryDirectory() as vocab:
-            tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_clip_vocab(vocab, words)))
+        tokenizer = clip_tokenizer(words)
         text = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
                     num_attention_heads=8, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

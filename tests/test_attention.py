@@ -12,7 +12,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor, AttnP
 from protoseg.errors import ProtosegError
 from protoseg.generate.attention import capture_cross_attention, query_grid, word_token_indices
 from protoseg.generate.synthesis import synthesize
-from protoseg.models.diffusion import TINY_WORDS, load_pipeline, make_tiny_pipeline
+from protoseg.models.diffusion import load_pipeline
+from protoseg.testing import TINY_WORDS, tiny_stable_diffusion
 
 SIZE = 64
 LATENT = (8, 8)
@@ -20,7 +21,7 @@ LATENT = (8, 8)
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionPipeline:
-    folder = make_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"), seed=0)
+    folder = tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"), seed=0)
     return load_pipeline(folder, device="cpu")
 
 
@@ -52,7 +53,7 @@ def test_tiny_pipeline_loads_as_real_stable_diffusion(pipe: StableDiffusionPipel
 
 
 def test_load_pipeline_scheduler_option_and_missing_weights(tmp_path, pipe) -> None:
-    folder = make_tiny_pipeline(tmp_path / "sd", seed=1)
+    folder = tiny_stable_diffusion(tmp_path / "sd", seed=1)
     ddim = load_pipeline(folder, device="cpu", scheduler="pndm")
     assert type(ddim.scheduler).__name__ == "PNDMScheduler"
     with pytest.raises(ProtosegError, match="cannot load model weights"):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from protoseg import cli
 from protoseg.bank import PrototypeBank
+from protoseg.config.segment import get_preset
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 
@@ -60,6 +61,30 @@ def test_segment_writes_label_maps_and_overlays(world, tmp_path):
         assert Image.open(tmp_path / "out" / f"{stem}_overlay.jpg").size == (224, 224)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [f"{Path(i).stem}.png" for i in images] + [f"{Path(i).stem}_overlay.jpg" for i in images])
+
+
+def test_segment_warns_once_when_transport_did_not_converge(world, tmp_path, run, monkeypatch):
+    from dataclasses import replace
+
+    from protoseg.config import segment as presets
+
+    handcrafted = get_preset("handcrafted")
+    capped = replace(get_preset("dpsm", features="handcrafted", superpixels=handcrafted.superpixels,
+                                matcher_options={"proposals": "superpixels", "iterations": 1, "stop_thr": 1e-9}),
+                     name="dpsm-capped")
+    monkeypatch.setitem(presets.PRESETS, "dpsm-capped", capped)
+    images = sorted(str(p) for p in (world / "test" / "images").glob("*.png"))
+    r = run("segment", *images, "--classes", CLASSES, "--bank", str(world / "bank"), "--preset", "dpsm-capped",
+            "--out", str(tmp_path / "out"), "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "transport" in line]
+    assert len(warnings) == 1, r.stderr
+    n, _, m = warnings[0].removeprefix("warning: ").split(" ")[:3]
+    assert int(n) == int(m) > 0
+    assert warnings[0] == f"warning: {n} of {m} transport problems did not converge (raise iterations or epsilon)"
+    converged = run("segment", images[0], "--classes", CLASSES, "--bank", str(world / "bank"), "--preset",
+                    "handcrafted", "--out", str(tmp_path / "out2"), "--device", "cpu", cwd=tmp_path)
+    assert converged.returncode == 0 and "transport" not in converged.stderr
 
 
 def one_line_error(r: subprocess.CompletedProcess, pattern: str) -> None:

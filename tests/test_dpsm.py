@@ -16,6 +16,7 @@ from protoseg.match import build_matcher
 from protoseg.match.dpsm import DPSMMatcher, SubRegions, subregion_weights
 from protoseg.models import ModelSet
 from protoseg.models.handcrafted import HANDCRAFTED_ID
+from protoseg.proposals import generate_masks
 from protoseg.regions import SuperpixelParams, region_weights
 from protoseg.segment import Segmenter
 
@@ -209,15 +210,75 @@ def test_segmenter_with_dpsm_preset_and_tiny_sam(tmp_path):
                         matcher_options={"sam_options": {"points_per_side": 3, "pred_iou_thresh": 0.0,
                                                          "stability_score_thresh": 0.0}})
     seg = Segmenter(preset, _handcrafted_bank())
-    assert seg.matcher.models.sam.points_per_side == 3
+    assert seg.matcher.sam_settings.points_per_side == 3
     result = seg.segment(_two_colour_image(), ["red", "blue"], return_scores=True)
     assert result.labels.shape == (64, 96) and set(np.unique(result.labels)) <= {0, 1}
     # a random SAM's masks are meaningless (they straddle both colours), so only the mechanics are checked:
     # SAM proposals were used and every pixel carries a class probability vector
-    assert len(seg.matcher.models.sam(torch.from_numpy(_two_colour_image()).permute(2, 0, 1)[:, :, :64].float())[0])
+    crop = torch.from_numpy(_two_colour_image()).permute(2, 0, 1)[:, :, :64].float()
+    assert len(generate_masks(seg.matcher.models.sam, crop, seg.matcher.sam_settings)[0])
     torch.testing.assert_close(result.scores.sum(0), torch.ones(64, 96), atol=1e-3, rtol=0)
 
 
 def test_dpsm_preset_models():
     p = get_preset("dpsm")
     assert (p.features, p.sam, p.text, p.matcher) == ("facebook/dinov2-base", "facebook/sam-vit-base", None, "dpsm")
+
+
+def test_matchers_sharing_a_modelset_keep_their_own_sam_settings(tmp_path):
+    """Two matchers with different SAM thresholds on one ModelSet propose exactly what each does alone."""
+    sam = str(tiny_sam(tmp_path / "sam"))
+    bank = _handcrafted_bank()
+    loose = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    strict = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.3}
+    crop = torch.from_numpy(_two_colour_image()).permute(2, 0, 1)[:, :, :64].float()
+    image = crop.permute(1, 2, 0).byte().numpy()
+
+    def alone(options):
+        return build_matcher("dpsm", bank, ModelSet("handcrafted", sam=sam),
+                             {"sam_options": options}).propose(crop, image)
+
+    shared = ModelSet("handcrafted", sam=sam)
+    first = build_matcher("dpsm", bank, shared, {"sam_options": loose})
+    second = build_matcher("dpsm", bank, shared, {"sam_options": strict})
+    assert len(alone(loose)) != len(alone(strict))  # the settings matter for this image
+    assert torch.equal(first.propose(crop, image), alone(loose))
+    assert torch.equal(second.propose(crop, image), alone(strict))
+    assert torch.equal(first.propose(crop, image), alone(loose))
+
+
+def _superpixel_matcher(**options):
+    options = {"proposals": "superpixels",
+               "proposal_superpixels": SuperpixelParams(scale=300, sigma=0.5, min_size=200), **options}
+    m = build_matcher("dpsm", _handcrafted_bank(), ModelSet("handcrafted"), options,
+                      superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20))
+    m.prepare(["red", "blue"])
+    return m
+
+
+@pytest.mark.parametrize("mode", ["subregion-ot", "image-to-class"])
+def test_matcher_counts_transport_problems_that_did_not_converge(mode):
+    crop = torch.from_numpy(_two_colour_image()).permute(2, 0, 1).float()
+    normal = _superpixel_matcher(mode=mode)
+    normal(crop)
+    problems = normal.stats["transport_problems"]
+    assert problems > 0 and normal.stats["transport_not_converged"] == 0
+    capped = _superpixel_matcher(mode=mode, iterations=1, stop_thr=1e-9)
+    capped(crop)
+    assert capped.stats == {"transport_problems": problems, "transport_not_converged": problems}
+    capped(crop)  # counts accumulate over windows until the next prepare / reset_stats
+    assert capped.stats["transport_problems"] == 2 * problems
+    capped.prepare(["red", "blue"])
+    assert capped.stats == {"transport_problems": 0, "transport_not_converged": 0}
+
+
+def test_segmenter_reports_transport_counts_per_image():
+    preset = get_preset("dpsm", features="handcrafted", sam=None, scale=(96, 64), crop=64, stride=48,
+                        superpixels=SuperpixelParams(scale=50, sigma=0.5, min_size=20),
+                        matcher_options={"proposals": "superpixels", "iterations": 1, "stop_thr": 1e-9})
+    seg = Segmenter(preset, _handcrafted_bank())
+    first = seg.segment(_two_colour_image(), ["red", "blue"])
+    second = seg.segment(_two_colour_image(), ["red", "blue"])
+    assert first.diagnostics["transport_problems"] > 0
+    assert first.diagnostics == second.diagnostics  # per image, not accumulated
+    assert first.diagnostics["transport_not_converged"] == first.diagnostics["transport_problems"]

@@ -156,6 +156,31 @@ def test_segmenter_predictor_maps_background_to_index_zero(tmp_path):
     assert result.totals[0].tolist() == [1, 1, 0]
 
 
+class CountingSegmenter:
+    """Labels everything class 0 and reports fixed per-image counts, like a DPSM segmenter."""
+
+    def __init__(self, diagnostics):
+        self.diagnostics = diagnostics
+
+    def segment(self, image, classes, background=False):
+        from protoseg.segment import Segmentation
+
+        return Segmentation(labels=np.zeros(image.shape[:2], np.int64), classes=list(classes),
+                            diagnostics=dict(self.diagnostics))
+
+
+def test_segmenter_diagnostics_are_summed_into_the_report(tmp_path):
+    make_ade(tmp_path / "ade", n=3)
+    ds = open_dataset("ade20k", tmp_path / "ade")
+    counts = {"transport_problems": 10, "transport_not_converged": 2}
+    result = evaluate(ds, SegmenterPredictor(CountingSegmenter(counts), ds), workers=0)
+    assert result.to_dict()["config"]["diagnostics"] == {"images": 3, "transport_problems": 30,
+                                                         "transport_not_converged": 6}
+    assert "diagnostics" not in result.config["predictor"]  # not part of the run's identity
+    quiet = evaluate(ds, SegmenterPredictor(CountingSegmenter({}), ds), workers=0)
+    assert "diagnostics" not in quiet.config
+
+
 class ColourMatcher:
     """Scores by colour: class a = R/255, class b = G/255 (a stand-in matcher)."""
 

@@ -51,7 +51,7 @@ def bank(keys=None):
 
 
 def models(with_clip=True):
-    return SimpleNamespace(features=FixedFeatures(), text=FixedClip() if with_clip else None,
+    return SimpleNamespace(features=FixedFeatures(), clip=FixedClip() if with_clip else None,
                            device=torch.device("cpu"))
 
 

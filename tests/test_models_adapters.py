@@ -128,8 +128,8 @@ def test_dinov2_half_precision(dinov2_dir, dinov2, dtype):
 def test_load_features_and_modelset(dinov2_dir, clip_dir):
     feats = load_features(str(dinov2_dir), device="cpu")
     assert isinstance(feats, Dinov2Features)
-    models = ModelSet(str(dinov2_dir), text=str(clip_dir), device="cpu")
-    assert isinstance(models.features, Dinov2Features) and isinstance(models.text, ClipModel)
+    models = ModelSet(str(dinov2_dir), clip=str(clip_dir), device="cpu")
+    assert isinstance(models.features, Dinov2Features) and isinstance(models.clip, ClipModel)
 
 
 def test_missing_folder_is_a_protoseg_error(tmp_path):

@@ -1,4 +1,5 @@
-"""SAM automatic mask generation: the named steps on hand cases, and the proposer on a tiny random SAM."""
+"""SAM automatic mask generation: the named steps on hand cases, the settings, and the generator over a tiny
+random SAM."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 from tiny_models import tiny_sam
 
-from protoseg.models.sam import (
-    SamProposer,
+from protoseg.errors import ProtosegError
+from protoseg.models.sam import SamPredictor
+from protoseg.proposals import MaskGenerationSettings, generate_masks
+from protoseg.proposals.amg import (
     box_iou,
     box_nms,
     filter_by_iou,
@@ -71,16 +74,47 @@ def test_remove_small_regions():
     assert not changed and (same == cleaned).all()
 
 
+def test_settings_defaults_are_sams():
+    s = MaskGenerationSettings()
+    assert (s.points_per_side, s.points_per_batch, s.pred_iou_thresh, s.stability_score_thresh,
+            s.stability_score_offset, s.box_nms_thresh, s.min_mask_region_area, s.mask_threshold) == \
+        (32, 64, 0.88, 0.95, 1.0, 0.7, 0, 0.0)
+    assert MaskGenerationSettings.from_options(s.to_dict()) == s
+    assert MaskGenerationSettings.from_options(None) == s
+    assert MaskGenerationSettings.from_options({"points_per_side": 3}).points_per_side == 3
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("points_per_side", 0), ("points_per_side", 2.5), ("points_per_batch", 0), ("points_per_batch", True),
+    ("min_mask_region_area", -1), ("pred_iou_thresh", float("nan")), ("pred_iou_thresh", "high"),
+    ("stability_score_thresh", 1.5), ("stability_score_offset", -0.1), ("box_nms_thresh", -0.2),
+    ("mask_threshold", float("inf")),
+])
+def test_settings_reject_bad_values_naming_the_field(field, value):
+    with pytest.raises(ProtosegError, match=field):
+        MaskGenerationSettings(**{field: value})
+
+
+def test_settings_reject_unknown_options():
+    with pytest.raises(ProtosegError, match="unknown SAM option 'points'"):
+        MaskGenerationSettings.from_options({"points": 8})
+
+
 @pytest.fixture(scope="module")
 def sam_dir(tmp_path_factory):
     return tiny_sam(tmp_path_factory.mktemp("sam"))
 
 
-def test_proposer_runs_the_real_model(sam_dir):
-    proposer = SamProposer(sam_dir, device="cpu", points_per_side=4, pred_iou_thresh=0.0,
-                           stability_score_thresh=0.0, points_per_batch=5)
+@pytest.fixture(scope="module")
+def predictor(sam_dir):
+    return SamPredictor(sam_dir, device="cpu")
+
+
+def test_generator_runs_the_real_model(predictor):
+    settings = MaskGenerationSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                      points_per_batch=5)
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    masks, scores = proposer(image)
+    masks, scores = generate_masks(predictor, image, settings)
     assert masks.dtype == torch.bool and masks.shape[1:] == (40, 56)
     assert len(masks) == len(scores) >= 1
     assert (scores[:-1] >= scores[1:]).all()  # sorted by predicted IoU
@@ -88,21 +122,35 @@ def test_proposer_runs_the_real_model(sam_dir):
     iou = box_iou(masks_to_boxes(masks), masks_to_boxes(masks))
     assert (iou.triu(1) <= 0.7).all()
     # the same image as float [3, H, W] gives the same proposals
-    masks_f, _ = proposer(torch.from_numpy(image).permute(2, 0, 1).float())
+    masks_f, _ = generate_masks(predictor, torch.from_numpy(image).permute(2, 0, 1).float(), settings)
     assert torch.equal(masks, masks_f)
     # the candidates before filtering: 16 points x 3 masks; thresholds only ever remove masks
-    strict = SamProposer(sam_dir, device="cpu", points_per_side=4, pred_iou_thresh=2.0, points_per_batch=5)
-    assert len(strict(image)[0]) == 0
+    strict = MaskGenerationSettings(points_per_side=4, pred_iou_thresh=2.0, points_per_batch=5)
+    assert len(generate_masks(predictor, image, strict)[0]) == 0
 
 
-def test_proposer_matches_manual_pipeline(sam_dir):
+def test_settings_are_per_call(predictor):
+    """Calls with different settings on one predictor do not influence each other."""
+    image = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    loose = MaskGenerationSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                   box_nms_thresh=1.0)
+    strict = MaskGenerationSettings(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                    box_nms_thresh=0.3)
+    first = generate_masks(predictor, image, loose)
+    other = generate_masks(predictor, image, strict)
+    again = generate_masks(predictor, image, loose)
+    assert len(first[0]) != len(other[0])
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_generator_matches_manual_pipeline(sam_dir, predictor):
     """Logits from the model through the processor's own post-processing, filtered by hand."""
     from transformers import SamModel, SamProcessor
 
-    proposer = SamProposer(sam_dir, device="cpu", points_per_side=2, pred_iou_thresh=0.0,
-                           stability_score_thresh=0.0, box_nms_thresh=1.0)
+    settings = MaskGenerationSettings(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                      box_nms_thresh=1.0)
     image = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    masks, scores = proposer(image)
+    masks, scores = generate_masks(predictor, image, settings)
     model, processor = SamModel.from_pretrained(sam_dir), SamProcessor.from_pretrained(sam_dir)
     points = (point_grid(2) * torch.tensor([48.0, 32.0])).tolist()
     inputs = processor(images=image, input_points=[[[p] for p in points]], return_tensors="pt")

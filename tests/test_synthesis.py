@@ -8,7 +8,8 @@ import torch
 
 from protoseg.errors import ProtosegError
 from protoseg.generate.synthesis import DEFAULT_UNET_FEATURE_BLOCK, Synthesis, synthesize
-from protoseg.models.diffusion import load_pipeline, make_tiny_pipeline
+from protoseg.models.diffusion import load_pipeline
+from protoseg.testing import tiny_stable_diffusion
 
 PROMPTS = ["a photo of a cat on a wheelbarrow", "a red car with a wheel", "a dog in the park"]
 WORDS = [["cat", "wheelbarrow"], ["car", "wheel"], []]
@@ -17,7 +18,7 @@ SEEDS = [1, 2, 3]
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory):
-    return load_pipeline(make_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd")), device="cpu")
+    return load_pipeline(tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd")), device="cpu")
 
 
 def _first_latents(pipe, batch_size: int) -> torch.Tensor:
@@ -117,7 +118,7 @@ def test_user_errors(pipe) -> None:
 
 def test_half_precision_pipeline_capture_keeps_image(tmp_path) -> None:
     """The CUDA default dtype (float16) through the same code, here on the CPU."""
-    half = load_pipeline(make_tiny_pipeline(tmp_path / "sd"), device="cpu", dtype="float16")
+    half = load_pipeline(tiny_stable_diffusion(tmp_path / "sd"), device="cpu", dtype="float16")
     assert half.unet.dtype == torch.float16
     result = synthesize(half, PROMPTS[:1], WORDS[:1], [0], steps=2, unet_feature_block=1)[0]
     out = half(prompt=PROMPTS[:1], num_inference_steps=2, height=64, width=64,

@@ -163,3 +163,43 @@ def test_class_probabilities_match_pot_and_dustbin_balance(method):
         assert abs(plan[k][:, -1].sum() - (C - 1)) < 1e-9
         assert abs(probs[k].sum().item() - 1.0) < 1e-9
         np.testing.assert_allclose(plan[k].sum(1), supply, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_iteration_cap_reports_not_converged_with_the_plans_marginal_error(method):
+    a, b, M = _problem(9, B=4)
+    res = sinkhorn_log(torch.tensor(a), torch.tensor(b), torch.tensor(M), 0.01, num_iter_max=2, stop_thr=1e-6,
+                       method=method, chunk_bytes=1)  # one problem per chunk: the chunk loop concatenates
+    assert res.iterations == 2
+    plan = res.plan(torch.tensor(M)).numpy()
+    # independent check: the marginals of the returned plan
+    np.testing.assert_allclose(plan.sum(2), np.broadcast_to(a, plan.shape[:2]), atol=1e-12)  # rows exact
+    column_error = np.linalg.norm(plan.sum(1) - b, axis=1)
+    np.testing.assert_allclose(res.error.numpy(), column_error, rtol=1e-9, atol=1e-15)
+    assert (column_error > 1e-6).all()
+    assert res.converged.dtype == torch.bool and res.converged.shape == (4,) and not res.converged.any()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_normal_problem_reports_converged(method):
+    a, b, M = _problem(10, B=3)
+    res = sinkhorn_log(torch.tensor(a), torch.tensor(b), torch.tensor(M), 0.1, num_iter_max=5000, stop_thr=1e-9,
+                       method=method)
+    assert res.iterations < 5000 and res.converged.all()
+    column_error = np.linalg.norm(res.plan(torch.tensor(M)).numpy().sum(1) - b, axis=1)
+    np.testing.assert_allclose(res.error.numpy(), column_error, rtol=1e-6, atol=1e-15)
+    assert (column_error <= 1e-9).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_grouped_mass_reports_convergence_per_problem(method):
+    C = 4
+    supply, demand, M, groups = _dpsm_problem(11, C=C, B=3)
+    real = torch.arange(demand.shape[1]) < demand.shape[1] - 1
+    args = (torch.tensor(supply), torch.tensor(demand), torch.tensor(M), 0.05, torch.tensor(groups), C, real)
+    _, capped = sinkhorn_grouped_mass(*args, num_iter_max=1, stop_thr=1e-6, method=method, chunk_bytes=1)
+    column_error = np.linalg.norm(capped.plan(torch.tensor(M)).numpy().sum(1) - demand, axis=1)
+    np.testing.assert_allclose(capped.error.numpy(), column_error, rtol=1e-9)
+    assert not capped.converged.any()
+    _, full = sinkhorn_grouped_mass(*args, num_iter_max=5000, stop_thr=1e-6, method=method, chunk_bytes=1)
+    assert full.converged.all() and (full.error <= 1e-6).all()

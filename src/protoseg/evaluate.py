@@ -57,7 +57,9 @@ class SegmenterPredictor:
     """A :class:`~protoseg.segment.Segmenter` queried with ``dataset.query_classes``.
 
     With ``save_dir`` every label map is also written as ``save_dir/<stem>.png`` (the format
-    :class:`PredictionFolder` reads), so a run can be re-scored or compared later.
+    :class:`PredictionFolder` reads), so a run can be re-scored or compared later. ``diagnostics`` sums
+    the segmentations' counts (e.g. transport problems that did not converge) over the images segmented
+    by this predictor (``images``; a resumed run does not segment finished shards again).
     """
 
     needs_image = True
@@ -74,6 +76,7 @@ class SegmenterPredictor:
         self.dataset = dataset
         self.description = description or {}
         self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.diagnostics: dict[str, int] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "segmenter", **self.description}
@@ -82,6 +85,9 @@ class SegmenterPredictor:
         assert image is not None
         background = self.dataset.has_background
         result = self.segmenter.segment(image, self.dataset.query_classes, background=background)
+        self.diagnostics["images"] = self.diagnostics.get("images", 0) + 1
+        for key, count in getattr(result, "diagnostics", {}).items():
+            self.diagnostics[key] = self.diagnostics.get(key, 0) + count
         labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
         if self.save_dir is not None:
             save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png")
@@ -361,8 +367,14 @@ def evaluate(
         totals,
         N,
         summarize(totals),
-        {"predictor": predictor.describe(), **(config or {})},
+        {"predictor": predictor.describe(), **(config or {}), **_diagnostics(predictor)},
     )
+
+
+def _diagnostics(predictor: Predictor) -> dict[str, Any]:
+    """``{"diagnostics": counts}`` of a predictor that keeps counts beyond the image count, else ``{}``."""
+    counts = getattr(predictor, "diagnostics", None)
+    return {"diagnostics": dict(counts)} if counts and set(counts) != {"images"} else {}
 
 
 def _npz_bytes(counts: np.ndarray) -> bytes:

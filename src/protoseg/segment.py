@@ -8,7 +8,7 @@ overlap averaging, bilinear resize back to the original size, argmax.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,14 @@ class Segmentation:
         classes: the class list, in query order.
         scores: float32 ``[C, H, W]`` class scores at the original size (background channel excluded),
             or ``None`` unless ``return_scores=True``.
+        diagnostics: the matcher's counts for this image (its ``stats``, e.g. DPSM's
+            ``transport_problems`` / ``transport_not_converged``); empty for matchers that keep none.
     """
 
     labels: np.ndarray
     classes: list[str]
     scores: torch.Tensor | None = None
+    diagnostics: dict[str, int] = field(default_factory=dict)
 
 
 class Segmenter:
@@ -57,7 +60,7 @@ class Segmenter:
         self.bank = bank
         self.models = models or ModelSet(preset.features, preset.text, preset.sam)
         features = self.models.features
-        text = self.models.names["text"]
+        text = self.models.names["clip"]
         uses_keys = bank.keys is not None and text is not None
         bank.check_compatible(features.encoder_id, features.dim, text if uses_keys else None)
         self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, preset.matcher_options,
@@ -113,9 +116,13 @@ class Segmenter:
         ``background_threshold`` gets :data:`BACKGROUND`.
         """
         names = self.prepare(classes)
+        reset_stats = getattr(self.matcher, "reset_stats", None)
+        if reset_stats is not None:
+            reset_stats()
         scores = self.window_scores(image, names, background)
         H, W = image.shape[:2]
         scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
         labels = scores.argmax(0).cpu().numpy().astype(np.int64) - int(background)
         kept = scores[int(background):].float().cpu() if return_scores else None
-        return Segmentation(labels=labels, classes=names, scores=kept)
+        diagnostics = dict(getattr(self.matcher, "stats", None) or {})
+        return Segmentation(labels=labels, classes=names, scores=kept, diagnostics=diagnostics)

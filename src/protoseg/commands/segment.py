@@ -52,14 +52,20 @@ def segment(
         overrides["background_threshold"] = threshold
     segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
     segmenter.prepare(names)
+    problems = not_converged = 0
     with progress_bar(transient=True, disable=len(images) < 2) as progress:
         task = progress.add_task("segmenting", total=len(images))
         for path in images:
             image = load_image(path)
             result = segmenter.segment(image, names, background=background)
             save_segmentation(out, path.stem, image, result.labels, names)
+            problems += result.diagnostics.get("transport_problems", 0)
+            not_converged += result.diagnostics.get("transport_not_converged", 0)
             progress.advance(task)
     typer.echo(f"wrote {len(images)} label map(s) and overlay(s) to {out}")
+    if not_converged:
+        typer.echo(f"warning: {not_converged} of {problems} transport problems did not converge "
+                   "(raise iterations or epsilon)", err=True)
 
 
 def presets() -> None:

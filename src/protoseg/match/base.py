@@ -18,6 +18,10 @@ class Matcher(Protocol):
     ``prepare`` runs once per class list (retrieval, prototype aggregation); ``__call__`` once per
     window. Scores are "higher is more likely", comparable across classes, and on the scale the
     background threshold is defined on (for FreeDA: ``beta * sigmoid(cos) + (1 - beta) * cos``).
+
+    A matcher may also keep counts of what it did (``stats``: ``dict[str, int]``, zeroed by
+    ``reset_stats()``); :class:`protoseg.segment.Segmenter` resets them per image and reports them as
+    ``Segmentation.diagnostics``.
     """
 
     def prepare(self, classes: list[str]) -> None: ...

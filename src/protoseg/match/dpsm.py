@@ -2,8 +2,9 @@
 
 Per window (``crop [3, h, w]``):
 
-1. **Proposals**: SAM automatic masks (``proposals="sam"``, :class:`protoseg.models.sam.SamProposer`) or, as
-   a SAM-free alternative, the segments of a coarse Felzenszwalb partition (``proposals="superpixels"``,
+1. **Proposals**: SAM automatic masks (``proposals="sam"``, :func:`protoseg.proposals.generate_masks` with
+   this matcher's ``sam_options`` as :class:`~protoseg.proposals.MaskGenerationSettings`, passed per call) or,
+   as a SAM-free alternative, the segments of a coarse Felzenszwalb partition (``proposals="superpixels"``,
    ``proposal_superpixels``). Pixels no proposal covers are handled by ``fallback``: ``"superpixels"``
    (default) makes the uncovered part of every fine superpixel an extra proposal, so every pixel is
    classified by the same matching rule; ``"none"`` leaves them at score 0 for every class.
@@ -27,7 +28,7 @@ Per window (``crop [3, h, w]``):
      proposals; the class probability is the mass a class delivers to the real sub-regions (eq. 11).
      Iterations stop at ``iterations`` or once the column-marginal L2 error is below ``stop_thr``
      (default ``1e-4``: the dustbin demands ``C - 1``, so tighter absolute targets are below float32
-     resolution and would always run to the cap).
+     resolution and would always run to the cap). Problems that hit the cap are counted in ``stats``.
 
    EMDs use balanced OT with supplies normalised to 1 per support image / class and the same demands;
    ``emd_solver="sinkhorn"`` (default) takes the transport cost of the entropic plan at ``epsilon``,
@@ -37,6 +38,10 @@ Per window (``crop [3, h, w]``):
    ``"confident"`` — the covering proposal with the highest top score decides.
 
 Scores are "higher = more likely": probabilities for ``"subregion-ot"``, cosine / ``1 - EMD`` otherwise.
+
+``stats`` counts the entropic transport problems solved since the last ``prepare`` / ``reset_stats``
+(``transport_problems``) and those that stopped at ``iterations`` before their marginal error reached
+``stop_thr`` (``transport_not_converged``).
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import class_rows
-from protoseg.match.transport import plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.match.transport import SinkhornResult, plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
 from protoseg.regions import (
     SuperpixelParams,
     _area_axis_weights,
@@ -115,18 +121,26 @@ class DPSMMatcher:
         self.superpixel_params, self.proposal_superpixel_params = superpixels, proposal_superpixels
         self.pooling, self.composition, self.fallback = pooling, composition, fallback
         self.emd_solver, self.max_proposals, self.chunk_bytes = emd_solver, max_proposals, chunk_bytes
-        if sam_options and proposals == "sam":
-            for key, value in sam_options.items():
-                if not hasattr(models.sam, key):
-                    raise ProtosegError(f"unknown SAM option {key!r}")
-                setattr(models.sam, key, value)
+        # Passed with every call: the SAM predictor of a shared ModelSet is never changed.
+        self.sam_settings = MaskGenerationSettings.from_options(sam_options)
         self.classes: list[str] = []
+        self.stats: dict[str, int] = {}
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the transport counts of ``stats`` (module docstring)."""
+        self.stats = {"transport_problems": 0, "transport_not_converged": 0}
+
+    def _count(self, result: SinkhornResult) -> None:
+        self.stats["transport_problems"] += int(result.converged.numel())
+        self.stats["transport_not_converged"] += int((~result.converged).sum())
 
     # ------------------------------------------------------------------ prototypes
     def prepare(self, classes: list[str]) -> None:
         """Collect each class's prototypes: part rows (supplies, support-image groups) or whole rows."""
         device = self.models.device
         self.classes = list(classes)
+        self.reset_stats()
         level = "whole" if self.mode == "image-to-image" else "part"
         rows = class_rows(self.bank, self.classes, None, 0, level=level)
         vectors = [F.normalize(torch.from_numpy(self.bank.vectors(r)).float(), dim=-1) for r in rows]
@@ -157,10 +171,9 @@ class DPSMMatcher:
     def propose(self, crop: torch.Tensor, image: np.ndarray) -> torch.Tensor:
         """Class-agnostic proposals ``bool [N, h, w]`` of a crop."""
         if self.proposals == "sam":
-            masks, _ = self.models.sam(crop)
+            masks, _ = generate_masks(self.models.sam, crop, self.sam_settings)
         else:
-            labels = torch.from_numpy(superpixels(image, self.proposal_superpixel_params))
-            masks = labels[None] == torch.arange(int(labels.max()) + 1)[:, None, None]
+            masks = superpixel_proposals(image, self.proposal_superpixel_params)
         masks = masks.to(crop.device)
         if self.max_proposals is not None:
             masks = masks[: self.max_proposals]
@@ -170,12 +183,8 @@ class DPSMMatcher:
         """Append one proposal per fine superpixel's uncovered part (``fallback="superpixels"``)."""
         if self.fallback == "none":
             return masks
-        uncovered = ~masks.any(0) if len(masks) else torch.ones_like(fine, dtype=torch.bool)
-        if not uncovered.any():
-            return masks
-        ids = torch.unique(fine[uncovered])
-        extra = (fine[None] == ids[:, None, None]) & uncovered[None]
-        return torch.cat([masks, extra])
+        extra = uncovered_superpixels(masks, fine)
+        return torch.cat([masks, extra]) if len(extra) else masks
 
     def subregions(self, feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor) -> SubRegions:
         """Sub-regions (fine superpixels ∩ proposal), their pooled features (eq. 5) and demands (eq. 8)."""
@@ -244,10 +253,11 @@ class DPSMMatcher:
         demand = torch.cat([sub.demand, torch.full((N, 1), float(C - 1), device=sub.demand.device)], dim=1)
         mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
         real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
-        probs, _ = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
-                                         self.prototype_class, C, real, mask=mask,
-                                         num_iter_max=self.iterations, stop_thr=self.stop_thr,
-                                         chunk_bytes=self.chunk_bytes)
+        probs, result = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
+                                              self.prototype_class, C, real, mask=mask,
+                                              num_iter_max=self.iterations, stop_thr=self.stop_thr,
+                                              chunk_bytes=self.chunk_bytes)
+        self._count(result)
         return probs
 
     def group_emd(self, sub: SubRegions, groups: torch.Tensor) -> torch.Tensor:
@@ -279,6 +289,7 @@ class DPSMMatcher:
             else:
                 res = sinkhorn_log(a, b, M, self.epsilon, mask=mask, num_iter_max=self.iterations,
                                    stop_thr=self.stop_thr, chunk_bytes=self.chunk_bytes)
+                self._count(res)
                 cost = (plan_from_potentials(res.f, res.g, M, self.epsilon) * M).sum((1, 2))
             out[s:s + step] = cost.view(P, G).to(out)
         return out

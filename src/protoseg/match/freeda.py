@@ -40,7 +40,7 @@ class FreeDAMatcher:
                  use_superpixels: bool = True, use_global: bool = True, local_sigmoid: bool = True,
                  global_sigmoid: bool = False, normalize_templates: bool = False,
                  superpixels: SuperpixelParams = SuperpixelParams()):
-        if use_global and models.text is None:
+        if use_global and models.clip is None:
             raise ValueError("use_global=True needs a CLIP model (preset field `text`)")
         self.bank = bank
         self.models = models
@@ -57,10 +57,10 @@ class FreeDAMatcher:
     def prepare(self, classes: list[str]) -> None:
         """Embed class names (7 templates), retrieve ``k`` prototypes per class, aggregate."""
         device = self.models.device
-        text = self.models.text
+        clip = self.models.clip
         text_np = None
-        if text is not None:
-            self.text_vectors = text.encode_classes(classes, normalize_each=self.normalize_templates).to(device)
+        if clip is not None:
+            self.text_vectors = clip.encode_classes(classes, normalize_each=self.normalize_templates).to(device)
             text_np = self.text_vectors.float().cpu().numpy()
         rows = class_rows(self.bank, classes, text_np, self.k, level="whole")
         per_class = [aggregate(self.bank.vectors(r), self.aggregation, self.clusters) for r in rows]
@@ -98,7 +98,7 @@ class FreeDAMatcher:
 
     def global_scores(self, crop: torch.Tensor) -> torch.Tensor:
         """Global similarity ``[C]``: CLIP image embedding of the whole crop vs the class text vectors."""
-        image = self.models.text.encode_images(crop[None])  # [1, Dt] normalised
+        image = self.models.clip.encode_images(crop[None])  # [1, Dt] normalised
         return self._squash(image.float() @ self.text_vectors.float().T, self.global_sigmoid)[0]
 
     @torch.no_grad()

@@ -16,7 +16,9 @@ starting from ``f = eps log(1 / m)`` — the same iterates as POT's ``sinkhorn_k
 ``u = 1 / m`` (one iteration = one ``g`` then one ``f`` update), so with equal ``eps`` and iteration
 counts both return the same plan. After every iteration the rows match ``a`` exactly; the column
 marginal error ``||X^T 1 - b||_2`` (POT's criterion) is checked every ``check_every`` iterations and
-the loop stops once every problem of the batch (of the chunk, below) is below ``stop_thr``.
+the loop stops once every problem of the batch (of the chunk, below) is below ``stop_thr``. The result
+reports each problem's final marginal error and whether it converged (error ``<= stop_thr``): a problem
+that reached ``num_iter_max`` first did not, and its plan does not meet its demands.
 
 Two evaluation schemes of the very same iterates:
 
@@ -40,6 +42,7 @@ batch (``a [m]``) or differ per problem (``a [B, m]``, zeros allowed likewise).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -54,8 +57,10 @@ class SinkhornResult:
     Attributes:
         f: ``[B, m]`` supplier potentials (``-inf`` for zero supply).
         g: ``[B, n]`` demander potentials (``-inf`` for padded / zero demand).
-        iterations: iterations run.
-        error: ``[B]`` column-marginal L2 error at the last check.
+        iterations: iterations run (the most of any chunk).
+        error: ``[B]`` final marginal error ``||X^T 1 - b||_2`` of each problem's plan (its rows match ``a``
+            after every iteration; ``inf`` when no iteration ran).
+        converged: bool ``[B]``, ``error <= stop_thr``.
         eps: regularisation used.
     """
 
@@ -63,6 +68,7 @@ class SinkhornResult:
     g: torch.Tensor
     iterations: int
     error: torch.Tensor
+    converged: torch.Tensor
     eps: float
 
     def plan(self, M: torch.Tensor) -> torch.Tensor:
@@ -82,15 +88,20 @@ def plan_from_potentials(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps:
     return torch.exp((f[..., :, None] + g[..., None, :] - M) / eps)
 
 
-def _lse_update(log_marg: torch.Tensor, other: torch.Tensor, M: torch.Tensor, eps: float, dim: int
-                ) -> torch.Tensor:
-    """One exact marginal fit: ``eps log marg - eps LSE_over_dim((other - M) / eps)``."""
-    if dim == -2:  # sum over suppliers -> demander potentials
-        z = (other[..., :, None] - M) / eps
-    else:  # sum over demanders -> supplier potentials
-        z = (other[..., None, :] - M) / eps
-    lse = torch.logsumexp(z, dim=dim)
-    out = eps * (log_marg - lse)
+def _marginal_fit(log_marg: torch.Tensor, other: torch.Tensor, cost: torch.Tensor, eps: float, other_dim: int
+                  ) -> torch.Tensor:
+    """One exact marginal fit in the log domain: ``eps log marg - eps LSE_k((other_k - cost_.k) / eps)``.
+
+    Args:
+        log_marg: ``[B, p]`` log of the marginal to match (``-inf`` where it is 0).
+        other: ``[B, q]`` the other side's potentials, indexing dimension ``other_dim`` of ``cost``.
+        cost: ``[B, p, q]`` (``other_dim=2``) or ``[B, q, p]`` (``other_dim=1``), any layout of ``M``.
+
+    Returns:
+        ``[B, p]`` potentials of the fitted side; ``-inf`` where the marginal is 0.
+    """
+    z = (other.unsqueeze(3 - other_dim) - cost) / eps
+    out = eps * (log_marg - torch.logsumexp(z, dim=other_dim))
     # Rows / columns with zero marginal stay at -inf (and never produce NaN from -inf - -inf).
     return torch.where(torch.isfinite(log_marg), out, torch.full_like(out, -math.inf))
 
@@ -140,15 +151,8 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, 
         :class:`SinkhornResult` with potentials ``f [B, m]``, ``g [B, n]``; ``result.plan(M)`` is the plan.
     """
     a, b, M, eps = _check_inputs(a, b, M, reg, mask, method)
-    B, m, n = M.shape
-    if method == "log":
-        return _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every)
-    size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
-    parts = [_sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(), eps,
-                              num_iter_max, stop_thr, check_every, tau)[0] for s in range(0, B, size)]
-    return SinkhornResult(f=torch.cat([p.f for p in parts]), g=torch.cat([p.g for p in parts]),
-                          iterations=max(p.iterations for p in parts),
-                          error=torch.cat([p.error for p in parts]), eps=eps)
+    chunks = _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes)
+    return _concat_results([res for _, res, _ in chunks])
 
 
 def _check_inputs(a, b, M, reg, mask, method):
@@ -168,6 +172,38 @@ def _check_inputs(a, b, M, reg, mask, method):
     return a, b, M, float(reg)
 
 
+def _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes
+                  ) -> Iterator[tuple[slice, SinkhornResult, _ScaledState | None]]:
+    """Solve the batch chunk by chunk: ``(problems, result, scaled state)`` per chunk.
+
+    ``"log"`` solves the whole batch as one chunk (no scaled state); ``"log-stabilized"`` solves chunks of
+    :func:`_chunk_size` problems and also yields each chunk's final scaled state (its kernel is still in
+    memory, so per-chunk reductions need no second ``exp``).
+    """
+    B, m, n = M.shape
+    if method == "log":
+        yield slice(0, B), _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every), None
+        return
+    size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
+    for s in range(0, B, size):
+        res, st = _sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(),
+                                   eps, num_iter_max, stop_thr, check_every, tau)
+        yield slice(s, s + size), res, st
+
+
+def _concat_results(parts: list[SinkhornResult]) -> SinkhornResult:
+    """One result for the whole batch from the chunks' results, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return SinkhornResult(f=torch.cat([p.f for p in parts]), g=torch.cat([p.g for p in parts]),
+                          iterations=max(p.iterations for p in parts), error=torch.cat([p.error for p in parts]),
+                          converged=torch.cat([p.converged for p in parts]), eps=parts[0].eps)
+
+
+def _result(f, g, iterations: int, err: torch.Tensor, stop_thr: float, eps: float) -> SinkhornResult:
+    return SinkhornResult(f=f, g=g, iterations=iterations, error=err, converged=err <= stop_thr, eps=eps)
+
+
 def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every) -> SinkhornResult:
     log_a, log_b = _log_marginal(a), _log_marginal(b)
     f = torch.where(torch.isfinite(log_a), torch.full_like(a, eps * math.log(1.0 / M.shape[1])),
@@ -176,14 +212,14 @@ def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every) -> Sinkhorn
     err = torch.full((M.shape[0],), math.inf, dtype=M.dtype, device=M.device)
     it = 0
     while it < num_iter_max:
-        g = _lse_update(log_b, f, M, eps, dim=-2)
-        f = _lse_update(log_a, g, M, eps, dim=-1)
+        g = _marginal_fit(log_b, f, M, eps, other_dim=1)  # columns match b
+        f = _marginal_fit(log_a, g, M, eps, other_dim=2)  # rows match a
         it += 1
         if it % check_every == 0 or it == num_iter_max:
             err = _column_error(f, g, M, eps, b)
             if stop_thr > 0 and bool((err < stop_thr).all()):
                 break
-    return SinkhornResult(f=f, g=g, iterations=it, error=err, eps=eps)
+    return _result(f, g, it, err, stop_thr, eps)
 
 
 @dataclass
@@ -209,6 +245,7 @@ def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
     """Scaling iterations with log-domain absorption on one chunk (``Mt [B, n, m]``)."""
     B, n, m = Mt.shape
     live_a, live_b = a > 0, b > 0
+    log_a, log_b = _log_marginal(a), _log_marginal(b)
     ninf = -math.inf
     # f = 0 with u = 1/m is POT's start; g = per-column minimum cost keeps every column's largest kernel
     # entry at exactly 1, so the first column fit cannot underflow.
@@ -222,12 +259,12 @@ def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
         kt_u = torch.bmm(st.Kt, st.u[:, :, None])[..., 0]  # [B, n] = K~^T u
         st.v = torch.where(live_b, b / kt_u, torch.zeros_like(b))
         if not bool(torch.isfinite(st.v).all()):  # a column underflowed: exact log-domain fit instead
-            st.g = _exact_fit(b, st.f + eps * _log_marginal(st.u), Mt, eps, over="m")
+            st.g = _marginal_fit(log_b, st.f + eps * _log_marginal(st.u), Mt, eps, other_dim=2)
             st.v, st.Kt = live_b.to(b.dtype), _kernel_t(st.f, st.g, Mt, eps)
         k_v = torch.bmm(st.v[:, None, :], st.Kt)[:, 0]  # [B, m] = K~ v
         st.u = torch.where(live_a, a / k_v, torch.zeros_like(a))
         if not bool(torch.isfinite(st.u).all()):  # a row underflowed
-            st.f = _exact_fit(a, st.g + eps * _log_marginal(st.v), Mt, eps, over="n")
+            st.f = _marginal_fit(log_a, st.g + eps * _log_marginal(st.v), Mt, eps, other_dim=1)
             st.u, st.Kt = live_a.to(a.dtype), _kernel_t(st.f, st.g, Mt, eps)
         it += 1
         if it % check_every == 0 or it == num_iter_max:
@@ -239,7 +276,7 @@ def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
             _absorb_state(st, live_a, live_b, Mt, eps)
     f = _absorb(st.f, st.u, live_a, eps)
     g = _absorb(st.g, st.v, live_b, eps)
-    return SinkhornResult(f=f, g=g, iterations=it, error=err, eps=eps), st
+    return _result(f, g, it, err, stop_thr, eps), st
 
 
 def _out_of_range(x: torch.Tensor, live: torch.Tensor, tau: float) -> bool:
@@ -252,18 +289,6 @@ def _absorb_state(st: _ScaledState, live_a, live_b, Mt, eps) -> None:
     st.g = _absorb(st.g, st.v, live_b, eps)
     st.u, st.v = live_a.to(st.u.dtype), live_b.to(st.v.dtype)
     st.Kt = _kernel_t(st.f, st.g, Mt, eps)
-
-
-def _exact_fit(marg: torch.Tensor, other: torch.Tensor, Mt: torch.Tensor, eps: float, over: str
-               ) -> torch.Tensor:
-    """Log-domain marginal fit on ``Mt [B, n, m]``: demander potentials (``over="m"``) or supplier ones."""
-    log_marg = _log_marginal(marg)
-    if over == "m":
-        lse = torch.logsumexp((other[:, None, :] - Mt) / eps, dim=2)
-    else:
-        lse = torch.logsumexp((other[:, :, None] - Mt) / eps, dim=1)
-    out = eps * (log_marg - lse)
-    return torch.where(torch.isfinite(log_marg), out, torch.full_like(out, -math.inf))
 
 
 def _absorb(potential: torch.Tensor, scaling: torch.Tensor, live: torch.Tensor, eps: float) -> torch.Tensor:
@@ -299,29 +324,25 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
         columns: bool ``[B, n]`` (or ``[n]``) demanders counted.
 
     Returns:
-        ``(mass [B, num_groups], result)``.
+        ``(mass [B, num_groups], result)``; ``result.converged`` flags the problems whose masses are
+        final (the others stopped at ``num_iter_max`` with ``result.error`` above ``stop_thr``).
     """
     a, b, M, eps = _check_inputs(a, b, M, reg, mask, method)
     B, m, n = M.shape
     columns = columns.to(M.device).expand(B, n)
     groups = groups.to(M.device)
-    if method == "log":
-        res = _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every)
-        return grouped_row_mass(res.f, res.g, M, eps, groups, num_groups, columns), res
-    size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
     masses, results = [], []
-    for s in range(0, B, size):
-        res, st = _sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(),
-                                   eps, num_iter_max, stop_thr, check_every, tau)
-        v_sel = torch.where(columns[s:s + size], st.v, torch.zeros_like(st.v))
-        rows = st.u * torch.bmm(v_sel[:, None, :], st.Kt)[:, 0]  # [b, m]
-        masses.append(torch.zeros(rows.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
-                      .index_add_(1, groups, rows))
+    for part, res, st in _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau,
+                                       chunk_bytes):
+        if st is None:
+            masses.append(grouped_row_mass(res.f, res.g, M[part], eps, groups, num_groups, columns[part]))
+        else:
+            v_sel = torch.where(columns[part], st.v, torch.zeros_like(st.v))
+            rows = st.u * torch.bmm(v_sel[:, None, :], st.Kt)[:, 0]  # [b, m]
+            masses.append(torch.zeros(rows.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
+                          .index_add_(1, groups, rows))
         results.append(res)
-    result = SinkhornResult(f=torch.cat([r.f for r in results]), g=torch.cat([r.g for r in results]),
-                            iterations=max(r.iterations for r in results),
-                            error=torch.cat([r.error for r in results]), eps=eps)
-    return torch.cat(masses), result
+    return torch.cat(masses), _concat_results(results)
 
 
 def grouped_row_mass(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float, groups: torch.Tensor,

@@ -29,14 +29,16 @@ def load_features(name: str, device: str | torch.device | None = None,
 class ModelSet:
     """The models of one preset, loaded on first use and shared by matchers.
 
-    Attributes (lazy): ``features`` (:class:`DenseFeatureExtractor`), ``text`` (CLIP adapter or
-    ``None``), ``sam`` (SAM adapter or ``None``).
+    Attributes (lazy): ``features`` (:class:`DenseFeatureExtractor`), ``clip``
+    (:class:`~protoseg.models.clip.ClipModel`: text keys, class embeddings and the global image term; or
+    ``None``), ``sam`` (:class:`~protoseg.models.sam.SamPredictor` or ``None``). A preset's ``text`` field
+    names the CLIP model.
     """
 
-    def __init__(self, features: str, text: str | None = None, sam: str | None = None,
+    def __init__(self, features: str, clip: str | None = None, sam: str | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
-        self.names = {role: resolve_weights(name, role) for role, name in
-                      (("features", features), ("text", text), ("sam", sam))}
+        self.names = {"features": resolve_weights(features, "features"), "clip": resolve_weights(clip, "text"),
+                      "sam": sam}
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._loaded: dict[str, Any] = {}
@@ -48,14 +50,14 @@ class ModelSet:
                 self._loaded[role] = None
             elif role == "features":
                 self._loaded[role] = load_features(name, self.device, self.dtype)
-            elif role == "text":
+            elif role == "clip":
                 from protoseg.models.clip import ClipModel
 
                 self._loaded[role] = ClipModel(name, device=self.device, dtype=self.dtype)
             elif role == "sam":
-                from protoseg.models.sam import SamProposer
+                from protoseg.models.sam import SamPredictor
 
-                self._loaded[role] = SamProposer(name, device=self.device, dtype=self.dtype)
+                self._loaded[role] = SamPredictor(name, device=self.device, dtype=self.dtype)
         return self._loaded[role]
 
     @property
@@ -63,8 +65,8 @@ class ModelSet:
         return self._get("features")
 
     @property
-    def text(self) -> Any:
-        return self._get("text")
+    def clip(self) -> Any:
+        return self._get("clip")
 
     @property
     def sam(self) -> Any:

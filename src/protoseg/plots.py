@@ -238,8 +238,8 @@ def confusion_heatmap(confusion: np.ndarray, classes: Sequence[str], path: str |
     fig = plt.figure(figsize=(side + panel, side + 1.6), layout="constrained")
     grid = fig.add_gridspec(1, 2, width_ratios=[side, panel])
     ax = fig.add_subplot(grid[0, 0])
-    cmap = LinearSegmentedColormap.from_list("protoseg-blues", ["#ffffff", "#c6dbef", "#4292c6", "#08306b"])
-    cmap.set_bad("#eeeeee")
+    cmap = LinearSegmentedColormap.from_list(
+        "protoseg-blues", ["#ffffff", "#c6dbef", "#4292c6", "#08306b"]).with_extremes(bad="#eeeeee")
     masked = np.ma.masked_invalid(norm)
     im = ax.imshow(masked, cmap=cmap, vmin=0.0, vmax=100.0, interpolation="nearest", aspect="equal")
     names = [_short(classes[i], 24) for i in idx]

@@ -169,7 +169,7 @@ def _family(name: str, repo: str, folder: str, names: str, rows: dict[str, tuple
 # Rows: dataset: (short side of Resize scale, slide_crop, slide_stride, prob_thd, logit_scale, area_thd).
 _SCLIP = _family("sclip", _SCLIP_REPO, "configs", "sclip", {
     "voc20": (336, 224, 112, None, 40.0, None),        # configs/cfg_voc20.py
-    "voc": (336, 224, 112, 0.1, 65.0, 0.1),          # configs/cfg_voc21.py: logit_scale 65, prob_thd 0.1, area_thd .1
+    "voc": (336, 224, 112, 0.1, 65.0, 0.1),            # configs/cfg_voc21.py: logit 65, prob_thd 0.1, area_thd 0.1
     "context59": (336, 224, 112, None, 40.0, None),    # configs/cfg_context59.py
     "context60": (336, 224, 112, 0.1, 50.0, None),     # configs/cfg_context60.py: logit_scale 50, prob_thd 0.1
     "coco-stuff": (448, 224, 112, None, 40.0, None),   # configs/cfg_coco_stuff164k.py: Resize (2048, 448)

@@ -131,3 +131,17 @@ def test_lookup_errors_and_families():
         "tcl", "sclip", "sclip", "sclip", "sclip"]
     with pytest.raises(ProtosegError):
         protocol_family("groupvit")
+
+
+def test_preset_overrides():
+    for dataset, s in PROTOCOLS["tcl"].items():
+        assert get_preset("freeda-b", **s.preset_overrides()) == get_preset("freeda-b"), dataset
+    assert "background_threshold" in protocol_settings("tcl", "voc").preset_overrides()
+    sclip = protocol_settings("sclip", "voc").preset_overrides()
+    assert sclip == {"scale": (2048, 336), "crop": 224, "stride": 112}
+    whole = protocol_settings("naclip", "voc20")
+    fields = whole.preset_overrides()
+    assert (fields["crop"], fields["stride"]) == (2048, 2048)
+    h, w = rescale_size(500, 2000, whole.scale)  # the longest image the resize can produce
+    assert window_grid(h, w, fields["crop"], fields["stride"]) == [(0, h, 0, w)]
+    assert get_preset("freeda-b", **fields).scale == (2048, 336)

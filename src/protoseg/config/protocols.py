@@ -22,7 +22,7 @@ Each entry cites the config it was read from (repository @ commit : path).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from protoseg.config.fields import checked, require
 from protoseg.errors import ProtosegError
@@ -118,6 +118,24 @@ class ProtocolSettings:
     def sliding(self) -> bool:
         """Whether inference runs on sliding windows (else on the whole resized image)."""
         return self.crop is not None
+
+    def preset_overrides(self) -> dict[str, Any]:
+        """The :class:`~protoseg.config.segment.Preset` fields these settings fix: ``scale``, ``crop``,
+        ``stride`` and, for a constant background, ``background_threshold``.
+
+        "Whole image" (``crop`` ``None``) becomes one window of ``max(scale)`` pixels, which covers every
+        image the resize produces. The probability background rule, ``logit_scale``, ``area_threshold`` and
+        the class-name variant are not preset fields: the caller applies them.
+        """
+        side = max(self.scale)
+        fields: dict[str, Any] = {
+            "scale": self.scale,
+            "crop": self.crop if self.crop is not None else side,
+            "stride": self.stride if self.stride is not None else side,
+        }
+        if self.background == "constant":
+            fields["background_threshold"] = self.threshold
+        return fields
 
 
 def _tcl(dataset: str) -> ProtocolSettings:

@@ -25,6 +25,7 @@ for _name in COMMAND_MODULES:
             raise
         continue
     _module.register(app)
+importlib.import_module("protoseg.commands.compare").register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.config.segment import Preset, get_preset
+from protoseg.errors import ProtosegError
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
 from protoseg.windows import rescale_size, resize_image, slide
@@ -89,18 +90,28 @@ class Segmenter:
             self._prepared = tuple(names)
         return names
 
-    def window_scores(self, image: np.ndarray, classes: Sequence[str], background: bool = False) -> torch.Tensor:
+    def window_scores(self, image: np.ndarray, classes: Sequence[str], background: bool = False,
+                      proposals: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """Scores after resizing, sliding and averaging, at the *resized* size.
 
-        ``image``: uint8 ``[H, W, 3]`` -> ``[C (+1 background first), h, w]``.
+        ``image``: uint8 ``[H, W, 3]`` -> ``[C (+1 background first), h, w]``. ``proposals``: bool
+        ``[N, H, W]`` masks of the image for matchers that take them (DPSM ``proposals="given"``); they
+        are resized like the image (nearest) and cropped with every window.
         """
         names = self.prepare(classes)
         size = rescale_size(*image.shape[:2], self.preset.scale)
         resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
+        if proposals is not None:
+            masks = torch.as_tensor(np.asarray(proposals)).bool()
+            if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(image.shape[:2]):
+                raise ProtosegError(f"proposals must be bool [N, H, W] masks of the {image.shape[1]}x"
+                                    f"{image.shape[0]} image; got shape {tuple(masks.shape)}")
+            masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
+            resized = torch.cat([resized, masks.to(resized)])  # cropped together with the image
 
         def score(crop: torch.Tensor) -> torch.Tensor:
-            s = self.matcher(crop)
+            s = self.matcher(crop) if proposals is None else self.matcher(crop[:3], proposals=crop[3:] > 0.5)
             if background:
                 s = torch.cat([torch.full_like(s[:1], threshold), s])
             return s
@@ -109,17 +120,19 @@ class Segmenter:
 
     @torch.no_grad()
     def segment(self, image: np.ndarray, classes: Sequence[str], background: bool = False,
-                return_scores: bool = False) -> Segmentation:
+                return_scores: bool = False, proposals: np.ndarray | torch.Tensor | None = None) -> Segmentation:
         """Label every pixel of ``image`` (uint8 ``[H, W, 3]`` RGB) with one of ``classes``.
 
         With ``background=True`` a pixel whose best class score is not above the preset's
-        ``background_threshold`` gets :data:`BACKGROUND`.
+        ``background_threshold`` gets :data:`BACKGROUND`. ``proposals``: bool ``[N, H, W]`` region
+        proposals of this image, for a DPSM preset with ``proposals="given"`` (e.g. an external mask
+        generator's masks, or a test world's object masks).
         """
         names = self.prepare(classes)
         reset_stats = getattr(self.matcher, "reset_stats", None)
         if reset_stats is not None:
             reset_stats()
-        scores = self.window_scores(image, names, background)
+        scores = self.window_scores(image, names, background, proposals)
         H, W = image.shape[:2]
         scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
         labels = scores.argmax(0).cpu().numpy().astype(np.int64) - int(background)

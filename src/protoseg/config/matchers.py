@@ -53,28 +53,43 @@ class FreedaOptions:
 class DpsmOptions:
     """DPSM's sub-region matcher (:class:`protoseg.match.dpsm.DPSMMatcher`; its docstring has the math).
 
+    The defaults are the paper's setting; ``capacity``, ``supply``, ``epsilon="auto"``, ``emd_solver="exact"``
+    for ``subregion-ot``, ``mode="nearest-part"``, ``proposals="given"`` and
+    ``composition="confident-smallest"`` go beyond it (documented deviations, off by default).
+
     Attributes:
-        mode: Table 3's matching column.
-        proposals: SAM automatic masks or coarse superpixels.
-        epsilon, iterations, stop_thr: Sinkhorn regularisation, iteration cap and marginal tolerance.
+        mode: Table 3's matching column (or the ``"nearest-part"`` reference).
+        proposals: SAM automatic masks, coarse superpixels, or masks given per image by the caller.
+        epsilon: Sinkhorn regularisation, or ``"auto"`` (per proposal: ``epsilon_ratio`` x its deciding
+            spread, at least ``epsilon_floor``).
+        epsilon_ratio, epsilon_floor: the ``"auto"`` rule.
+        capacity: τ, every class's (view's, cluster's) supply is multiplied by it; dustbin ``S - 1``.
+        supply: one supply unit per ``"class"`` (eq. 7 / 12), per support ``"view"`` or per coarse ``"cluster"``.
+        supply_clusters: coarse clusters per class for ``supply="cluster"`` on banks without their own.
+        iterations, stop_thr: Sinkhorn iteration cap and marginal tolerance.
         proposal_superpixels: Felzenszwalb parameters of superpixel proposals.
         pooling: sub-region pooling on the feature grid.
         composition: how overlapping proposals combine per pixel.
         fallback: what scores pixels no proposal covers.
-        emd_solver: solver of the per-support-image EMDs (``single``, ``image-to-class``).
+        emd_solver: solver of every transport problem: entropic ``"sinkhorn"`` or ``"exact"`` (POT).
         sam_options: SAM automatic-mask-generation settings (e.g. ``points_per_side``).
         max_proposals: keep at most this many proposals (largest predicted IoU first).
         chunk_bytes: memory budget of one transport chunk (``"auto"`` or bytes).
     """
 
-    mode: Literal["image-to-image", "single", "image-to-class", "subregion-ot"] = "subregion-ot"
-    proposals: Literal["sam", "superpixels"] = "sam"
-    epsilon: float = 0.05
+    mode: Literal["image-to-image", "single", "image-to-class", "subregion-ot", "nearest-part"] = "subregion-ot"
+    proposals: Literal["sam", "superpixels", "given"] = "sam"
+    epsilon: float | Literal["auto"] = 0.05
+    epsilon_ratio: float = 0.5
+    epsilon_floor: float = 1e-3
+    capacity: float = 1.0
+    supply: Literal["class", "view", "cluster"] = "class"
+    supply_clusters: int = 4
     iterations: int = 1000
     stop_thr: float = 1e-4
     proposal_superpixels: SuperpixelParams = SuperpixelParams(scale=1000.0, sigma=1.0, min_size=400)
     pooling: Literal["area", "point"] = "area"
-    composition: Literal["mean", "smallest", "confident"] = "mean"
+    composition: Literal["mean", "smallest", "confident", "confident-smallest"] = "mean"
     fallback: Literal["superpixels", "none"] = "superpixels"
     emd_solver: Literal["sinkhorn", "exact"] = "sinkhorn"
     sam_options: dict[str, Any] | None = None
@@ -83,7 +98,12 @@ class DpsmOptions:
 
     def __post_init__(self) -> None:
         checked(self, "dpsm option")
-        require(self.epsilon > 0, "dpsm option", "epsilon", "> 0", self.epsilon)
+        require(self.epsilon == "auto" or self.epsilon > 0, "dpsm option", "epsilon", "> 0 or 'auto'",
+                self.epsilon)
+        require(self.epsilon_ratio > 0, "dpsm option", "epsilon_ratio", "> 0", self.epsilon_ratio)
+        require(self.epsilon_floor > 0, "dpsm option", "epsilon_floor", "> 0", self.epsilon_floor)
+        require(self.capacity >= 1, "dpsm option", "capacity", ">= 1", self.capacity)
+        require(self.supply_clusters >= 1, "dpsm option", "supply_clusters", ">= 1", self.supply_clusters)
         require(self.iterations >= 1, "dpsm option", "iterations", ">= 1", self.iterations)
         require(self.stop_thr > 0, "dpsm option", "stop_thr", "> 0", self.stop_thr)
         require(self.max_proposals is None or self.max_proposals >= 1, "dpsm option", "max_proposals",

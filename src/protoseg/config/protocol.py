@@ -90,6 +90,12 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
         model_preset="handcrafted",
         notes="procedural benchmark; hand-crafted features, no CLIP",
     ),
+    "recombined-world": DatasetPreset(
+        SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
+        beta=0.8,  # unused: the handcrafted presets have no global (CLIP) term
+        model_preset="handcrafted",
+        notes="procedural benchmark (looks, recombined parts, look-alike parts); hand-crafted features, no CLIP",
+    ),
 }
 
 

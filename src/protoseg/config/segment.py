@@ -98,6 +98,15 @@ PRESETS: dict[str, Preset] = {
         features="facebook/dinov2-base", text=None, sam="facebook/sam-vit-base", matcher="dpsm",
         matcher_options=DpsmOptions(mode="subregion-ot", proposals="sam", epsilon=0.05, iterations=1000,
                                     stop_thr=1e-4, pooling="area", composition="mean", fallback="superpixels")),
+    "handcrafted-dpsm": Preset(
+        name="handcrafted-dpsm",
+        description="DPSM sub-region transport on hand-crafted colour/texture features (parts worlds), "
+                    "coarse superpixel proposals, exact transport, one supply unit per support view, capacity 4",
+        features="handcrafted", text=None, sam=None, matcher="dpsm",
+        matcher_options=DpsmOptions(mode="subregion-ot", proposals="superpixels", emd_solver="exact",
+                                    supply="view", capacity=4.0, pooling="area", composition="mean",
+                                    fallback="superpixels"),
+        superpixels=SuperpixelParams(scale=100.0, sigma=0.5, min_size=20)),
     # Smoke-test presets for banks from `protoseg build-bank --preset freeda-tiny|dpsm-tiny`: the tiny random
     # models (protoseg.testing.tiny, made on first load under $PROTOSEG_CACHE/tiny); results are noise.
     "freeda-tiny": Preset(

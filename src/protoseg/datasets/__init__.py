@@ -15,7 +15,7 @@ from protoseg.datasets.mmseg import MMSEG_DATASETS, open_mmseg
 from protoseg.errors import ProtosegError
 
 #: All dataset names ``open_dataset`` accepts.
-DATASET_NAMES: tuple[str, ...] = (*MMSEG_DATASETS, "parts-world", "examples")
+DATASET_NAMES: tuple[str, ...] = (*MMSEG_DATASETS, "parts-world", "recombined-world", "examples")
 
 __all__ = [
     "SegDataset",
@@ -37,11 +37,13 @@ def _check_name(name: str) -> None:
 
 
 def open_dataset(name: str, data_root: str | Path | None = None) -> SegDataset:
-    """Open dataset ``name``. ``data_root`` is required except for ``parts-world`` (generated into a
-    cache folder when omitted)."""
+    """Open dataset ``name``. ``data_root`` is required except for the procedural worlds ``parts-world``
+    and ``recombined-world`` (their test split, generated into a cache folder when omitted)."""
     _check_name(name)
     if name == "parts-world":
         return open_parts_world(data_root)
+    if name == "recombined-world":
+        return open_parts_world(data_root, world="recombined")
     if data_root is None:
         raise ProtosegError(f"--data-root is required for {name}")
     if name == "examples":
@@ -54,10 +56,10 @@ def dataset_classes(name: str, data_root: str | Path | None = None) -> tuple[str
     _check_name(name)
     if name in MMSEG_DATASETS:
         return MMSEG_DATASETS[name].classes
-    if name == "parts-world":
+    if name in ("parts-world", "recombined-world"):
         try:
             from protoseg.partsworld import PARTS_WORLD_CLASSES
         except ModuleNotFoundError:
-            return open_parts_world(data_root).classes
+            return open_dataset(name, data_root).classes
         return tuple(PARTS_WORLD_CLASSES)
     return open_dataset(name, data_root).classes

@@ -29,6 +29,26 @@ EXAMPLES_LAYOUT = (
 PARTS_WORLD_TEST = {"split": "test", "count": 60, "seed": 1}
 PARTS_WORLD_TRAIN = {"split": "train", "count": 40, "seed": 0}
 
+#: Splits of each procedural world (:data:`protoseg.partsworld.WORLDS`): ``train`` builds the support
+#: bank, ``dev`` chooses settings, ``test`` is held out for reporting; each split has its own seeds.
+#: The recombined world's ``dev`` and ``test`` scenes recombine parts as ``train`` never does.
+WORLD_SPLITS: dict[str, dict[str, dict[str, object]]] = {
+    "parts": {
+        "train": {"count": 40, "seed": 0, "combos": "support"},
+        "dev": {"count": 30, "seed": 2, "combos": "support"},
+        "test": {"count": 60, "seed": 1, "combos": "support"},
+    },
+    "recombined": {
+        "train": {"count": 40, "seed": 10, "combos": "support"},
+        "dev": {"count": 30, "seed": 12, "combos": "novel"},
+        "test": {"count": 60, "seed": 11, "combos": "novel"},
+    },
+}
+#: Dataset name of each world (``protoseg eval --dataset``).
+WORLD_DATASETS = {"parts": "parts-world", "recombined": "recombined-world"}
+#: Version of the files a world split holds (2: ``objects/`` masks); older splits are regenerated.
+WORLD_FORMAT = 2
+
 
 def open_examples(root: str | Path, name: str = "examples") -> SegDataset:
     """Open a folder in the examples layout."""
@@ -60,35 +80,52 @@ def open_examples(root: str | Path, name: str = "examples") -> SegDataset:
     return SegDataset(name, classes, samples)
 
 
-def default_parts_world_root() -> Path:
-    """``$PROTOSEG_CACHE/parts-world`` (default ``~/.cache/protoseg/parts-world``)."""
+def default_parts_world_root(world: str = "parts") -> Path:
+    """``$PROTOSEG_CACHE/<dataset name>`` (default ``~/.cache/protoseg/parts-world`` or
+    ``.../recombined-world``)."""
     cache = os.environ.get("PROTOSEG_CACHE") or Path.home() / ".cache" / "protoseg"
-    return Path(cache) / "parts-world"
+    return Path(cache) / WORLD_DATASETS[_check_world(world)]
 
 
-def ensure_parts_world_split(root: Path, split: str, count: int, seed: int) -> Path:
-    """Generate ``root/<split>`` deterministically unless it is already complete; returns its path.
+def _check_world(world: str) -> str:
+    if world not in WORLD_SPLITS:
+        raise ProtosegError(f"unknown world {world!r}; choose one of: {', '.join(WORLD_SPLITS)}")
+    return world
+
+
+def ensure_parts_world_split(root: Path, split: str, count: int, seed: int, world: str = "parts",
+                             combos: str = "support") -> Path:
+    """Generate ``root/<split>`` of ``world`` deterministically unless it is already complete (same count,
+    seed, world, combos and file format); returns its path.
 
     Generation goes to a temporary sibling folder renamed into place, so an interrupted run leaves
     nothing half-written.
     """
-    from protoseg.partsworld import write_examples
+    from protoseg import partsworld
 
     target = root / split
     marker = target / ".complete"
-    if marker.is_file():
+    stamp = f"count={count} seed={seed}\n" + (f"world={world} combos={combos} " if world != "parts" else "") + \
+        f"format={WORLD_FORMAT}\n"
+    if marker.is_file() and marker.read_text() == stamp:
         return target
-    with atomic_dir(target, replace=True) as tmp:  # replaces an incomplete earlier attempt
-        write_examples(tmp, count=count, seed=seed)
-        (tmp / ".complete").write_text(f"count={count} seed={seed}\n")
+    extra = {} if world == "parts" else {"world": world, "combos": combos}
+    with atomic_dir(target, replace=True) as tmp:  # replaces an incomplete or older earlier attempt
+        partsworld.write_examples(tmp, count=count, seed=seed, **extra)
+        (tmp / ".complete").write_text(stamp)
     return target
 
 
-def open_parts_world(data_root: str | Path | None = None, split: str = "test") -> SegDataset:
-    """The parts-world benchmark split (``"test"`` or ``"train"``), generated on first use."""
-    root = Path(data_root).expanduser() if data_root else default_parts_world_root()
-    spec = PARTS_WORLD_TEST if split == "test" else PARTS_WORLD_TRAIN
-    if split not in ("test", "train"):
-        raise ProtosegError(f"parts-world split must be 'test' or 'train', got {split!r}")
-    path = ensure_parts_world_split(root, split, int(spec["count"]), int(spec["seed"]))
-    return open_examples(path, name="parts-world")
+def open_parts_world(data_root: str | Path | None = None, split: str = "test", world: str = "parts"
+                     ) -> SegDataset:
+    """A split (``"train"``, ``"dev"`` or ``"test"``, :data:`WORLD_SPLITS`) of a procedural world
+    (``"parts"`` or ``"recombined"``), generated on first use under ``data_root`` (default
+    :func:`default_parts_world_root`)."""
+    _check_world(world)
+    root = Path(data_root).expanduser() if data_root else default_parts_world_root(world)
+    if split not in WORLD_SPLITS[world]:
+        raise ProtosegError(f"{WORLD_DATASETS[world]} split must be one of {', '.join(WORLD_SPLITS[world])}, "
+                            f"got {split!r}")
+    spec = WORLD_SPLITS[world][split]
+    path = ensure_parts_world_split(root, split, int(spec["count"]), int(spec["seed"]), world, str(spec["combos"]))
+    return open_examples(path, name=WORLD_DATASETS[world])

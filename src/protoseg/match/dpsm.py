@@ -12,7 +12,7 @@ Per window (``crop [3, h, w]``):
    sub-region's feature is the mask-pooled dense feature (``pooling="area"``: area-weighted, or
    ``"point"``: the paper's bilinear resizing of the mask); its demand is its share of the proposal's
    pixels (eq. 8). Sub-regions with no weight on the feature grid are dropped (demands renormalised).
-3. **Matching** (``mode``; one per matching column of Table 3):
+3. **Matching** (``mode``; one per matching column of Table 3, plus one reference beyond the paper):
 
    - ``"image-to-image"``: cosine between the mask-pooled proposal feature and every whole-level
      prototype; a class scores its best prototype (Table 3 row 1, Table 2 rows 1-3).
@@ -26,18 +26,52 @@ Per window (``crop [3, h, w]``):
      exactly ``C``), demanders are the sub-regions plus a dustbin demanding ``C - 1`` at zero cost
      (eq. 10), cost ``1 - cosine`` (eq. 6), entropic Sinkhorn in the log domain batched over all
      proposals; the class probability is the mass a class delivers to the real sub-regions (eq. 11).
-     Iterations stop at ``iterations`` or once the column-marginal L2 error is below ``stop_thr``
-     (default ``1e-4``: the dustbin demands ``C - 1``, so tighter absolute targets are below float32
-     resolution and would always run to the cap). Problems that hit the cap are counted in ``stats``.
+     Iterations stop at ``iterations`` or once the marginal L2 error of the real sub-regions is below
+     ``stop_thr`` (the dustbin's error is minus their sum, as rows are exact after every iteration; its
+     large demand is left out of the test because ``float32`` cannot resolve it to ``1e-4``). Problems
+     that hit the cap are counted in ``stats``.
+   - ``"nearest-part"`` (reference, not in the paper): every sub-region gives its demand to the class of
+     its nearest part prototype — the limit of ``"subregion-ot"`` as ``capacity`` grows without bound.
 
    EMDs use balanced OT with supplies normalised to 1 per support image / class and the same demands;
    ``emd_solver="sinkhorn"`` (default) takes the transport cost of the entropic plan at ``epsilon``,
-   ``"exact"`` solves each problem with POT's network simplex (``ot.emd``; slow, for checks).
+   ``"exact"`` solves each problem with POT's network simplex (``ot.emd``).
+
+   **Switches of ``"subregion-ot"`` beyond the paper** (defaults = the paper's setting):
+
+   - ``capacity`` τ (default 1): every supply unit is multiplied by τ and the dustbin demands
+     ``total supply - 1``. With τ = 1 a class supplies exactly one proposal's demand, split over its
+     support views (eq. 7's ``1/N``), so when a class comes in several looks the look that matches owns
+     only a sliver of supply and cheaper parts of other classes take the rest; τ > 1 lets the matching
+     look serve the whole proposal, τ → ∞ is ``"nearest-part"``.
+   - ``supply`` (default ``"class"``: eq. 7 / 12, one unit per class): ``"view"`` gives one unit to each
+     support group (a support image / an examples view, or a coarse cluster of a clustered bank: a view's
+     parts were fused into its cluster), split over its parts by area as eq. 7; ``"cluster"`` one unit to
+     each coarse cluster — the bank's own (eq. 12) when it has them, otherwise ``supply_clusters``
+     k-means clusters of the class's views by their whole-level prototypes (the coarse step of DPSM's
+     coarse-fine clustering, done at ``prepare``).
+   - ``epsilon="auto"``: a per-proposal ε = ``epsilon_ratio`` × the proposal's *deciding spread* — the
+     demand-weighted mean, over its sub-regions, of the cost gap between the cheapest part of the
+     second-best class and of the best class — floored at ``epsilon_floor``. A fixed ε is compared
+     against costs whose deciding gaps are much smaller than their range; "auto" puts it on the scale
+     of the gap. Solved as the same problem with costs ``M / ε_p`` and ε = 1.
+   - ``emd_solver="exact"``: eq. 10 is solved exactly (POT ``ot.emd``, float64) after keeping, for every
+     sub-region, the cheapest suppliers whose cumulative supply first reaches the proposal's demand
+     (:func:`capacity_candidates`; lossless: some optimal plan of eq. 9 uses no other supplier).
+
 4. **Composition** (``composition``): ``"mean"`` (default) — a pixel's class scores are the mean of the
    scores of all proposals covering it; ``"smallest"`` — the smallest covering proposal decides;
-   ``"confident"`` — the covering proposal with the highest top score decides.
+   ``"confident"`` — the covering proposal with the highest top score decides; ``"confident-smallest"``
+   — SAM's order: the most confident covering proposal, the smaller one among equally confident ones
+   (top scores within ``1e-6``).
 
-Scores are "higher = more likely": probabilities for ``"subregion-ot"``, cosine / ``1 - EMD`` otherwise.
+Proposals may also come from the caller (``proposals="given"``): ``__call__(crop, proposals=masks)``
+with bool ``[N, h, w]`` masks of the window (:meth:`protoseg.segment.Segmenter.segment` takes
+whole-image masks and crops them per window) — e.g. an external mask generator's output, or a test
+world's object masks as an oracle.
+
+Scores are "higher = more likely": probabilities for ``"subregion-ot"`` and ``"nearest-part"``, cosine /
+``1 - EMD`` otherwise.
 
 ``stats`` counts the entropic transport problems solved since the last ``prepare`` / ``reset_stats``
 (``transport_problems``) and those that stopped at ``iterations`` before their marginal error reached
@@ -67,11 +101,14 @@ from protoseg.regions import (
     superpixels,
 )
 
-MODES = ("image-to-image", "single", "image-to-class", "subregion-ot")
-PROPOSAL_SOURCES = ("sam", "superpixels")
-COMPOSITIONS = ("mean", "smallest", "confident")
+MODES = ("image-to-image", "single", "image-to-class", "subregion-ot", "nearest-part")
+PROPOSAL_SOURCES = ("sam", "superpixels", "given")
+COMPOSITIONS = ("mean", "smallest", "confident", "confident-smallest")
 FALLBACKS = ("superpixels", "none")
 EMD_SOLVERS = ("sinkhorn", "exact")
+SUPPLIES = ("class", "view", "cluster")
+#: Top scores closer than this count as equally confident (``composition="confident-smallest"``).
+CONFIDENCE_TIE = 1e-6
 FINE_SUPERPIXELS = SuperpixelParams()
 #: Coarse Felzenszwalb segments used as proposals when ``proposals="superpixels"``.
 PROPOSAL_SUPERPIXELS = SuperpixelParams(scale=1000.0, sigma=1.0, min_size=400)
@@ -100,7 +137,9 @@ class DPSMMatcher:
     """Sub-region matching against a bank's part (and whole) prototypes (module docstring)."""
 
     def __init__(self, bank: PrototypeBank, models: Any, *, mode: str = "subregion-ot",
-                 proposals: str = "sam", epsilon: float = 0.05, iterations: int = 1000,
+                 proposals: str = "sam", epsilon: float | str = 0.05, epsilon_ratio: float = 0.5,
+                 epsilon_floor: float = 1e-3, capacity: float = 1.0, supply: str = "class",
+                 supply_clusters: int = 4, iterations: int = 1000,
                  stop_thr: float = 1e-4, superpixels: SuperpixelParams = FINE_SUPERPIXELS,
                  proposal_superpixels: SuperpixelParams = PROPOSAL_SUPERPIXELS,
                  pooling: str = "area", composition: str = "mean", fallback: str = "superpixels",
@@ -108,16 +147,27 @@ class DPSMMatcher:
                  max_proposals: int | None = None, chunk_bytes: int | None | str = "auto"):
         choices = (("mode", mode, MODES), ("proposals", proposals, PROPOSAL_SOURCES),
                    ("composition", composition, COMPOSITIONS), ("fallback", fallback, FALLBACKS),
-                   ("emd_solver", emd_solver, EMD_SOLVERS), ("pooling", pooling, ("area", "point")))
+                   ("emd_solver", emd_solver, EMD_SOLVERS), ("pooling", pooling, ("area", "point")),
+                   ("supply", supply, SUPPLIES))
         for name, value, allowed in choices:
             if value not in allowed:
                 raise ProtosegError(f"dpsm {name} must be one of {', '.join(allowed)}; got {value!r}")
         if proposals == "sam" and models.sam is None:
             raise ProtosegError("dpsm with proposals='sam' needs a SAM model (preset field `sam`); or use "
                                 "proposals='superpixels'")
+        if epsilon != "auto" and (isinstance(epsilon, str) or not float(epsilon) > 0):
+            raise ProtosegError(f"dpsm epsilon must be a number > 0 or 'auto'; got {epsilon!r}")
+        if epsilon == "auto" and mode in ("single", "image-to-class") and emd_solver == "sinkhorn":
+            raise ProtosegError(f"dpsm epsilon='auto' is a per-proposal scale of mode 'subregion-ot'; give mode "
+                                f"{mode!r} a number (or emd_solver='exact')")
+        if not capacity >= 1:
+            raise ProtosegError(f"dpsm capacity must be >= 1; got {capacity!r}")
         self.bank, self.models = bank, models
         self.mode, self.proposals = mode, proposals
-        self.epsilon, self.iterations, self.stop_thr = float(epsilon), int(iterations), float(stop_thr)
+        self.epsilon: float | str = epsilon if epsilon == "auto" else float(epsilon)
+        self.epsilon_ratio, self.epsilon_floor = float(epsilon_ratio), float(epsilon_floor)
+        self.capacity, self.supply_mode, self.supply_clusters = float(capacity), supply, int(supply_clusters)
+        self.iterations, self.stop_thr = int(iterations), float(stop_thr)
         self.superpixel_params, self.proposal_superpixel_params = superpixels, proposal_superpixels
         self.pooling, self.composition, self.fallback = pooling, composition, fallback
         self.emd_solver, self.max_proposals, self.chunk_bytes = emd_solver, max_proposals, chunk_bytes
@@ -149,28 +199,62 @@ class DPSMMatcher:
                                           for c, r in enumerate(rows)]).to(device)
         if level == "whole":
             return
-        supply, group = [], []
-        group_count = 0
-        for r in rows:
+        supply, group, unit = [], [], []
+        group_count = unit_count = 0
+        for name, r in zip(self.classes, rows, strict=True):
             key = np.where(self.bank.table["coarse_cluster"][r] >= 0, self.bank.table["coarse_cluster"][r],
                            self.bank.table["image_id"][r])
             _, local = np.unique(key, return_inverse=True)
-            group.append(torch.from_numpy(local.reshape(-1) + group_count))
+            local = local.reshape(-1)
+            group.append(torch.from_numpy(local + group_count))
             group_count += int(local.max()) + 1
             s = np.clip(np.asarray(self.bank.table["supply"][r], np.float64), 0, None)
             if s.sum() <= 0:  # no supply recorded: every support image 1/N, spread evenly over its parts
-                counts = np.bincount(local.reshape(-1))
-                s = 1.0 / (len(counts) * counts[local.reshape(-1)])
-            supply.append(torch.from_numpy(s / s.sum()))
-        self.supply = torch.cat(supply).float().to(device)  # [m], sums to 1 per class
+                counts = np.bincount(local)
+                s = 1.0 / (len(counts) * counts[local])
+            units = self._supply_units(name, r, local)
+            totals = np.bincount(units, weights=s)
+            supply.append(torch.from_numpy(s / totals[units]))  # each unit sums to 1
+            unit.append(torch.from_numpy(units + unit_count))
+            unit_count += int(units.max()) + 1
+        #: ``[m]`` supply of every part prototype: each supply unit sums to ``capacity``.
+        self.supply = (torch.cat(supply) * self.capacity).float().to(device)
+        self.supply_unit = torch.cat(unit).to(device)  # [m] class / support group / cluster id
         self.support_group = torch.cat(group).to(device)  # [m] support image / coarse cluster id
         self.group_class = torch.zeros(group_count, dtype=torch.long, device=device)
         self.group_class[self.support_group] = self.prototype_class  # groups never span classes
 
+    def _supply_units(self, name: str, rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Supply unit ``[len(rows)]`` (``0..k-1``) of each part row of class ``name`` (``supply`` option).
+
+        ``groups``: the rows' support group (support image / coarse cluster) ids ``0..G-1``.
+        """
+        if self.supply_mode == "class":
+            return np.zeros(len(rows), np.int64)
+        if self.supply_mode == "view" or (self.bank.table["coarse_cluster"][rows] >= 0).any():
+            return groups
+        # "cluster" on a bank without coarse clusters: k-means of the views' whole-level prototypes
+        views = self.bank.table["image_id"][rows]
+        ids = np.unique(views)
+        wholes = self.bank.rows_of(name, "whole")
+        whole_of = dict(zip(self.bank.table["image_id"][wholes].tolist(), wholes.tolist(), strict=True))
+        parts = np.asarray(self.bank.vectors(rows), np.float64)
+        guides = np.stack([self.bank.vectors(np.asarray([whole_of[v]]))[0].astype(np.float64) if v in whole_of
+                           else parts[views == v].mean(0) for v in ids])
+        guides /= np.linalg.norm(guides, axis=1, keepdims=True).clip(1e-12)
+        labels = _kmeans_labels(guides, self.supply_clusters)
+        return labels[np.searchsorted(ids, views)]
+
     # ------------------------------------------------------------------ proposals and sub-regions
-    def propose(self, crop: torch.Tensor, image: np.ndarray) -> torch.Tensor:
-        """Class-agnostic proposals ``bool [N, h, w]`` of a crop."""
-        if self.proposals == "sam":
+    def propose(self, crop: torch.Tensor, image: np.ndarray, given: torch.Tensor | None = None) -> torch.Tensor:
+        """Class-agnostic proposals ``bool [N, h, w]`` of a crop (``given``: the caller's, ``proposals="given"``)."""
+        if self.proposals == "given":
+            if given is None:
+                raise ProtosegError("dpsm with proposals='given' needs the proposals of every image: "
+                                    "Segmenter.segment(image, classes, proposals=masks)")
+            masks = given.bool()
+            masks = masks[masks.flatten(1).any(1)]
+        elif self.proposals == "sam":
             masks, _ = generate_masks(self.models.sam, crop, self.sam_settings)
         else:
             masks = superpixel_proposals(image, self.proposal_superpixel_params)
@@ -236,6 +320,8 @@ class DPSMMatcher:
             return out.scatter_reduce(1, self.prototype_class.expand_as(cos), cos, "amax")
         if self.mode == "subregion-ot":
             return self.subregion_ot(sub)
+        if self.mode == "nearest-part":
+            return self.nearest_part(sub)
         groups = self.support_group if self.mode == "single" else self.prototype_class
         costs = self.group_emd(sub, groups)  # [N, G]
         if self.mode == "image-to-class":
@@ -244,21 +330,76 @@ class DPSMMatcher:
         return out.scatter_reduce(1, self.group_class.expand_as(costs), 1.0 - costs, "amax")
 
     def subregion_ot(self, sub: SubRegions) -> torch.Tensor:
-        """DPSM eq. 10-11: ``[N, C]`` class probabilities (each row sums to 1)."""
+        """DPSM eq. 10-11: ``[N, C]`` class probabilities (each row sums to 1).
+
+        Suppliers: the ``m`` part prototypes with ``self.supply [m]`` (total ``S``: ``C`` in the paper's
+        setting, times ``capacity``); demanders: each proposal's ``n`` sub-regions (``sub.demand [N, n]``,
+        rows summing to 1) and a dustbin demanding ``S - 1`` at cost 0; cost ``[N, n, m]`` = 1 - cosine.
+        """
         C = len(self.classes)
         N, n, _ = sub.features.shape
         m = len(self.prototypes)
-        Mt = torch.cat([1.0 - sub.features @ self.prototypes.T,  # [N, n, m] (eq. 6)
-                        torch.zeros(N, 1, m, device=sub.features.device)], dim=1)
-        demand = torch.cat([sub.demand, torch.full((N, 1), float(C - 1), device=sub.demand.device)], dim=1)
-        mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
-        real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=sub.valid.device)], dim=1)
-        probs, result = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), self.epsilon,
+        dev = sub.features.device
+        if self.emd_solver == "exact":
+            return self._exact_subregion_ot(sub)
+        cost = 1.0 - sub.features @ self.prototypes.T  # [N, n, m] (eq. 6)
+        eps = self.epsilon
+        if eps == "auto":  # the same problem with costs M / eps_p and eps = 1
+            cost = cost / self.proposal_epsilon(cost, sub)[:, None, None]
+            eps = 1.0
+        Mt = torch.cat([cost, torch.zeros(N, 1, m, device=dev)], dim=1)
+        dustbin = float(self.supply.double().sum()) - 1.0
+        demand = torch.cat([sub.demand, torch.full((N, 1), dustbin, device=dev)], dim=1)
+        mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=dev)], dim=1)
+        real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=dev)], dim=1)
+        probs, result = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), eps,
                                               self.prototype_class, C, real, mask=mask,
                                               num_iter_max=self.iterations, stop_thr=self.stop_thr,
-                                              chunk_bytes=self.chunk_bytes)
+                                              chunk_bytes=self.chunk_bytes, measured=real)
         self._count(result)
         return probs
+
+    def proposal_epsilon(self, cost: torch.Tensor, sub: SubRegions) -> torch.Tensor:
+        """``epsilon="auto"``: ``[N]`` per-proposal ε from costs ``[N, n, m]`` (module docstring)."""
+        C = len(self.classes)
+        N, n, m = cost.shape
+        if C < 2:
+            return torch.full((N,), self.epsilon_floor, device=cost.device)
+        best = torch.full((N, n, C), torch.inf, device=cost.device)
+        best = best.scatter_reduce(2, self.prototype_class.expand(N, n, m), cost, "amin")  # [N, n, C]
+        two = best.topk(2, dim=2, largest=False).values
+        spread = ((two[..., 1] - two[..., 0]) * sub.demand).sum(1)  # padding has demand 0
+        return (self.epsilon_ratio * spread).clamp_min(self.epsilon_floor)
+
+    def _exact_subregion_ot(self, sub: SubRegions) -> torch.Tensor:
+        """Eq. 10 solved exactly per proposal (POT network simplex, float64) on its capacity candidates."""
+        import ot
+
+        C = len(self.classes)
+        N = len(sub.features)
+        out = torch.zeros(N, C, dtype=torch.float64)
+        supply = self.supply.double().cpu()
+        classes = self.prototype_class.cpu()
+        for p in range(N):
+            live = sub.valid[p]
+            c = (1.0 - sub.features[p][live] @ self.prototypes.T).double().cpu()  # [n_p, m] (eq. 6)
+            d = sub.demand[p][live].double().cpu()
+            keep = capacity_candidates(c, supply, float(d.sum()))
+            a = supply[keep]
+            b = torch.cat([d, (a.sum() - d.sum()).reshape(1)])
+            M = torch.cat([c[:, keep].T, torch.zeros(len(a), 1, dtype=torch.float64)], dim=1)  # [k, n_p + 1]
+            plan = torch.as_tensor(ot.emd(a.numpy(), b.numpy(), M.numpy(), numItermax=10_000_000))
+            out[p] = torch.zeros(C, dtype=torch.float64).index_add_(0, classes[keep], plan[:, :-1].sum(1))
+        return out.to(sub.features.device, torch.float32)
+
+    def nearest_part(self, sub: SubRegions, chunk: int = 8) -> torch.Tensor:
+        """``mode="nearest-part"``: ``[N, C]``, each sub-region's demand to its nearest part's class."""
+        N = len(sub.features)
+        out = torch.zeros(N, len(self.classes), device=sub.features.device)
+        for s in range(0, N, chunk):
+            nearest = (sub.features[s:s + chunk] @ self.prototypes.T).argmax(2)  # [b, n]
+            out[s:s + chunk].scatter_add_(1, self.prototype_class[nearest], sub.demand[s:s + chunk])
+        return out
 
     def group_emd(self, sub: SubRegions, groups: torch.Tensor) -> torch.Tensor:
         """Balanced EMD ``[N, G]`` between each proposal's sub-regions and each group's part prototypes."""
@@ -306,10 +447,17 @@ class DPSMMatcher:
             total = torch.einsum("nc,nhw->chw", scores, m)
             count = m.sum(0)
             return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+        area = masks.flatten(1).sum(1)
         if self.composition == "smallest":
-            key = -masks.flatten(1).sum(1).float()  # larger key = preferred
-        else:
+            key = -area.float()  # larger key = preferred
+        elif self.composition == "confident":
             key = scores.amax(1)
+        else:  # confident, then smaller: rank by (top score to CONFIDENCE_TIE, -area)
+            top = torch.round(scores.amax(1).double() / CONFIDENCE_TIE)
+            order = np.lexsort((-area.cpu().numpy(), top.cpu().numpy()))  # ascending: last = preferred
+            key = torch.empty(N, device=scores.device)
+            key[torch.from_numpy(order).to(scores.device)] = torch.arange(N, dtype=torch.float32,
+                                                                          device=scores.device)
         ranked = torch.where(masks, key[:, None, None], torch.full_like(m, -torch.inf))
         best = ranked.argmax(0)  # [h, w]
         painted = scores[best].permute(2, 0, 1)
@@ -317,14 +465,20 @@ class DPSMMatcher:
 
     # ------------------------------------------------------------------ one window
     @torch.no_grad()
-    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
-        """``crop`` float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]``."""
+    def __call__(self, crop: torch.Tensor, proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """``crop`` float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]``.
+
+        ``proposals``: bool ``[N, h, w]`` masks of this window, with ``proposals="given"`` only.
+        """
         if not self.classes:
             raise ProtosegError("call prepare(classes) before matching")
+        if proposals is not None and self.proposals != "given":
+            raise ProtosegError(f"proposals were passed but this dpsm matcher makes its own ({self.proposals!r}); "
+                                "set matcher option proposals='given'")
         feats = self.models.features(crop[None])[0].float()
         image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
         fine = torch.from_numpy(superpixels(image, self.superpixel_params)).to(feats.device)
-        masks = self.propose(crop, image).to(feats.device)
+        masks = self.propose(crop, image, proposals).to(feats.device)
         masks = self.add_fallback(masks, fine)
         sub = self.subregions(feats, masks, fine)
         return self.compose(self.proposal_scores(sub), sub.masks)
@@ -384,6 +538,43 @@ def subregion_weights(masks: torch.Tensor, fine: torch.Tensor, grid: tuple[int, 
     else:
         raise ValueError(f"pooling mode must be 'area' or 'point', got {mode!r}")
     return out.view(len(pairs), h * w), counts[pairs].float(), pairs // R
+
+
+def capacity_candidates(cost: torch.Tensor, supply: torch.Tensor, demand: float) -> torch.Tensor:
+    """Suppliers an optimal plan of eq. 9 needs: bool ``[m]`` from costs ``[n, m]`` and supplies ``[m]``.
+
+    For every sub-region ``j`` keep the cheapest suppliers whose cumulative supply first reaches the
+    total ``demand`` (ties at the cut-off included). Lossless: if an optimal plan ships ``x_ij > 0`` from
+    a supplier ``i`` outside ``j``'s set ``T_j``, then ``T_j`` ships less than ``demand`` in total while
+    holding at least that much, so some ``k`` in ``T_j`` has spare supply; moving the mass from ``(i, j)``
+    to ``(k, j)`` costs ``c_kj - c_ij <= 0`` more and breaks no constraint. Repeating gives an optimal plan
+    that uses only ``T_j`` for every ``j``.
+    """
+    n, m = cost.shape
+    target = demand * (1 - 1e-9)
+    # The cheapest k suppliers of every sub-region, k doubled until each prefix holds the demand (a full
+    # sort of all m would do, but k is usually a small fraction of m).
+    k = min(m, max(16, 2 * int(np.ceil(target * m / max(float(supply.sum()), 1e-30)))))
+    while True:
+        sorted_cost, order = cost.topk(k, dim=1, largest=False)  # ascending
+        reached = supply[order].cumsum(1) >= target
+        if bool(reached.any(1).all()) or k == m:
+            break
+        k = min(m, 2 * k)
+    first = torch.where(reached.any(1), reached.float().argmax(1), torch.full((n,), k - 1, device=cost.device))
+    cutoff = sorted_cost.gather(1, first[:, None])  # [n, 1]
+    return (cost <= cutoff).any(0)
+
+
+def _kmeans_labels(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """K-means labels ``[n]`` (``0..k'-1``) of ``x [n, D]`` into at most ``k`` clusters (deterministic)."""
+    k = min(k, len(np.unique(x, axis=0)))
+    if k <= 1:
+        return np.zeros(len(x), np.int64)
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x).labels_
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
 def _exact_emd(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, mask: torch.Tensor) -> float:

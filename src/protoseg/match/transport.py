@@ -106,12 +106,19 @@ def _marginal_fit(log_marg: torch.Tensor, other: torch.Tensor, cost: torch.Tenso
     return torch.where(torch.isfinite(log_marg), out, torch.full_like(out, -math.inf))
 
 
-def _column_error(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float, b: torch.Tensor
-                  ) -> torch.Tensor:
-    """``||X^T 1 - b||_2`` per problem, in the log domain: ``[B]``."""
+def _column_error(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: float, b: torch.Tensor,
+                  measured: torch.Tensor | None = None) -> torch.Tensor:
+    """``||X^T 1 - b||_2`` per problem over the ``measured`` columns (all by default), in the log domain: ``[B]``."""
     cols = torch.exp(torch.logsumexp((f[..., :, None] + g[..., None, :] - M) / eps, dim=-2))
     cols = torch.nan_to_num(cols, nan=0.0)
-    return torch.linalg.vector_norm(cols - b, dim=-1)
+    return _masked_norm(cols - b, measured)
+
+
+def _masked_norm(diff: torch.Tensor, measured: torch.Tensor | None) -> torch.Tensor:
+    """L2 norm over the last dimension of ``diff [B, n]``, counting only ``measured [B, n]`` entries."""
+    if measured is not None:
+        diff = torch.where(measured, diff, torch.zeros_like(diff))
+    return torch.linalg.vector_norm(diff, dim=-1)
 
 
 def _chunk_size(B: int, m: int, n: int, element_size: int, device: torch.device,
@@ -127,7 +134,7 @@ def _chunk_size(B: int, m: int, n: int, element_size: int, device: torch.device,
 def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, *,
                  mask: torch.Tensor | None = None, num_iter_max: int = 1000, stop_thr: float = 1e-9,
                  check_every: int = 10, method: str = "log-stabilized", tau: float = 1e6,
-                 chunk_bytes: int | None | str = "auto") -> SinkhornResult:
+                 chunk_bytes: int | None | str = "auto", measured: torch.Tensor | None = None) -> SinkhornResult:
     """Entropic OT for a batch of problems sharing the supplier count ``m`` and padded demander count ``n``.
 
     Args:
@@ -146,12 +153,18 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, 
         tau: absorption threshold of ``"log-stabilized"`` (scalings kept within ``[1/tau, tau]``).
         chunk_bytes: ``"log-stabilized"`` solves the batch in chunks whose kernel fits this many bytes
             (cache blocking; ``"auto"``: 8 MiB on CPU, the whole batch on GPUs; ``None``: whole batch).
+        measured: optional bool ``[B, n]`` (or ``[n]``): the columns whose marginal error is measured
+            (``error``, the stopping test); default all. Rows match ``a`` exactly after every iteration, so
+            the columns left out carry minus the measured columns' total error: leaving out one column
+            whose demand is large (DPSM's dustbin) still bounds its error, without asking ``float32`` for
+            an absolute precision below its resolution at that demand.
 
     Returns:
         :class:`SinkhornResult` with potentials ``f [B, m]``, ``g [B, n]``; ``result.plan(M)`` is the plan.
     """
     a, b, M, eps = _check_inputs(a, b, M, reg, mask, method)
-    chunks = _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes)
+    measured = _measured(measured, M)
+    chunks = _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes, measured)
     return _concat_results([res for _, res, _ in chunks])
 
 
@@ -172,7 +185,14 @@ def _check_inputs(a, b, M, reg, mask, method):
     return a, b, M, float(reg)
 
 
-def _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes
+def _measured(measured: torch.Tensor | None, M: torch.Tensor) -> torch.Tensor | None:
+    """``measured`` as bool ``[B, n]`` on ``M``'s device (``None`` stays ``None``: every column)."""
+    if measured is None:
+        return None
+    return measured.to(M.device, torch.bool).expand(M.shape[0], M.shape[2])
+
+
+def _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau, chunk_bytes, measured=None
                   ) -> Iterator[tuple[slice, SinkhornResult, _ScaledState | None]]:
     """Solve the batch chunk by chunk: ``(problems, result, scaled state)`` per chunk.
 
@@ -182,12 +202,13 @@ def _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau
     """
     B, m, n = M.shape
     if method == "log":
-        yield slice(0, B), _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every), None
+        yield slice(0, B), _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every, measured), None
         return
     size = _chunk_size(B, m, n, M.element_size(), M.device, chunk_bytes)
     for s in range(0, B, size):
         res, st = _sinkhorn_absorb(a[s:s + size], b[s:s + size], M[s:s + size].transpose(1, 2).contiguous(),
-                                   eps, num_iter_max, stop_thr, check_every, tau)
+                                   eps, num_iter_max, stop_thr, check_every, tau,
+                                   None if measured is None else measured[s:s + size])
         yield slice(s, s + size), res, st
 
 
@@ -204,7 +225,7 @@ def _result(f, g, iterations: int, err: torch.Tensor, stop_thr: float, eps: floa
     return SinkhornResult(f=f, g=g, iterations=iterations, error=err, converged=err <= stop_thr, eps=eps)
 
 
-def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every) -> SinkhornResult:
+def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every, measured=None) -> SinkhornResult:
     log_a, log_b = _log_marginal(a), _log_marginal(b)
     f = torch.where(torch.isfinite(log_a), torch.full_like(a, eps * math.log(1.0 / M.shape[1])),
                     torch.full_like(a, -math.inf))
@@ -216,7 +237,7 @@ def _sinkhorn_lse(a, b, M, eps, num_iter_max, stop_thr, check_every) -> Sinkhorn
         f = _marginal_fit(log_a, g, M, eps, other_dim=2)  # rows match a
         it += 1
         if it % check_every == 0 or it == num_iter_max:
-            err = _column_error(f, g, M, eps, b)
+            err = _column_error(f, g, M, eps, b, measured)
             if stop_thr > 0 and bool((err < stop_thr).all()):
                 break
     return _result(f, g, it, err, stop_thr, eps)
@@ -240,7 +261,7 @@ def _kernel_t(f: torch.Tensor, g: torch.Tensor, Mt: torch.Tensor, eps: float) ->
     return z.exp_()
 
 
-def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
+def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau, measured=None
                      ) -> tuple[SinkhornResult, _ScaledState]:
     """Scaling iterations with log-domain absorption on one chunk (``Mt [B, n, m]``)."""
     B, n, m = Mt.shape
@@ -269,7 +290,7 @@ def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau
         it += 1
         if it % check_every == 0 or it == num_iter_max:
             cols = torch.bmm(st.Kt, st.u[:, :, None])[..., 0] * st.v
-            err = torch.linalg.vector_norm(cols - b, dim=-1)
+            err = _masked_norm(cols - b, measured)
             if stop_thr > 0 and bool((err < stop_thr).all()):
                 break
         if _out_of_range(st.u, live_a, tau) or _out_of_range(st.v, live_b, tau):
@@ -312,7 +333,8 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
                           num_groups: int, columns: torch.Tensor, *, mask: torch.Tensor | None = None,
                           num_iter_max: int = 1000, stop_thr: float = 1e-9, check_every: int = 10,
                           method: str = "log-stabilized", tau: float = 1e6,
-                          chunk_bytes: int | None | str = "auto") -> tuple[torch.Tensor, SinkhornResult]:
+                          chunk_bytes: int | None | str = "auto", measured: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, SinkhornResult]:
     """Solve like :func:`sinkhorn_log` and return the mass each supplier group delivers to ``columns``.
 
     DPSM eq. 11 with ``groups`` = class of each part prototype and ``columns`` = the real sub-regions
@@ -322,6 +344,7 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
     Args:
         groups: long ``[m]`` group id per supplier in ``0..num_groups-1``.
         columns: bool ``[B, n]`` (or ``[n]``) demanders counted.
+        measured: the columns whose marginal error is measured, as :func:`sinkhorn_log`.
 
     Returns:
         ``(mass [B, num_groups], result)``; ``result.converged`` flags the problems whose masses are
@@ -331,9 +354,10 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
     B, m, n = M.shape
     columns = columns.to(M.device).expand(B, n)
     groups = groups.to(M.device)
+    measured = _measured(measured, M)
     masses, results = [], []
     for part, res, st in _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau,
-                                       chunk_bytes):
+                                       chunk_bytes, measured):
         if st is None:
             masses.append(grouped_row_mass(res.f, res.g, M[part], eps, groups, num_groups, columns[part]))
         else:

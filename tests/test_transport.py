@@ -203,3 +203,36 @@ def test_grouped_mass_reports_convergence_per_problem(method):
     assert not capped.converged.any()
     _, full = sinkhorn_grouped_mass(*args, num_iter_max=5000, stop_thr=1e-6, method=method, chunk_bytes=1)
     assert full.converged.all() and (full.error <= 1e-6).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_measured_columns_give_the_error_of_those_columns_only(method):
+    C = 4
+    supply, demand, M, groups = _dpsm_problem(12, C=C, B=3)
+    real = torch.arange(demand.shape[1]) < demand.shape[1] - 1
+    t = [torch.tensor(x) for x in (supply, demand, M)]
+    res = sinkhorn_log(*t, 0.05, num_iter_max=3, stop_thr=0.0, method=method, measured=real)
+    cols = res.plan(t[2]).numpy().sum(1) - demand  # [B, n + 1] marginal errors of the returned plan
+    np.testing.assert_allclose(res.error.numpy(), np.linalg.norm(cols[:, :-1], axis=1), rtol=1e-9)
+    # rows are exact, so the dustbin carries minus the real columns' total error
+    np.testing.assert_allclose(cols[:, -1], -cols[:, :-1].sum(1), atol=1e-12)
+    full = sinkhorn_log(*t, 0.05, num_iter_max=3, stop_thr=0.0, method=method)
+    np.testing.assert_allclose(full.error.numpy(), np.linalg.norm(cols, axis=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_large_dustbin_converges_in_float32_when_only_real_columns_are_measured(method):
+    # 400 units of supply against one unit of real demand (e.g. C = 100 classes at capacity 4)
+    rng = np.random.default_rng(13)
+    m, n = 200, 5
+    a = torch.full((m,), 400.0 / m)
+    b = torch.tensor(np.concatenate([rng.dirichlet(np.ones(n)), [399.0]]), dtype=torch.float32)[None]
+    M = torch.cat([torch.rand(1, m, n, generator=torch.Generator().manual_seed(0)), torch.zeros(1, m, 1)], 2)
+    real = torch.arange(n + 1) < n
+    measured = sinkhorn_log(a, b, M, 0.05, num_iter_max=3000, stop_thr=1e-5, method=method, measured=real)
+    assert bool(measured.converged.all()) and measured.iterations < 3000
+    ref = ot.sinkhorn(a.double().numpy(), b[0].double().numpy(), M[0].double().numpy(), 0.05, numItermax=50000,
+                      stopThr=1e-11, method="sinkhorn_log", warn=False)
+    plan = measured.plan(M)[0].numpy()
+    np.testing.assert_allclose(plan[:, :n].sum(0), b[0, :n].numpy(), atol=1e-5)
+    np.testing.assert_allclose(plan[:, :n], ref[:, :n], atol=2e-5)

@@ -185,17 +185,39 @@ def eval_command(
 
 def ablate_command(
     data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="parts-world folder (default ~/.cache/protoseg)")
+        Path | None, typer.Option("--data-root", help="world folder (default ~/.cache/protoseg/<world>-world)")
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="evaluate only the first N test images")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="data-loading threads")] = 2,
     out: Annotated[Path | None, typer.Option("--out", help="also write the table as Markdown here")] = None,
+    suite: Annotated[
+        str, typer.Option("--suite", help="freeda (aggregation, superpixels, pooling) or dpsm (Table 3 + switches)")
+    ] = "freeda",
+    world: Annotated[str, typer.Option("--world", help="parts or recombined")] = "parts",
+    split: Annotated[str, typer.Option("--split", help="test (held out) or dev (for choosing settings)")] = "test",
+    proposals: Annotated[
+        str, typer.Option("--proposals", help="dpsm rows: superpixels (the preset's) or oracle (object masks)")
+    ] = "superpixels",
+    rows: Annotated[
+        str | None, typer.Option("--rows", help="comma-separated row numbers to run (1-based; default all)")
+    ] = None,
+    run_root: Annotated[
+        Path | None, typer.Option("--run-root", help="keep resumable per-row runs here (reruns skip finished work)")
+    ] = None,
 ) -> None:
-    """Run FreeDA's ablations (mean vs k-means, superpixels, area vs point pooling) on the parts world."""
-    from protoseg.ablations import ABLATIONS, ablation_markdown, run_ablations
+    """Run an ablation suite on a procedural world: FreeDA's factors, or every DPSM Table 3 row and switch."""
+    from protoseg.ablations import SUITES, ablation_markdown, dpsm_ablation_markdown, run_ablations
 
+    if suite not in SUITES:
+        raise ProtosegError(f"--suite must be one of {', '.join(SUITES)}; got {suite!r}")
+    chosen = SUITES[suite]
+    if rows:
+        picked = [i.strip() for i in rows.split(",")]
+        if not all(i.isdigit() and 1 <= int(i) <= len(chosen) for i in picked):
+            raise ProtosegError(f"--rows takes numbers 1..{len(chosen)} separated by commas; got {rows!r}")
+        chosen = tuple(chosen[int(i) - 1] for i in picked)
     console = Console(stderr=True)
     with progress_bar(console) as progress:
         tasks: dict[str, Any] = {}
@@ -205,8 +227,11 @@ def ablate_command(
                 tasks[stage] = progress.add_task("bank" if stage == "bank" else stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        results = run_ablations(data_root, ABLATIONS, limit=limit, workers=workers, progress=update)
-    table = Table(title=f"FreeDA ablations on parts-world ({results[0][1].images} test images)")
+        results = run_ablations(data_root, chosen, limit=limit, workers=workers, progress=update, world=world,
+                                split=split, proposals=proposals, run_root=run_root)
+    images = results[0][1].images
+    title = f"{suite} ablations on the {world} world ({split}, {images} images, proposals: {proposals})"
+    table = Table(title=title)
     for col in ("variant", "mIoU", "mAcc", "aAcc"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for row, res in results:
@@ -216,7 +241,8 @@ def ablate_command(
     if out is not None:
         from protoseg.evaluate import write_atomic
 
-        write_atomic(Path(out), ablation_markdown(results).encode())
+        text = ablation_markdown(results) if suite == "freeda" else dpsm_ablation_markdown(results, title)
+        write_atomic(Path(out), text.encode())
 
 
 def convert_coco_object_command(

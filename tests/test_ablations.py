@@ -110,3 +110,108 @@ def test_cli_eval_with_a_bank(small_world, tmp_path):
     assert report["totals"]["intersect"] == direct.totals[0].tolist()
     assert report["config"]["predictor"]["preset"] == "handcrafted"
     assert report["config"]["predictor"]["superpixels"]["sigma"] == 1.0  # the dataset preset's setting
+
+
+def test_dpsm_rows_cover_table_3_and_every_switch():
+    from protoseg.ablations import DPSM_ABLATIONS, DPSM_PAPER, SUITES
+    from protoseg.config.matchers import DpsmOptions
+    from protoseg.config.segment import get_preset
+
+    assert SUITES["dpsm"] is DPSM_ABLATIONS and SUITES["freeda"] is ABLATIONS
+    options = [get_preset(r.preset).with_options(**r.options).matcher_options for r in DPSM_ABLATIONS
+               if get_preset(r.preset).matcher == "dpsm"]
+    assert {o.mode for o in options} == {"image-to-image", "single", "image-to-class", "subregion-ot", "nearest-part"}
+    ot_rows = [o for o in options if o.mode == "subregion-ot"]
+    assert {o.capacity for o in ot_rows} >= {1.0, 2.0, 4.0, 8.0, 16.0}
+    assert {o.supply for o in ot_rows} == {"class", "view", "cluster"}
+    assert {o.emd_solver for o in ot_rows} == {"sinkhorn", "exact"}
+    assert {o.epsilon for o in ot_rows if o.emd_solver == "sinkhorn"} >= {0.05, 0.01, "auto"}
+    # the paper's row is exactly DPSM's default matcher setting
+    default = DpsmOptions()
+    assert all(getattr(default, k) == v for k, v in DPSM_PAPER.items())
+    assert any(r.preset == "handcrafted" for r in DPSM_ABLATIONS)  # FreeDA-local reference
+    assert any(r.preset == "handcrafted-dpsm" and not r.options for r in DPSM_ABLATIONS)  # the chosen preset
+
+
+@pytest.fixture(scope="module")
+def recombined_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rc")
+    write_examples(root / "train", count=4, seed=19, world="recombined", combos="support")  # every class
+    write_examples(root / "test", count=1, seed=11, world="recombined", combos="novel")
+    preset = dataset_preset("recombined-world").apply("handcrafted-dpsm")
+    return bank_from_examples(root / "train", preset), open_examples(root / "test", name="recombined-world")
+
+
+def test_dpsm_ablation_table_with_superpixel_and_oracle_proposals(recombined_world):
+    from protoseg.ablations import DPSM_PAPER, dpsm_ablation_markdown
+
+    bank, test = recombined_world
+    rows = (Ablation("FreeDA local", {}, preset="handcrafted"),
+            Ablation("img-to-img", {**DPSM_PAPER, "mode": "image-to-image"}, preset="handcrafted-dpsm"),
+            Ablation("OT exact τ 4", {**DPSM_PAPER, "emd_solver": "exact", "capacity": 4.0}, preset="handcrafted-dpsm"))
+    own = run_ablations(ablations=rows, bank=bank, dataset=test, workers=0, world="recombined")
+    oracle = run_ablations(ablations=rows, bank=bank, dataset=test, workers=0, world="recombined",
+                           proposals="oracle")
+    assert [r.name for r, _ in own] == [r.name for r in rows]
+    assert np.array_equal(own[0][1].totals, oracle[0][1].totals)  # FreeDA takes no proposals
+    for k in (1, 2):  # DPSM rows really use the object masks
+        assert not np.array_equal(own[k][1].totals, oracle[k][1].totals)
+        assert oracle[k][1].config["proposals"] == "oracle"
+    # an oracle row is the segmenter fed the object masks of each image
+    from protoseg.partsworld import read_objects
+
+    preset = dataset_preset("recombined-world").apply("handcrafted-dpsm", matcher_options={
+        **rows[2].options, "proposals": "given"})
+    sample = test.samples[0]
+    labels = Segmenter(preset, bank).segment(test.load_image(0), test.query_classes, proposals=read_objects(
+        sample.label.parent.parent / "objects" / sample.label.name)).labels
+    gt = test.load_label(0)
+    inter = [int(((labels == c) & (gt == c)).sum()) for c in range(len(PARTS_WORLD_CLASSES))]
+    assert inter == oracle[2][1].totals[0].tolist()
+    table = dpsm_ablation_markdown(oracle, "recombined, oracle")
+    header = next(line for line in table.splitlines() if line.startswith("| row"))
+    assert header.split(" | ")[3:11] == PARTS_WORLD_CLASSES  # per-class IoU columns
+    assert "| OT exact τ 4 | exact · τ 4 · per class |" in table and table.count("\n") == 2 + 2 + 3
+    assert all(res.config["seconds_per_image"] > 0 for _, res in own)
+
+
+def test_oracle_rows_need_object_masks(recombined_world, tmp_path):
+    import shutil
+
+    bank, test = recombined_world
+    root = tmp_path / "copy"
+    shutil.copytree(test.samples[0].image.parent.parent, root)
+    shutil.rmtree(root / "objects")
+    rows = (Ablation("img-to-img", {"mode": "image-to-image"}, preset="handcrafted-dpsm"),)
+    with pytest.raises(ProtosegError, match="objects"):
+        run_ablations(ablations=rows, bank=bank, dataset=open_examples(root), workers=0, proposals="oracle")
+    with pytest.raises(ProtosegError, match="proposals must be one of"):
+        run_ablations(ablations=rows, bank=bank, dataset=test, workers=0, proposals="sam")
+
+
+def test_cli_ablate_passes_suite_world_split_and_proposals(monkeypatch, small_world, tmp_path):
+    from typer.testing import CliRunner
+
+    import protoseg.ablations as ablations
+    from protoseg.cli import app
+
+    bank, test = small_world
+    calls = []
+    real = ablations.run_ablations
+
+    def spy(data_root, rows, **kw):
+        calls.append((data_root, rows, kw))
+        return real(ablations=rows[:1], bank=bank, dataset=test, workers=0, limit=kw["limit"])
+
+    monkeypatch.setattr(ablations, "run_ablations", spy)
+    out = tmp_path / "t.md"
+    res = CliRunner().invoke(app, ["ablate", "--suite", "dpsm", "--world", "recombined", "--split", "dev",
+                                   "--proposals", "oracle", "--rows", "2,16", "--limit", "1", "--out", str(out),
+                                   "--data-root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (root, rows, kw), = calls
+    assert root == tmp_path and [r.name for r in rows] == [ablations.DPSM_ABLATIONS[i].name for i in (1, 15)]
+    assert (kw["world"], kw["split"], kw["proposals"], kw["limit"]) == ("recombined", "dev", "oracle", 1)
+    assert out.read_text().startswith("**dpsm ablations on the recombined world (dev, 1 images, proposals: oracle)")
+    bad = CliRunner().invoke(app, ["ablate", "--suite", "dpsm", "--rows", "0"])
+    assert isinstance(bad.exception, ProtosegError) and "--rows takes numbers 1..18" in str(bad.exception)

@@ -69,7 +69,7 @@ def main() -> None:
     scores: dict[str, dict[str, float]] = {r.name: {} for r in rows}
     for world in ("parts", "recombined"):
         root = None if args.data_root is None else args.data_root / f"{world}-world"
-        def progress(stage: str, done: int, total: int) -> None:
+        def progress(stage: str, done: int, total: int, world: str = world) -> None:
             if done == total or done % 10 == 0:
                 print(f"  {world}: {stage} {done}/{total}", file=sys.stderr, flush=True)
 

@@ -9,6 +9,10 @@ No SAM weights exist on this machine (a random SAM's masks are meaningless), so 
 SAM-free alternative: coarse Felzenszwalb segments (``proposals="superpixels"``); sub-regions are the
 same fine superpixels the bank was built with.
 
+A quick look at the paper's setting on a small world; the full tables (every Table 3 row, the switches
+beyond the paper, per-class IoU, both worlds, superpixel or object-mask proposals) come from
+``protoseg ablate --suite dpsm``.
+
 Usage: ``python benchmarks/dpsm_partsworld.py [--train 16 --test 6 --workdir DIR]``.
 """
 

@@ -110,3 +110,18 @@ def test_recombined_world_split_is_generated_on_demand_and_older_splits_are_rene
         open_parts_world(tmp_path, "val", "recombined")
     with pytest.raises(Exception, match="unknown world"):
         open_parts_world(tmp_path, "test", "moon")
+
+
+def test_cli_writes_the_recombined_world(tmp_path, capsys):
+    from protoseg import cli
+
+    assert cli.run(["partsworld", str(tmp_path / "w"), "--world", "recombined", "--train", "1", "--test", "1",
+                    "--size", "96", "--seed", "5"]) == 0
+    assert "recombined-world" in capsys.readouterr().out
+    for split, seed, combos in (("train", 5, "support"), ("test", 6, "novel")):
+        image = np.asarray(Image.open(tmp_path / "w" / split / "images" / "scene_00000.png"))
+        expected = render_recombined_scene(np.random.default_rng([seed, 0]), 96, combos)[0]
+        assert np.array_equal(image, expected)
+        assert (tmp_path / "w" / split / "objects" / "scene_00000.png").is_file()
+    assert cli.run(["partsworld", str(tmp_path / "x"), "--world", "moon"]) != 0
+    assert "--world must be one of parts, recombined" in capsys.readouterr().err

@@ -386,7 +386,7 @@ class DPSMMatcher:
             d = sub.demand[p][live].double().cpu()
             keep = capacity_candidates(c, supply, float(d.sum()))
             a = supply[keep]
-            b = torch.cat([d, (a.sum() - d.sum()).reshape(1)])
+            b = torch.cat([d, (a.sum() - d.sum()).clamp_min(0).reshape(1)])  # dustbin (>= -1e-9 before clamping)
             M = torch.cat([c[:, keep].T, torch.zeros(len(a), 1, dtype=torch.float64)], dim=1)  # [k, n_p + 1]
             plan = torch.as_tensor(ot.emd(a.numpy(), b.numpy(), M.numpy(), numItermax=10_000_000))
             out[p] = torch.zeros(C, dtype=torch.float64).index_add_(0, classes[keep], plan[:, :-1].sum(1))

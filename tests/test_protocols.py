@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
+from protoseg.config.benchmarks import DATASET_PRESETS
 from protoseg.config.fields import to_dict
-from protoseg.config.protocol import DATASET_PRESETS
 from protoseg.config.protocols import (
     BENCHMARKS,
     CONFIG_FILES,

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import FeaturesOption, TextOption, model_overrides, progress_bar, quiet_model_loading
+from protoseg.commands.common import (
+    FeaturesOption,
+    TextOption,
+    check_bank_dtype,
+    check_device,
+    model_overrides,
+    progress_bar,
+    quiet_model_loading,
+)
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
@@ -45,15 +53,16 @@ def from_examples(
     text: TextOption = None,
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed)."""
+    from protoseg.bank.storage import check_bank_out
     from protoseg.config.segment import get_preset
-    from protoseg.errors import ProtosegError
     from protoseg.models import ModelSet
     from protoseg.offline.examples import bank_from_examples, read_examples
 
-    if out.exists():
-        raise ProtosegError(f"{out} already exists; choose another --out or remove it")
-    _, items = read_examples(examples)  # validate before loading models
+    check_bank_out(out)  # everything is validated before a model loads
+    check_bank_dtype(dtype)
+    check_device(device)
     p = get_preset(preset, **model_overrides(features, text))
+    _, items = read_examples(examples)
     quiet_model_loading()
     models = ModelSet(p.features, p.text, device=device)
     with progress_bar(transient=True) as progress:
@@ -72,7 +81,9 @@ def merge(banks: Annotated[list[Path], typer.Argument(help="Banks to merge.")],
           out: Annotated[Path, typer.Option(help="Bank directory to write.")]) -> None:
     """Merge banks built with the same encoders into one."""
     from protoseg.bank import PrototypeBank
+    from protoseg.bank.storage import check_bank_out
 
+    check_bank_out(out)
     merged = PrototypeBank.merge([PrototypeBank.load(b) for b in banks])
     merged.save(out)
     typer.echo(f"wrote {out}: {len(merged)} prototypes, {len(merged.classes)} classes")
@@ -85,7 +96,9 @@ def extend(bank: Annotated[Path, typer.Argument(help="Bank to extend.")],
            replace: Annotated[bool, typer.Option(help="Rebuild classes present in both from NEW.")] = False) -> None:
     """Add the classes of NEW to BANK without rebuilding it."""
     from protoseg.bank import PrototypeBank
+    from protoseg.bank.storage import check_bank_out
 
+    check_bank_out(out, overwrite=out.resolve() == bank.resolve())
     grown = PrototypeBank.load(bank, mmap=False).extend(PrototypeBank.load(new), replace_existing=replace)
     grown.save(out, overwrite=out.resolve() == bank.resolve())
     typer.echo(f"wrote {out}: {len(grown)} prototypes, {len(grown.classes)} classes")
@@ -100,8 +113,10 @@ def import_freeda_cmd(
     text_encoder: Annotated[str, typer.Option(help="Encoder of the keys.")] = "openai/clip-vit-large-patch14",
 ) -> None:
     """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l)."""
+    from protoseg.bank.storage import check_bank_out
     from protoseg.offline.freeda_import import import_freeda
 
+    check_bank_out(out)
     with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)
         import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,

@@ -15,16 +15,16 @@ Example::
 from __future__ import annotations
 
 import functools
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protoseg import __version__
 from protoseg.classes import validate_classes
 from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
 from protoseg.errors import ProtosegError
 from protoseg.offline.common import resolve_tiny
-from protoseg.runs import fingerprint_of, load_shard, prepare_work_dir, run_shards
+from protoseg.runs import file_stamp, fingerprint_of, load_shard, prepare_work_dir, remove_work_dir, run_shards
 
 __all__ = ["BUILD_PRESETS", "BuildPreset", "build_bank", "default_work_dir", "get_build_preset"]
 
@@ -120,7 +120,9 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
 
     shards = _chunks(items, shard_size)
     item_list = [vars(it) for it in items]
-    prepare_work_dir(work, {**settings, "items": len(item_list), "items_sha256": fingerprint_of(item_list)})
+    inputs = {"captions": file_stamp(captions)} if captions is not None else {}
+    prepare_work_dir(work, {**settings, "items": len(item_list), "items_sha256": fingerprint_of(item_list),
+                            "inputs": inputs, "protoseg": __version__})
     paths = run_shards(work, shards, worker, ray=ray, ray_address=ray_address, ray_init=ray_init,
                        task_threads=ray_task_threads,
                        on_shard_written=on_shard_written,
@@ -137,6 +139,6 @@ def build_bank(preset: BuildPreset, out: str | Path, *, captions: str | Path | N
     if progress is not None:
         progress("reduce", 1, 1)
     if not keep_work_dir:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
     return out
 

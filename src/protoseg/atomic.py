@@ -119,12 +119,24 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
     base = _nearest_existing(path)
     if not base.is_dir():
         raise ProtosegError(f"{option} {path} cannot be created: {base} is a file, not a folder")
-    try:  # the only reliable test (root passes os.access everywhere): make and remove an empty folder
-        os.rmdir(tempfile.mkdtemp(prefix=".protoseg-probe-", dir=base))
-    except OSError as exc:
-        raise ProtosegError(f"cannot write {option} {path}: {exc.strerror or exc} in {base}; "
-                            f"choose a folder you can write to") from None
+    _probe(base, f"{option} {path}")
     return path
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Make and remove an empty folder in ``folder`` — the only reliable test of writability (root passes
+    ``os.access`` everywhere, virtual file systems refuse only when tried) — then put back the folder's
+    times, so the probe leaves no trace."""
+    st = folder.stat()
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".protoseg-probe-", dir=folder))
+    except OSError as exc:
+        raise ProtosegError(f"cannot write {what}: {exc.strerror or exc} in {folder}; "
+                            "choose a folder you can write to") from None
+    try:
+        os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except OSError:
+        pass
 
 
 def check_output_file(path: str | Path, option: str = "--out") -> Path:

@@ -152,6 +152,22 @@ class PredictionFolder:
                 f"pixel = class index as `protoseg eval --dataset {dataset.name} --list-classes` prints it"
             )
 
+    def check_sizes(self) -> None:
+        """Check every prediction against its ground truth from the file headers (readable, single-channel,
+        same size), so a bad file stops the run before it starts.
+
+        Raises:
+            ProtosegError: naming the first bad prediction.
+        """
+        from protoseg.datasets.base import label_size
+
+        for sample, path in zip(self.dataset.samples, self.paths, strict=True):
+            pw, ph = label_size(path)
+            gw, gh = label_size(sample.label)
+            if (pw, ph) != (gw, gh):
+                raise ProtosegError(f"{sample.stem}: prediction is {pw}x{ph} but the ground truth is {gw}x{gh}; "
+                                    "predict at the original size")
+
     @staticmethod
     def _find(stem: str, label_name: str, present: set[str]) -> str | None:
         candidates = [stem + ".png"]

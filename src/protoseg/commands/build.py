@@ -79,7 +79,7 @@ def build_bank_command(
     check_device(device, dtype)
     check_bank_out(out, overwrite)
     check_work_dir(work_dir or default_work_dir(out), what="build")
-    if captions is not None and not captions.is_file():
+    if chosen.method == "freeda" and captions is not None and not captions.is_file():
         raise ProtosegError(f"captions file not found: {captions}")
     if descriptions is not None:
         from protoseg.atomic import check_not_inputs, check_output_file

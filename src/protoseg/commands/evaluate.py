@@ -174,6 +174,7 @@ def eval_command(
         loaded = PrototypeBank.load(bank)
         inputs += [p for p in Path(bank).rglob("*") if p.is_file()]
     data = open_dataset(dataset, data_root).limit(limit)
+    data.check_files(images=bank is not None)
     inputs += [p for sample in data.samples for p in (sample.image, sample.label)]
     config: dict[str, Any] = {"dataset": dataset, "limit": limit}
     outputs = [out, out.with_suffix(".md")]
@@ -186,6 +187,7 @@ def eval_command(
                                     "own outputs: choose another --save-predictions folder")
     if predictions is not None:
         predictor: Any = PredictionFolder(predictions, data)
+        predictor.check_sizes()
         inputs += predictor.paths
         check_not_inputs(outputs, inputs)
     else:
@@ -294,6 +296,10 @@ def convert_coco_object_command(
                             "(images/, annotations/)")
     if any(not s.strip() or "/" in s or s in (".", "..") for s in split or []):
         raise ProtosegError(f"--split takes annotation folder names such as val2017, got {split!r}")
+    for name in split or ["val2017"]:
+        if not (data_root / "annotations" / name).is_dir():
+            raise ProtosegError(f"{data_root / 'annotations' / name} is missing; expected COCO-Stuff 164k as "
+                                "DATA_ROOT/{images,annotations}/<split>/ (MMSeg layout)")
 
     console = Console(stderr=True)
     with progress_bar(console) as progress:

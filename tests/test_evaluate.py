@@ -87,7 +87,7 @@ class CountingPredictions(PredictionFolder):
         return super().__call__(index, image)
 
 
-def test_interrupted_run_resumes_to_identical_numbers(tmp_path):
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, caplog):
     gts = make_ade(tmp_path / "ade", n=9)
     write_predictions(tmp_path / "pred", gts)
     ds = open_dataset("ade20k", tmp_path / "ade")
@@ -111,9 +111,16 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path):
     assert np.array_equal(resumed.totals, full.totals) and resumed.scores.miou == full.scores.miou
     pred.calls = []
     again = evaluate(ds, pred, run_dir=run, shard_size=2, workers=2)
-    assert pred.calls == [] and np.array_equal(again.totals, full.totals)
-    with pytest.raises(ProtosegError, match="different evaluation"):
-        evaluate(ds.limit(4), pred, run_dir=run, shard_size=2)
+    assert pred.calls == [] and np.array_equal(again.totals, full.totals) and not caplog.records
+    # another evaluation in the same run folder starts fresh (saying so) instead of reusing its shards
+    first4 = evaluate(ds.limit(4), PredictionFolder(tmp_path / "pred", ds.limit(4)), workers=0)
+    pred = CountingPredictions(tmp_path / "pred", ds.limit(4))
+    pred.calls = []
+    other = evaluate(ds.limit(4), pred, run_dir=run, shard_size=2, workers=0)
+    assert pred.calls == [0, 1, 2, 3] and np.array_equal(other.totals, first4.totals)
+    assert sorted(p.name for p in run.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
+    (notice,) = caplog.records
+    assert "starting fresh" in notice.getMessage() and "images" in notice.getMessage()
 
 
 class FakeSegmenter:

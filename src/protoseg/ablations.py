@@ -18,6 +18,7 @@ from typing import Any
 
 from protoseg.datasets import SegDataset, dataset_preset, open_parts_world
 from protoseg.datasets.examples import PARTS_WORLD_TRAIN, default_parts_world_root, ensure_parts_world_split
+from protoseg.errors import ProtosegError
 from protoseg.evaluate import EvalResult, SegmenterPredictor, evaluate
 from protoseg.runs import Progress
 
@@ -56,22 +57,30 @@ def build_parts_world_bank(
 ) -> Any:
     """Support bank from the parts-world ``train`` split (both generated on first use).
 
-    The bank is cached in ``<root>/support-bank-<preset>`` (built by the examples builder, written
-    atomically), so later runs load it instead of rebuilding.
+    The bank is cached in protoseg's cache folder (``$PROTOSEG_CACHE/support-banks``), named by the preset
+    and the contents of the train split (file sizes and modification times), and built by the examples
+    builder; later runs on the same split load it instead of rebuilding. A ``data_root`` the user gave is
+    only read.
     """
     from protoseg.bank import PrototypeBank
     from protoseg.offline import BuildSource, build_bank, examples_preset
+    from protoseg.runs import files_digest
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root()
-    cached = root / f"support-bank-{preset_name}"
-    if cached.is_dir():
-        return PrototypeBank.load(cached)
     train = ensure_parts_world_split(
         root, "train", int(PARTS_WORLD_TRAIN["count"]), int(PARTS_WORLD_TRAIN["seed"])
     )
+    digest = files_digest(sorted(p for p in train.rglob("*") if p.is_file()))[:16]
+    cached = default_parts_world_root().parent / "support-banks" / f"{preset_name}-{digest}"
+    if cached.is_dir():
+        return PrototypeBank.load(cached)
     preset = dataset_preset("parts-world").apply(preset_name)
-    return PrototypeBank.load(build_bank(examples_preset(preset), BuildSource(examples=train), cached,
-                                         progress=progress))
+    try:
+        build_bank(examples_preset(preset), BuildSource(examples=train), cached, progress=progress)
+    except ProtosegError:  # another process built it first
+        if not cached.is_dir():
+            raise
+    return PrototypeBank.load(cached)
 
 
 def run_ablations(

@@ -6,6 +6,12 @@ Work is split in shards of ``shard_size`` images. Each finished shard's per-imag
 totals are sums of integers the resumed result is identical to an uninterrupted one. Images (and, for
 file predictions, the predictions and their counts) are loaded by a thread pool ahead of the consumer.
 
+A run resumes only when its fingerprint (:func:`run_fingerprint`) is unchanged: dataset, classes, shard
+size, the predictor's settings, the protoseg version, and the contents of every input — the sizes and
+modification times of the images, ground-truth and prediction files, and the bank's id and files. The
+run folder's name (:func:`run_id`) leaves the contents out, so a rerun after an input changed finds the
+same folder, discards its stale shards and starts fresh, saying so in one line (a ``protoseg`` log notice).
+
 Predictors:
 
 - :class:`SegmenterPredictor`: runs a :class:`protoseg.segment.Segmenter` with the dataset's query
@@ -26,10 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from protoseg import __version__
 from protoseg.atomic import atomic_path
 from protoseg.datasets.base import SegDataset, read_label_png
 from protoseg.errors import ProtosegError
 from protoseg.metrics import Scores, intersect_and_union, summarize
+from protoseg.runs import files_digest, prepare_work_dir
 
 RUN_FORMAT = 1
 
@@ -46,6 +54,11 @@ class Predictor(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able identity of the predictor (part of the run fingerprint)."""
+        ...
+
+    def inputs(self) -> dict[str, Any]:
+        """JSON-able stamps of the contents the predictions depend on (files, bank id); part of the run
+        fingerprint but not of the run folder's name. Optional: predictors without it depend on nothing else."""
         ...
 
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
@@ -81,6 +94,10 @@ class SegmenterPredictor:
     def describe(self) -> dict[str, Any]:
         return {"kind": "segmenter", **self.description}
 
+    def inputs(self) -> dict[str, Any]:
+        bank = getattr(self.segmenter, "bank", None)
+        return {"bank": bank.fingerprint() if bank is not None else None}
+
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         assert image is not None
         background = self.dataset.has_background
@@ -90,19 +107,23 @@ class SegmenterPredictor:
             self.diagnostics[key] = self.diagnostics.get(key, 0) + count
         labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
         if self.save_dir is not None:
-            save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png")
+            save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png", self.dataset.classes)
         return labels
 
 
-def save_label_png(labels: np.ndarray, path: Path) -> None:
-    """Write class indices ``[H, W]`` as an 8-bit (or 16-bit, above 255 classes) PNG, atomically."""
+def save_label_png(labels: np.ndarray, path: Path, classes: list[str] | tuple[str, ...] | None = None) -> None:
+    """Write class indices ``[H, W]`` as an 8-bit (or 16-bit, above 255) PNG, atomically; ``classes`` are
+    recorded in the PNG's ``protoseg`` text chunk."""
     import io
 
     from PIL import Image
 
+    from protoseg.viz import png_info
+
     dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(
+        buf, format="PNG", pnginfo=png_info(list(classes or []), None))
     write_atomic(path, buf.getvalue())
 
 
@@ -137,6 +158,22 @@ class PredictionFolder:
                 f"pixel = class index as `protoseg eval --dataset {dataset.name} --list-classes` prints it"
             )
 
+    def check_sizes(self) -> None:
+        """Check every prediction against its ground truth from the file headers (readable, single-channel,
+        same size), so a bad file stops the run before it starts.
+
+        Raises:
+            ProtosegError: naming the first bad prediction.
+        """
+        from protoseg.datasets.base import label_size
+
+        for sample, path in zip(self.dataset.samples, self.paths, strict=True):
+            pw, ph = label_size(path)
+            gw, gh = label_size(sample.label)
+            if (pw, ph) != (gw, gh):
+                raise ProtosegError(f"{sample.stem}: prediction is {pw}x{ph} but the ground truth is {gw}x{gh}; "
+                                    "predict at the original size")
+
     @staticmethod
     def _find(stem: str, label_name: str, present: set[str]) -> str | None:
         candidates = [stem + ".png"]
@@ -147,6 +184,9 @@ class PredictionFolder:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "predictions", "folder": str(self.folder.resolve())}
+
+    def inputs(self) -> dict[str, Any]:
+        return {"predictions": files_digest(self.paths)}
 
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         return read_label_png(self.paths[index]).astype(np.int64)
@@ -235,23 +275,39 @@ def write_reports(result: EvalResult, out: str | Path, per_class: bool = True) -
 
 
 def run_fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) -> dict[str, Any]:
-    """What identifies a run (stored as ``run.json``; a resumed run must match it exactly)."""
+    """What identifies a run (stored in ``run.json``; a run resumes only when it is unchanged).
+
+    ``inputs`` holds the content stamps: images and ground truth (sizes + modification times) and the
+    predictor's own inputs (prediction files, bank id and files).
+    """
     stems = hashlib.sha256("\n".join(dataset.stems).encode()).hexdigest()
+    own = predictor.inputs() if hasattr(predictor, "inputs") else {}
     return {
         "format": RUN_FORMAT,
+        "protoseg": __version__,
         "dataset": dataset.name,
         "classes": list(dataset.classes),
         "images": len(dataset),
         "stems_sha256": stems,
         "shard_size": shard_size,
         "predictor": predictor.describe(),
+        "inputs": {"dataset": files_digest(p for s in dataset.samples for p in (s.image, s.label)), **own},
     }
 
 
 def run_id(dataset: SegDataset, predictor: Predictor, shard_size: int) -> str:
-    """Short hash of :func:`run_fingerprint` (names default run folders)."""
-    fp = json.dumps(run_fingerprint(dataset, predictor, shard_size), sort_keys=True, default=str)
+    """Short hash naming a run folder: the run's settings without the contents of its inputs, so a rerun
+    after an input changed finds the same folder (and starts it fresh)."""
+    stems = hashlib.sha256("\n".join(dataset.stems).encode()).hexdigest()
+    what = {"format": RUN_FORMAT, "dataset": dataset.name, "classes": list(dataset.classes), "images": len(dataset),
+            "stems_sha256": stems, "shard_size": shard_size, "predictor": predictor.describe()}
+    fp = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(fp.encode()).hexdigest()[:10]
+
+
+#: Files of a run folder that belong to protoseg (removed when the run starts fresh).
+RUN_FILE = "run.json"
+RUN_OWNED = ("shard-*.npz",)
 
 
 def _prefetch(fn: Callable[[int], Any], indices: list[int], workers: int) -> Iterator[tuple[int, Any]]:
@@ -295,7 +351,9 @@ def evaluate(
         config: extra JSON-able description stored in the result.
 
     Raises:
-        ProtosegError: unreadable files, size mismatches, or a run folder holding a different run.
+        ProtosegError: unreadable files, size mismatches, or a run folder that is not protoseg's.
+
+    A run folder holding another run (other settings, or inputs whose contents changed) is started fresh.
     """
     if shard_size <= 0:
         raise ProtosegError("shard size must be positive")
@@ -305,17 +363,8 @@ def evaluate(
     done_shards: set[int] = set()
     root: Path | None = None
     if run_dir is not None:
-        root = Path(run_dir)
-        fp = run_fingerprint(dataset, predictor, shard_size)
-        manifest = root / "run.json"
-        if manifest.is_file():
-            if json.loads(manifest.read_text()) != json.loads(json.dumps(fp)):
-                raise ProtosegError(
-                    f"run folder {root} holds a different evaluation (dataset, images, shard size "
-                    "or predictor differ); pass another --run-dir or delete it to start over"
-                )
-        else:
-            write_atomic(manifest, (json.dumps(fp, indent=2) + "\n").encode())
+        root = prepare_work_dir(run_dir, run_fingerprint(dataset, predictor, shard_size), marker=RUN_FILE,
+                                owned=RUN_OWNED, what="evaluation")
         for s in range(n_shards):
             path = root / f"shard-{s:05d}.npz"
             if path.is_file():

@@ -16,6 +16,8 @@ from protoseg.commands.common import (
     FeaturesOption,
     SamOption,
     TextOption,
+    check_device,
+    check_positive,
     model_overrides,
     progress_bar,
     quiet_model_loading,
@@ -120,12 +122,19 @@ def eval_command(
     text: TextOption = None,
     sam: SamOption = None,
 ) -> None:
-    """Score a bank (or saved predictions) on a benchmark under the papers' protocol."""
+    """Score a bank (or saved predictions) on a benchmark under the papers' protocol.
+
+    Runs resume when rerun unchanged; when an input changed (images, predictions, bank), it starts fresh."""
+    from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
     from protoseg.datasets import DATASET_NAMES, dataset_classes, dataset_preset, open_dataset
-    from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, run_id, write_reports
+    from protoseg.evaluate import RUN_FILE, PredictionFolder, SegmenterPredictor, evaluate, run_id, write_reports
+    from protoseg.runs import check_work_dir
+    from protoseg.viz import read_label_classes
 
     if dataset is None:
         raise ProtosegError(f"--dataset is required; choose one of: {', '.join(DATASET_NAMES)}")
+    if dataset not in DATASET_NAMES:
+        raise ProtosegError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
     if list_classes:
         for i, name in enumerate(dataset_classes(dataset, data_root)):
             typer.echo(f"{i}\t{name}")
@@ -134,22 +143,62 @@ def eval_command(
         raise ProtosegError(
             "give exactly one of --bank (run a model) or --predictions (score saved label maps)"
         )
+    # Everything the user controls is checked before a model loads, data is generated or an image is read.
+    check_positive(limit=limit, shard_size=shard_size)
+    if workers < 0:
+        raise ProtosegError(f"--workers must be 0 or more, got {workers}")
+    if beta_source not in ("paper", "code"):
+        raise ProtosegError(f"--beta-source must be 'paper' or 'code', got {beta_source!r}")
+    if bank is None and (save_predictions is not None or preset is not None or device is not None):
+        raise ProtosegError("--save-predictions, --preset and --device apply to --bank runs, not to --predictions")
+    resolved = check_device(device)
+    out = out or Path(f"eval-{dataset}.json")
+    if out.suffix.lower() == ".md":
+        raise ProtosegError(f"--out {out} is the JSON report; the Markdown report is written next to it (.md)")
+    check_output_file(out)
+    if run_dir is not None:
+        check_work_dir(run_dir, marker=RUN_FILE, what="evaluation")
+    if save_predictions is not None:
+        check_output_dir(save_predictions, "--save-predictions")
+    if predictions is not None and not predictions.is_dir():
+        raise ProtosegError(f"--predictions {predictions} is not a folder of <stem>.png label maps")
+    if data_root is not None and data_root.exists() and not data_root.is_dir():
+        raise ProtosegError(f"--data-root {data_root} is a file; give the dataset's folder")
     console = Console(stderr=True)
-    data = open_dataset(dataset, data_root).limit(limit)
-    config: dict[str, Any] = {"dataset": dataset, "limit": limit}
-    if predictions is not None:
-        predictor: Any = PredictionFolder(predictions, data)
-    else:
+    inputs: list[Path] = []
+    if bank is not None:
         from protoseg.bank import PrototypeBank
-        from protoseg.models import ModelSet
-        from protoseg.segment import Segmenter
 
         protocol = dataset_preset(dataset)
         name = preset or protocol.model_preset
         model_preset = protocol.apply(name, beta_source=beta_source, **model_overrides(features, text, sam))
         loaded = PrototypeBank.load(bank)
+        inputs += [p for p in Path(bank).rglob("*") if p.is_file()]
+    data = open_dataset(dataset, data_root).limit(limit)
+    data.check_files(images=bank is not None)
+    inputs += [p for sample in data.samples for p in (sample.image, sample.label)]
+    config: dict[str, Any] = {"dataset": dataset, "limit": limit}
+    outputs = [out, out.with_suffix(".md")]
+    if save_predictions is not None:
+        saved = [save_predictions / f"{sample.stem}.png" for sample in data.samples]
+        outputs += saved
+        for path in saved:
+            if path.exists() and read_label_classes(path) is None:
+                raise ProtosegError(f"{path} exists and was not written by protoseg; protoseg replaces only its "
+                                    "own outputs: choose another --save-predictions folder")
+    if predictions is not None:
+        predictor: Any = PredictionFolder(predictions, data)
+        predictor.check_sizes()
+        inputs += predictor.paths
+        check_not_inputs(outputs, inputs)
+    else:
+        from protoseg.models import ModelSet
+        from protoseg.segment import Segmenter
+
+        check_not_inputs(outputs, inputs, "--out/--save-predictions")
+        loaded.check_classes(data.query_classes)
         quiet_model_loading()
-        models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=device)
+        models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=resolved)
         segmenter = Segmenter(model_preset, loaded, models)
         description = {
             "preset": name,
@@ -162,11 +211,12 @@ def eval_command(
             "scale": list(model_preset.scale),
             "crop": model_preset.crop,
             "stride": model_preset.stride,
+            "device": str(models.device),
+            "dtype": str(models.dtype),
         }
         predictor = SegmenterPredictor(
             segmenter, data, json.loads(json.dumps(description, default=str)), save_predictions
         )
-    out = out or Path(f"eval-{dataset}.json")
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with progress_bar(console) as progress:
         result = evaluate(
@@ -195,6 +245,15 @@ def ablate_command(
 ) -> None:
     """Run FreeDA's ablations (mean vs k-means, superpixels, area vs point pooling) on the parts world."""
     from protoseg.ablations import ABLATIONS, ablation_markdown, run_ablations
+    from protoseg.atomic import check_output_file
+
+    check_positive(limit=limit)
+    if workers < 0:
+        raise ProtosegError(f"--workers must be 0 or more, got {workers}")
+    if data_root is not None and data_root.exists() and not data_root.is_dir():
+        raise ProtosegError(f"--data-root {data_root} is a file; give the parts-world folder (train/, test/)")
+    if out is not None:
+        check_output_file(out)
 
     console = Console(stderr=True)
     with progress_bar(console) as progress:
@@ -231,6 +290,17 @@ def convert_coco_object_command(
 ) -> None:
     """Write COCO-Object ground truth (<stem>_instanceTrainIds.png) from COCO-Stuff label maps."""
     from protoseg.datasets.coco_object import convert_coco_object
+
+    check_positive(workers=workers)
+    if not data_root.is_dir():
+        raise ProtosegError(f"--data-root {data_root} is not a folder; give the COCO-Stuff 164k root "
+                            "(images/, annotations/)")
+    if any(not s.strip() or "/" in s or s in (".", "..") for s in split or []):
+        raise ProtosegError(f"--split takes annotation folder names such as val2017, got {split!r}")
+    for name in split or ["val2017"]:
+        if not (data_root / "annotations" / name).is_dir():
+            raise ProtosegError(f"{data_root / 'annotations' / name} is missing; expected COCO-Stuff 164k as "
+                                "DATA_ROOT/{images,annotations}/<split>/ (MMSeg layout)")
 
     console = Console(stderr=True)
     with progress_bar(console) as progress:

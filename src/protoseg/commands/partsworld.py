@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+from protoseg.commands.common import check_positive
+from protoseg.errors import ProtosegError
+
+#: Smallest image side the scenes are drawn at.
+MIN_SIZE = 32
+
 
 def partsworld(
     out: Annotated[Path, typer.Argument(help="Folder to write train/ and test/ into.")],
@@ -15,12 +21,29 @@ def partsworld(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 448,
 ) -> None:
-    """Write parts-world scenes with exact masks: OUT/train and OUT/test in the examples layout."""
+    """Write parts-world scenes with exact masks: OUT/train and OUT/test in the examples layout.
+
+    Each split is a folder protoseg marks as generated; rerunning with the same settings leaves it as is,
+    with other settings replaces it — unless someone put other files into it (then nothing is touched)."""
+    from protoseg.atomic import check_generated_dir, check_output_dir, generated_dir
     from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 
-    write_examples(out / "train", train, seed=seed, size=size)
-    write_examples(out / "test", test, seed=seed + 1, size=size)
-    typer.echo(f"wrote {train} + {test} scenes to {out}; classes: {', '.join(PARTS_WORLD_CLASSES)}")
+    check_positive(train=train, test=test)
+    if size < MIN_SIZE:
+        raise ProtosegError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
+    check_output_dir(out, "OUT")
+    splits = {"train": (train, seed), "test": (test, seed + 1)}
+    specs = {name: {"parts-world": name, "count": n, "seed": s, "size": size} for name, (n, s) in splits.items()}
+    for name in splits:  # refuse before writing anything
+        check_generated_dir(out / name, specs[name])
+    wrote = []
+    for name, (count, split_seed) in splits.items():
+        if generated_dir(out / name, specs[name],
+                         lambda tmp, count=count, split_seed=split_seed: write_examples(tmp, count, seed=split_seed,
+                                                                                       size=size)):
+            wrote.append(name)
+    done = "wrote " + " and ".join(wrote) if wrote else "already up to date:"
+    typer.echo(f"{done} {train} + {test} scenes in {out}; classes: {', '.join(PARTS_WORLD_CLASSES)}")
 
 
 def register(app: typer.Typer) -> None:

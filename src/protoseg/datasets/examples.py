@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protoseg.atomic import atomic_dir
 from protoseg.classes import read_class_file
 from protoseg.datasets.base import Sample, SegDataset
 from protoseg.errors import ProtosegError
@@ -67,20 +66,26 @@ def default_parts_world_root() -> Path:
 
 
 def ensure_parts_world_split(root: Path, split: str, count: int, seed: int) -> Path:
-    """Generate ``root/<split>`` deterministically unless it is already complete; returns its path.
+    """``root/<split>``, generated deterministically when it does not exist; returns its path.
 
-    Generation goes to a temporary sibling folder renamed into place, so an interrupted run leaves
-    nothing half-written.
+    An existing split is read as it is and never regenerated or modified — whoever made it (``protoseg
+    partsworld``, an earlier run, the user). A missing one is generated into a temporary sibling folder,
+    marked as protoseg's and renamed into place, so an interrupted run leaves nothing half-written.
+
+    Raises:
+        ProtosegError: ``root`` or ``root/<split>`` is a file.
     """
+    from protoseg.atomic import generated_dir
     from protoseg.partsworld import write_examples
 
-    target = root / split
-    marker = target / ".complete"
-    if marker.is_file():
+    target = Path(root) / split
+    for path in (Path(root), target):
+        if path.exists() and not path.is_dir():
+            raise ProtosegError(f"parts-world: {path} is a file; give the folder holding train/ and test/")
+    if target.exists():
         return target
-    with atomic_dir(target, replace=True) as tmp:  # replaces an incomplete earlier attempt
-        write_examples(tmp, count=count, seed=seed)
-        (tmp / ".complete").write_text(f"count={count} seed={seed}\n")
+    generated_dir(target, {"parts-world": split, "count": count, "seed": seed, "size": 448},
+                  lambda tmp: write_examples(tmp, count=count, seed=seed))
     return target
 
 

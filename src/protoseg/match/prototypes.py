@@ -37,11 +37,26 @@ def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray
     """Bank rows serving each class.
 
     With ``text_vectors`` (``[C, Dk]``, CLIP class embeddings) and a bank with text keys, the ``k`` keys
-    nearest each class are retrieved (FreeDA). Otherwise rows are looked up by exact label.
+    nearest each class are retrieved (FreeDA). Otherwise rows are looked up by exact label. Rows whose
+    prototype is not finite (a damaged bank) are left out.
 
     Raises:
-        ProtosegError: a class the bank cannot serve (label lookup with no rows).
+        ProtosegError: a class the bank cannot serve (label lookup with no rows, or only non-finite ones).
     """
+    return _finite_only(bank, classes, _lookup(bank, classes, text_vectors, k, level))
+
+
+def _finite_only(bank: PrototypeBank, classes: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+    kept = [r[bank.finite(r)] for r in rows]
+    bad = [name for name, r in zip(classes, kept, strict=True) if len(r) == 0]
+    if bad:
+        raise ProtosegError(f"every prototype serving {', '.join(map(repr, bad))} in this bank is NaN or infinite; "
+                            "rebuild those classes (`protoseg bank extend BANK NEW --replace`) or leave them out")
+    return kept
+
+
+def _lookup(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | None, k: int,
+            level: str | None) -> list[np.ndarray]:
     if text_vectors is not None and bank.keys is not None:
         rows = bank.retrieve(text_vectors, k)
         if level is not None:

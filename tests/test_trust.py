@@ -142,6 +142,21 @@ def test_partsworld_writes_only_folders_it_made(tmp_path, run):
     assert (pw / "train/notes.txt").read_text() == "mine" and len(list((pw / "train/images").iterdir())) == 2
 
 
+def test_builds_never_delete_a_users_folder(world, tmp_path, run):
+    caps = tmp_path / "caps.txt"
+    caps.write_text("a cat on a sofa\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    one_error(run("build-bank", "--preset", "freeda-tiny", "--captions", caps, "--out", tmp_path / "b",
+                  "--work-dir", mine), "holds no protoseg build")
+    one_error(run("build-bank", "--preset", "freeda-tiny", "--captions", caps, "--out", mine, "--overwrite"),
+              "not a prototype bank")
+    with pytest.raises(ProtosegError, match="not a prototype bank"):
+        PrototypeBank.load(world / "bank").save(mine, overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not (tmp_path / "b").exists()
+
+
 # ------------------------------------------------------------------ 3. resume only what is provably the same
 def _eval_predictions(run, world, pred, out):
     code, stdout, err = run("eval", "--dataset", "examples", "--data-root", world / "test", "--predictions", pred,

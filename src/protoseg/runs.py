@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from protoseg.atomic import atomic_path, dir_mode
+from protoseg.atomic import atomic_path, check_output_dir, dir_mode
 from protoseg.errors import ProtosegError
 
 T = TypeVar("T")
@@ -145,8 +145,6 @@ def check_work_dir(work_dir: str | Path, *, marker: str = FINGERPRINT_FILE, what
     Raises:
         ProtosegError: ``work_dir`` is a file, a non-empty folder protoseg did not make, or not writable.
     """
-    from protoseg.atomic import check_output_dir
-
     work_dir = Path(work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ProtosegError(f"{work_dir} is a file; pass a folder for the {what}'s work files")

@@ -235,15 +235,19 @@ def _read_table(bank: Path, count: int) -> dict[str, np.ndarray]:
     missing = [name for name in TABLE_COLUMNS if name not in arrow.column_names]
     if missing:
         raise _damaged(bank, f"table.parquet lacks the column(s) {', '.join(missing)}")
+    for name, dtype in TABLE_COLUMNS.items() if count else ():  # an empty table's columns have no type
+        kind = arrow.schema.field(name).type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if (dtype is str) != text or (not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind))):
+            raise _damaged(bank, f"table.parquet column {name!r} has type {kind}")
+        if arrow[name].null_count:
+            raise _damaged(bank, f"table.parquet column {name!r} has empty cells")
     try:
         table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object) if TABLE_COLUMNS[name] is str
                         else arrow[name].to_numpy().astype(TABLE_COLUMNS[name], copy=False))
                  for name in TABLE_COLUMNS}
     except (ValueError, TypeError, pa.ArrowException) as exc:
         raise _damaged(bank, f"table.parquet has a column of the wrong type ({exc})") from None
-    for name, dtype in TABLE_COLUMNS.items():
-        if dtype is str and not all(isinstance(v, str) for v in table[name]):
-            raise _damaged(bank, f"table.parquet column {name!r} must hold text")
     return table
 
 

@@ -213,6 +213,7 @@ def eval_command(
             "stride": model_preset.stride,
             "device": str(models.device),
             "dtype": str(models.dtype),
+            "save_predictions": str(save_predictions.resolve()) if save_predictions is not None else None,
         }
         predictor = SegmenterPredictor(
             segmenter, data, json.loads(json.dumps(description, default=str)), save_predictions

@@ -73,7 +73,8 @@ def segment(
     loaded.check_classes(names)
     planned = {path: output_paths(out, path.stem) for path in paths}
     bank_files = [p for p in Path(bank).rglob("*") if p.is_file()]
-    check_not_inputs([f for files in planned.values() for f in files.values()], [*paths, *bank_files])
+    inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
+    check_not_inputs([f for files in planned.values() for f in files.values()], inputs)
     for files in planned.values():
         for file in files.values():
             if file.exists() and not written_by_protoseg(file):

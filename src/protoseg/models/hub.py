@@ -83,11 +83,11 @@ def from_pretrained(loader: Callable[..., T], name_or_path: str, **kwargs: Any) 
     except (OSError, ValueError) as exc:
         cached_error = exc
     if hub_offline():
-        raise ProtosegError(f"cannot load model weights {name_or_path!r}: they are not in the local Hugging Face "
-                            f"cache and HF_HUB_OFFLINE is set; {_advice(name_or_path)}") from cached_error
+        raise ProtosegError(f"cannot load model weights {name_or_path!r}: no such local folder, not in the local "
+                            f"Hugging Face cache, and HF_HUB_OFFLINE is set; {_advice(name_or_path)}") from cached_error
     if not hub_reachable():
-        raise ProtosegError(f"cannot load model weights {name_or_path!r}: they are not in the local Hugging Face "
-                            f"cache and the hub cannot be reached (offline?); {_advice(name_or_path)}"
+        raise ProtosegError(f"cannot load model weights {name_or_path!r}: no such local folder, not in the local "
+                            f"Hugging Face cache, and the hub cannot be reached (offline?); {_advice(name_or_path)}"
                             ) from cached_error
     try:
         return loader(name_or_path, **kwargs)

@@ -353,7 +353,7 @@ def test_unknown_manifest_keys_of_a_newer_minor_version_are_tolerated(world, tmp
 def test_interrupted_eval_says_a_rerun_resumes_and_then_resumes(world, tmp_path, run, monkeypatch):
     import protoseg.evaluate as ev
 
-    real = ev.intersect_and_union
+    real = ev.confusion_matrix
     calls = []
 
     def interrupt_on_second(*args):
@@ -362,7 +362,7 @@ def test_interrupted_eval_says_a_rerun_resumes_and_then_resumes(world, tmp_path,
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(ev, "intersect_and_union", interrupt_on_second)
+    monkeypatch.setattr(ev, "confusion_matrix", interrupt_on_second)
     pred = world / "test/masks"
     args = ["eval", "--dataset", "examples", "--data-root", world / "test", "--predictions", pred, "--out",
             tmp_path / "r.json", "--shard-size", 1, "--workers", 0]
@@ -370,7 +370,8 @@ def test_interrupted_eval_says_a_rerun_resumes_and_then_resumes(world, tmp_path,
     lines = [line for line in err.splitlines() if line.strip() and "━" not in line]
     assert code == 130 and lines == [cli.INTERRUPTED] and "rerun" in cli.INTERRUPTED
     (run_dir,) = tmp_path.glob("r.run-*")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "shard-00000.npz"]  # no partial file
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == [
+        "run.json", "shards", "shards/00000.npz"]  # no partial file
     assert not (tmp_path / "r.json").exists()
     calls.clear()
     code, _, err = run(*args)

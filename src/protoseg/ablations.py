@@ -113,7 +113,7 @@ def run_ablations(
         models = models or ModelSet(preset.features, preset.text, preset.sam)
         segmenter = Segmenter(preset, bank, models)
         predictor = SegmenterPredictor(segmenter, dataset, {"preset": "handcrafted", "options": row.options})
-        cb = (lambda d, t, name=row.name: progress(name, d, t)) if progress else None
+        cb = (lambda stage, d, t, name=row.name: progress(name, d, t)) if progress else None
         results.append(
             (row, evaluate(dataset, predictor, workers=workers, progress=cb, config={"ablation": row.name}))
         )

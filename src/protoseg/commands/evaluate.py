@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -121,6 +119,10 @@ def eval_command(
     features: FeaturesOption = None,
     text: TextOption = None,
     sam: SamOption = None,
+    ray: Annotated[bool, typer.Option("--ray", help="run the shards as Ray tasks (one GPU each when the "
+                                                    "cluster has GPUs); totals equal a local run's")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
 ) -> None:
     """Score a bank (or saved predictions) on a benchmark under the papers' protocol.
 
@@ -204,20 +206,13 @@ def eval_command(
             "preset": name,
             "bank": str(Path(bank).resolve()),
             "beta_source": beta_source,
-            "matcher": model_preset.matcher,
-            "matcher_options": model_preset.matcher_options,
-            "superpixels": vars(model_preset.superpixels),
-            "background_threshold": model_preset.background_threshold,
-            "scale": list(model_preset.scale),
-            "crop": model_preset.crop,
-            "stride": model_preset.stride,
+            "settings": model_preset.to_dict(),
             "device": str(models.device),
             "dtype": str(models.dtype),
             "save_predictions": str(save_predictions.resolve()) if save_predictions is not None else None,
         }
-        predictor = SegmenterPredictor(
-            segmenter, data, json.loads(json.dumps(description, default=str)), save_predictions
-        )
+        recipe = {"preset": model_preset.to_dict(), "bank": str(Path(bank).resolve()), "device": device}
+        predictor = SegmenterPredictor(segmenter, data, description, save_predictions, recipe=recipe)
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with progress_bar(console) as progress:
         result = evaluate(
@@ -226,8 +221,10 @@ def eval_command(
             run_dir=run_dir,
             shard_size=shard_size,
             workers=workers,
-            progress=functools.partial(_tracker(progress, f"eval {dataset}"), "images"),
+            progress=_tracker(progress, f"eval {dataset}"),
             config=config,
+            ray=ray,
+            ray_address=ray_address,
         )
     Console().print(_summary_table(result, per_class))
     json_path, md_path = write_reports(result, out)
@@ -274,9 +271,9 @@ def ablate_command(
         table.add_row(row.name, f"{s.miou * 100:.2f}", f"{s.macc * 100:.2f}", f"{s.aacc * 100:.2f}")
     Console().print(table)
     if out is not None:
-        from protoseg.evaluate import write_atomic
+        from protoseg.atomic import write_bytes
 
-        write_atomic(Path(out), ablation_markdown(results).encode())
+        write_bytes(Path(out), ablation_markdown(results).encode())
 
 
 def convert_coco_object_command(

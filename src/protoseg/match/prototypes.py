@@ -32,6 +32,15 @@ def aggregate(vectors: np.ndarray, how: str = "mean", clusters: int = 1, seed: i
     return km.centroids.astype(np.float32)
 
 
+def served_names(bank: PrototypeBank, names: list[str], retrieval: bool, level: str | None = None) -> list[bool]:
+    """Whether :func:`class_rows` can serve each name: every name when prototypes are retrieved by text key
+    (``retrieval``); with lookup by exact label, the names the bank labels (at ``level``) with at least one
+    finite prototype."""
+    if retrieval:
+        return [True] * len(names)
+    return [bool(len(rows := bank.rows_of(name, level))) and bool(bank.finite(rows).any()) for name in names]
+
+
 def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | None, k: int,
                level: str | None = None) -> list[np.ndarray]:
     """Bank rows serving each class.

@@ -79,8 +79,15 @@ class SegmenterPredictor:
     the segmentations' counts (e.g. transport problems that did not converge) over the images segmented
     by this predictor (``images``; a resumed run does not segment finished shards again).
 
+    With a ``query`` (a :class:`~protoseg.protocol.BenchmarkQuery`) the segmenter is asked the query's
+    classes (with their synonyms) under its background rule, and the labels are mapped to the dataset's
+    class indices (:meth:`~protoseg.protocol.BenchmarkQuery.to_dataset`); without one, ``dataset.query_classes``
+    with a constant background where the dataset has one. The query is part of :meth:`describe` (the run
+    fingerprint).
+
     With a ``recipe`` (``{"preset": Preset.to_dict(), "bank": path, "device": ..., "dtype": ...}``) the
-    predictor pickles without its models and rebuilds the segmenter where it lands (a Ray task).
+    predictor pickles without its models and rebuilds the segmenter where it lands (a Ray task); the query
+    is plain data and travels with the predictor, so the worker asks the same query.
     """
 
     needs_image = True
@@ -93,8 +100,10 @@ class SegmenterPredictor:
         description: dict[str, Any] | None = None,
         save_dir: str | Path | None = None,
         recipe: dict[str, Any] | None = None,
+        query: Any = None,
     ):
         self.segmenter = segmenter
+        self.query = query
         self.dataset = dataset
         self.description = description or {}
         self.save_dir = Path(save_dir) if save_dir is not None else None
@@ -125,7 +134,8 @@ class SegmenterPredictor:
         return self.segmenter
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "segmenter", **self.description}
+        own = {"query": self.query.describe()} if self.query is not None else {}
+        return {"kind": "segmenter", **self.description, **own}
 
     def inputs(self) -> dict[str, Any]:
         bank = getattr(self.segmenter, "bank", None)
@@ -134,11 +144,17 @@ class SegmenterPredictor:
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         assert image is not None
         background = self.dataset.has_background
-        result = self._segmenter().segment(image, self.dataset.query_classes, background=background)
+        if self.query is not None:
+            result = self.query.segment(self._segmenter(), image)
+        else:
+            result = self._segmenter().segment(image, self.dataset.query_classes, background=background)
         self.diagnostics["images"] = self.diagnostics.get("images", 0) + 1
         for key, count in getattr(result, "diagnostics", {}).items():
             self.diagnostics[key] = self.diagnostics.get(key, 0) + count
-        labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
+        if self.query is not None:
+            labels = self.query.to_dataset(result.labels)
+        else:
+            labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
         if self.save_dir is not None:
             save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png", self.dataset.classes)
         return labels
@@ -295,12 +311,17 @@ class EvalResult:
         return "\n".join(lines) + "\n"
 
 
-def write_reports(result: EvalResult, out: str | Path, per_class: bool = True) -> tuple[Path, Path]:
-    """Write ``out`` (JSON) and the same path with ``.md`` (Markdown); returns both paths."""
+def write_reports(result: EvalResult, out: str | Path, per_class: bool = True,
+                  extra_markdown: str = "") -> tuple[Path, Path]:
+    """Write ``out`` (JSON) and the same path with ``.md`` (Markdown, followed by ``extra_markdown``, e.g. the
+    published numbers beside the run); returns both paths."""
     out = Path(out)
     md = out.with_suffix(".md")
     write_json(out, result.to_dict())
-    write_bytes(md, result.to_markdown(per_class).encode())
+    text = result.to_markdown(per_class)
+    if extra_markdown:
+        text += "\n" + extra_markdown.rstrip("\n") + "\n"
+    write_bytes(md, text.encode())
     return out, md
 
 

@@ -38,7 +38,9 @@ def _summary_table(result: Any, per_class: bool) -> Table:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
-    table = Table(title=f"{result.dataset}: {result.images} images")
+    protocol = (result.config.get("protocol") or {}).get("name")
+    table = Table(title=f"{result.dataset}: {result.images} images",
+                  caption=f"{protocol} protocol, {result.config.get('names')} names" if protocol else None)
     if per_class:
         table.add_column("#", justify="right")
         table.add_column("class")
@@ -123,13 +125,28 @@ def eval_command(
                                                     "cluster has GPUs); totals equal a local run's")] = False,
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
+    protocol: Annotated[str, typer.Option(
+        "--protocol", help="evaluation protocol: tcl (FreeDA/DPSM, default) or the SCLIP family "
+                           "(sclip, naclip, proxyclip, corrclip); with --predictions only recorded")] = "tcl",
+    names: Annotated[str | None, typer.Option(
+        "--names", help="class-name variant: mmseg, sclip, proxyclip, corrclip (default: the protocol's own)")] = None,
+    plots: Annotated[Path | None, typer.Option(
+        "--plots", help="folder for the per-class IoU chart and the confusion heat map "
+                        "(<out stem>_iou.png, <out stem>_confusion.png; default: beside the report)")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="write no plots")] = False,
 ) -> None:
-    """Score a bank (or saved predictions) on a benchmark under the papers' protocol.
+    """Score a bank (or saved predictions) on a benchmark under a published protocol.
 
+    The Markdown report lists the published numbers of the same dataset and protocol family beside the run;
+    the plots show the per-class IoU and the largest confusions.
     Runs resume when rerun unchanged; when an input changed (images, predictions, bank), it starts fresh."""
+    from protoseg import __version__
     from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
-    from protoseg.datasets import DATASET_NAMES, dataset_classes, dataset_preset, open_dataset
+    from protoseg.config.fields import to_dict
+    from protoseg.config.protocols import BENCHMARKS, NAME_VARIANTS, PROTOCOLS, protocol_family
+    from protoseg.datasets import DATASET_NAMES, dataset_classes, open_dataset
     from protoseg.evaluate import RUN_FILE, PredictionFolder, SegmenterPredictor, evaluate, run_id, write_reports
+    from protoseg.protocol import benchmark_query
     from protoseg.runs import check_work_dir
     from protoseg.viz import read_label_classes
 
@@ -146,6 +163,12 @@ def eval_command(
             "give exactly one of --bank (run a model) or --predictions (score saved label maps)"
         )
     # Everything the user controls is checked before a model loads, data is generated or an image is read.
+    if protocol not in PROTOCOLS:
+        raise ProtosegError(f"unknown --protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if names is not None and names not in NAME_VARIANTS:
+        raise ProtosegError(f"unknown --names {names!r}; choose one of: {', '.join(NAME_VARIANTS)}")
+    if plots is not None and no_plots:
+        raise ProtosegError("give --plots DIR or --no-plots, not both")
     check_positive(limit=limit, shard_size=shard_size)
     if workers < 0:
         raise ProtosegError(f"--workers must be 0 or more, got {workers}")
@@ -158,6 +181,12 @@ def eval_command(
     if out.suffix.lower() == ".md":
         raise ProtosegError(f"--out {out} is the JSON report; the Markdown report is written next to it (.md)")
     check_output_file(out)
+    plot_paths: list[Path] = []
+    if not no_plots:
+        folder = plots if plots is not None else out.parent
+        plot_paths = [folder / f"{out.stem}_iou.png", folder / f"{out.stem}_confusion.png"]
+        for path in plot_paths:
+            check_output_file(path, "--plots")
     if run_dir is not None:
         check_work_dir(run_dir, marker=RUN_FILE, what="evaluation")
     if save_predictions is not None:
@@ -168,19 +197,30 @@ def eval_command(
         raise ProtosegError(f"--data-root {data_root} is a file; give the dataset's folder")
     console = Console(stderr=True)
     inputs: list[Path] = []
+    # The preset, classes (with synonyms) and background rule of the dataset under the protocol; with
+    # --predictions only the protocol's settings and the name variant are recorded.
+    query = benchmark_query(dataset, protocol, names, preset, beta_source=beta_source, data_root=data_root,
+                            **model_overrides(features, text, sam))
     if bank is not None:
         from protoseg.bank import PrototypeBank
 
-        protocol = dataset_preset(dataset)
-        name = preset or protocol.model_preset
-        model_preset = protocol.apply(name, beta_source=beta_source, **model_overrides(features, text, sam))
+        name = query.preset_name
+        model_preset = query.preset
         loaded = PrototypeBank.load(bank)
         inputs += [p for p in Path(bank).rglob("*") if p.is_file()]
     data = open_dataset(dataset, data_root).limit(limit)
     data.check_files(images=bank is not None)
     inputs += [p for sample in data.samples for p in (sample.image, sample.label)]
-    config: dict[str, Any] = {"dataset": dataset, "limit": limit}
-    outputs = [out, out.with_suffix(".md")]
+    config: dict[str, Any] = {
+        "dataset": dataset,
+        "limit": limit,
+        "protocol": to_dict(query.settings),
+        "names": query.names,
+        "preset": query.preset_name if bank is not None else None,
+        "bank_id": loaded.manifest.bank_id if bank is not None else None,
+        "protoseg": __version__,
+    }
+    outputs = [out, out.with_suffix(".md"), *plot_paths]
     if save_predictions is not None:
         saved = [save_predictions / f"{sample.stem}.png" for sample in data.samples]
         outputs += saved
@@ -192,13 +232,14 @@ def eval_command(
         predictor: Any = PredictionFolder(predictions, data)
         predictor.check_sizes()
         inputs += predictor.paths
-        check_not_inputs(outputs, inputs)
+        check_not_inputs(outputs, inputs, "--out/--plots")
     else:
         from protoseg.models import ModelSet
         from protoseg.segment import Segmenter
 
-        check_not_inputs(outputs, inputs, "--out/--save-predictions")
-        loaded.check_classes(data.query_classes)
+        check_not_inputs(outputs, inputs, "--out/--plots/--save-predictions")
+        loaded.check_classes([n for synonyms in query.classes.synonyms for n in synonyms]
+                             + list(query.background_names))
         quiet_model_loading()
         models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=resolved)
         segmenter = Segmenter(model_preset, loaded, models)
@@ -211,8 +252,9 @@ def eval_command(
             "dtype": str(models.dtype),
             "save_predictions": str(save_predictions.resolve()) if save_predictions is not None else None,
         }
+        # The recipe rebuilds the segmenter in a Ray worker; the query (plain data) travels with the predictor.
         recipe = {"preset": model_preset.to_dict(), "bank": str(Path(bank).resolve()), "device": device}
-        predictor = SegmenterPredictor(segmenter, data, description, save_predictions, recipe=recipe)
+        predictor = SegmenterPredictor(segmenter, data, description, save_predictions, recipe=recipe, query=query)
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with progress_bar(console) as progress:
         result = evaluate(
@@ -227,8 +269,37 @@ def eval_command(
             ray_address=ray_address,
         )
     Console().print(_summary_table(result, per_class))
-    json_path, md_path = write_reports(result, out)
-    console.print(f"reports: {json_path}, {md_path}")
+    if dataset in BENCHMARKS:
+        from rich.markdown import Markdown
+
+        from protoseg.published import side_by_side
+
+        label = {"method": "protoseg", "backbone": query.preset_name} if bank is not None else {
+            "method": f"predictions ({predictions.name})" if predictions is not None else "this run"}
+        published = "## Published numbers\n\n" + side_by_side(result.to_dict() | label, dataset, protocol)
+        Console().print(Markdown(published))
+    else:
+        published = (f"No published numbers for `{dataset}` (protoseg's table covers the benchmarks "
+                     f"{', '.join(BENCHMARKS)}; {protocol_family(protocol)} protocol family).\n")
+    json_path, md_path = write_reports(result, out, extra_markdown=published)
+    written = [json_path, md_path]
+    if plot_paths:
+        written += _write_plots(result, plot_paths, f"{dataset}, {protocol} protocol")
+    console.print(f"reports: {', '.join(map(str, written))}")
+
+
+def _write_plots(result: Any, paths: list[Path], title: str) -> list[Path]:
+    """The per-class IoU chart and the confusion heat map (top confusions named) of ``result``, written
+    atomically to ``paths`` (IoU chart, heat map); returns the paths written."""
+    from protoseg.plots import confusion_heatmap, per_class_iou_chart
+
+    iou = [row["IoU"] for row in result.to_dict()["per_class"]]
+    per_class_iou_chart(result.classes, iou, paths[0], title=f"{title}: per-class IoU")
+    if result.confusion is None:
+        return [paths[0]]
+    c = len(result.classes)
+    confusion_heatmap(result.confusion[:c, :c], result.classes, paths[1], title=f"{title}: confusion")
+    return paths
 
 
 def ablate_command(

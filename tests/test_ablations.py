@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from protoseg.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
+from protoseg.bank import PrototypeBank
 from protoseg.datasets import dataset_preset, open_examples
 from protoseg.datasets.examples import ensure_parts_world_split
 from protoseg.errors import ProtosegError
@@ -109,7 +110,7 @@ def test_cli_eval_with_a_bank(small_world, tmp_path):
     direct = evaluate(one, SegmenterPredictor(Segmenter(preset, bank), one), workers=0)
     assert report["totals"]["intersect"] == direct.totals[0].tolist()
     assert report["config"]["predictor"]["preset"] == "handcrafted"
-    assert report["config"]["predictor"]["superpixels"]["sigma"] == 1.0  # the dataset preset's setting
+    assert report["config"]["predictor"]["settings"]["superpixels"]["sigma"] == 1.0  # the dataset preset's setting
 
 
 def test_dpsm_rows_cover_table_3_and_every_switch():
@@ -215,3 +216,26 @@ def test_cli_ablate_passes_suite_world_split_and_proposals(monkeypatch, small_wo
     assert out.read_text().startswith("**dpsm ablations on the recombined world (dev, 1 images, proposals: oracle)")
     bad = CliRunner().invoke(app, ["ablate", "--suite", "dpsm", "--rows", "0"])
     assert isinstance(bad.exception, ProtosegError) and "--rows takes numbers 1..18" in str(bad.exception)
+
+
+
+def test_ray_eval_gives_the_totals_of_a_local_run(small_world, tmp_path):
+    """Evaluation shards as tasks of a local Ray cluster (CPU), on the build's run machinery: the segmenter
+    is rebuilt in each worker from its recipe, and the totals and confusion match a local run exactly."""
+    pytest.importorskip("ray")
+    _, test = small_world
+    bank_dir = tmp_path / "bank"
+    small_world[0].save(bank_dir)
+    preset = dataset_preset("parts-world").apply("handcrafted")
+    recipe = {"preset": preset.to_dict(), "bank": str(bank_dir), "device": "cpu"}
+
+    def predictor():
+        return SegmenterPredictor(Segmenter(preset, PrototypeBank.load(bank_dir)), test, {"preset": "handcrafted"},
+                                  recipe=recipe)
+
+    local = evaluate(test, predictor(), run_dir=tmp_path / "local", shard_size=1, workers=0)
+    remote = evaluate(test, predictor(), run_dir=tmp_path / "ray", shard_size=1, workers=0, ray=True,
+                      ray_init={"num_cpus": 2})
+    assert np.array_equal(local.totals, remote.totals) and local.scores.miou == remote.scores.miou
+    assert np.array_equal(local.confusion, remote.confusion)
+    assert local.confusion[:-1, :-1].trace() == local.totals[0].sum()  # the diagonal is the intersections

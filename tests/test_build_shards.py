@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from protoseg.errors import ProtosegError
-from protoseg.runs import derive_seed, load_shard, prepare_work_dir, run_shards, save_shard, shard_path
+from protoseg.runs import derive_seed, load_shard, prepare_work_dir, remove_work_dir, run_shards, save_shard, shard_path
 
 
 def _square(items):
@@ -65,12 +65,45 @@ def test_resume_skips_finished_shards_and_matches_uninterrupted(tmp_path):
     assert paths == [shard_path(a, i) for i in range(4)]
 
 
-def test_work_dir_of_another_build_is_refused(tmp_path):
-    prepare_work_dir(tmp_path, {"seed": 0, "items": [1, 2]})
-    prepare_work_dir(tmp_path, {"items": [1, 2], "seed": 0})  # same build, key order irrelevant
-    assert json.loads((tmp_path / "build.json").read_text())["description"]["seed"] == 0
-    with pytest.raises(ProtosegError, match="other settings"):
-        prepare_work_dir(tmp_path, {"seed": 1, "items": [1, 2]})
+def test_work_dir_of_another_build_starts_fresh_with_a_notice(tmp_path, caplog):
+    work = tmp_path / "w"
+    prepare_work_dir(work, {"seed": 0, "items": [1, 2]})
+    save_shard(shard_path(work, 0), {"x": np.zeros(2)})
+    prepare_work_dir(work, {"items": [1, 2], "seed": 0})  # same build, key order irrelevant
+    assert shard_path(work, 0).is_file() and not caplog.records
+    assert json.loads((work / "build.json").read_text())["description"]["seed"] == 0
+    prepare_work_dir(work, {"seed": 1, "items": [1, 2]})
+    assert not shard_path(work, 0).exists()  # stale shards of protoseg's own folder are discarded
+    assert json.loads((work / "build.json").read_text())["description"]["seed"] == 1
+    (notice,) = caplog.records
+    assert "seed changed" in notice.getMessage() and "starting fresh" in notice.getMessage()
+
+
+def test_work_dir_that_is_not_protosegs_is_never_written_or_removed(tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep")
+    with pytest.raises(ProtosegError, match="not empty and holds no protoseg build"):
+        prepare_work_dir(user, {"seed": 0})
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ProtosegError, match="is a file"):
+        prepare_work_dir(tmp_path / "file", {"seed": 0})
+    # an empty folder the user made is used, then cleaned of protoseg's files but kept
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_work_dir(empty, {"seed": 0})
+    save_shard(shard_path(empty, 0), {"x": np.zeros(2)})
+    remove_work_dir(empty)
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    made = prepare_work_dir(tmp_path / "made", {"seed": 0})
+    (made / "user.txt").write_text("keep")
+    remove_work_dir(made)
+    assert sorted(p.name for p in made.iterdir()) == ["user.txt"]
+    made = prepare_work_dir(tmp_path / "made2", {"seed": 0})
+    save_shard(shard_path(made, 0), {"x": np.zeros(2)})
+    remove_work_dir(made)
+    assert not made.exists()  # made by protoseg and nothing else in it: removed
 
 
 def test_derive_seeds_depend_only_on_identity():

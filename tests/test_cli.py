@@ -60,7 +60,8 @@ def test_segment_writes_label_maps_and_overlays(world, tmp_path):
         assert np.asarray(label).max() < len(PARTS_WORLD_CLASSES)
         assert Image.open(tmp_path / "out" / f"{stem}_overlay.jpg").size == (224, 224)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        [f"{Path(i).stem}.png" for i in images] + [f"{Path(i).stem}_overlay.jpg" for i in images])
+        [f"{Path(i).stem}.png" for i in images] + [f"{Path(i).stem}_overlay.jpg" for i in images]
+        + [f"{Path(i).stem}.json" for i in images])
 
 
 def test_segment_warns_once_when_transport_did_not_converge(world, tmp_path, run, monkeypatch):

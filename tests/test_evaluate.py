@@ -87,7 +87,7 @@ class CountingPredictions(PredictionFolder):
         return super().__call__(index, image)
 
 
-def test_interrupted_run_resumes_to_identical_numbers(tmp_path):
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, caplog):
     gts = make_ade(tmp_path / "ade", n=9)
     write_predictions(tmp_path / "pred", gts)
     ds = open_dataset("ade20k", tmp_path / "ade")
@@ -97,23 +97,30 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path):
     pred.calls = []
     run = tmp_path / "run"
 
-    def stop_after_five(done, total):
+    def stop_after_five(stage, done, total):
         if done == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(ds, pred, run_dir=run, shard_size=2, workers=0, progress=stop_after_five)
-    assert sorted(p.name for p in run.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
-    assert not list(run.glob("*.tmp"))
+    assert sorted(p.name for p in run.glob("shards/*.npz")) == ["00000.npz", "00001.npz"]
+    assert not list(run.rglob("*.tmp"))
     pred.calls = []
     resumed = evaluate(ds, pred, run_dir=run, shard_size=2, workers=2)
     assert pred.calls == [4, 5, 6, 7, 8]  # finished shards were not recomputed
     assert np.array_equal(resumed.totals, full.totals) and resumed.scores.miou == full.scores.miou
     pred.calls = []
     again = evaluate(ds, pred, run_dir=run, shard_size=2, workers=2)
-    assert pred.calls == [] and np.array_equal(again.totals, full.totals)
-    with pytest.raises(ProtosegError, match="different evaluation"):
-        evaluate(ds.limit(4), pred, run_dir=run, shard_size=2)
+    assert pred.calls == [] and np.array_equal(again.totals, full.totals) and not caplog.records
+    # another evaluation in the same run folder starts fresh (saying so) instead of reusing its shards
+    first4 = evaluate(ds.limit(4), PredictionFolder(tmp_path / "pred", ds.limit(4)), workers=0)
+    pred = CountingPredictions(tmp_path / "pred", ds.limit(4))
+    pred.calls = []
+    other = evaluate(ds.limit(4), pred, run_dir=run, shard_size=2, workers=0)
+    assert pred.calls == [0, 1, 2, 3] and np.array_equal(other.totals, first4.totals)
+    assert sorted(p.name for p in run.glob("shards/*.npz")) == ["00000.npz", "00001.npz"]
+    (notice,) = caplog.records
+    assert "starting fresh" in notice.getMessage() and "images" in notice.getMessage()
 
 
 class FakeSegmenter:
@@ -228,7 +235,7 @@ def test_reports_and_cli(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "| mIoU | mAcc | aAcc |" in md and "`bed `" in md
     (run,) = (tmp_path / "r").glob("report.run-*")
-    assert (run / "run.json").is_file() and (run / "shard-00000.npz").is_file()
+    assert (run / "run.json").is_file() and (run / "shards" / "00000.npz").is_file()
     # the same command again resumes from the same folder (nothing recomputed) and reports the same numbers
     before = out.read_text()
     res = runner.invoke(app, command)

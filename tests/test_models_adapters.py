@@ -137,7 +137,7 @@ def test_missing_folder_is_a_protoseg_error(tmp_path):
         Dinov2Features(str(tmp_path / "nowhere"), device="cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ProtosegError, match="huggingface-cli download"):
+    with pytest.raises(ProtosegError, match="hf download <hub id> --local-dir DIR"):
         ClipModel(str(empty), device="cpu")
 
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
+from protoseg.config.benchmarks import DATASET_PRESETS
 from protoseg.config.fields import to_dict
-from protoseg.config.protocol import DATASET_PRESETS
 from protoseg.config.protocols import (
     BENCHMARKS,
     CONFIG_FILES,
@@ -127,6 +127,21 @@ def test_lookup_errors_and_families():
         protocol_settings("mmseg", "voc")
     with pytest.raises(ProtosegError, match="no settings for dataset 'parts-world'"):
         protocol_settings("tcl", "parts-world")
+    with pytest.raises(ProtosegError, match="no settings for dataset 'pascal'"):
+        protocol_settings("sclip", "pascal", has_background=False)
+
+
+def test_datasets_outside_the_tables_take_the_protocols_defaults():
+    tcl = protocol_settings("tcl", "parts-world", has_background=False)
+    assert (tcl.scale, tcl.crop, tcl.stride, tcl.background) == ((2048, 448), 448, 224, "none")
+    assert get_preset("handcrafted", **tcl.preset_overrides()) == get_preset("handcrafted")
+    assert protocol_settings("tcl", "examples", has_background=True).preset_overrides()["background_threshold"] == 0.4
+    sclip = protocol_settings("sclip", "parts-world", has_background=False)
+    assert (sclip.family, sclip.scale, sclip.crop, sclip.stride, sclip.background, sclip.names) == (
+        "sclip", (2048, 336), 224, 112, "none", "mmseg")
+    with_bg = protocol_settings("proxyclip", "examples", has_background=True)
+    assert (with_bg.crop, with_bg.background, with_bg.threshold, with_bg.logit_scale) == (336, "probability", 0.0, 40.0)
+    assert protocol_settings("sclip", "voc", has_background=False) is PROTOCOLS["sclip"]["voc"]
     assert [protocol_family(p) for p in ("tcl", "sclip", "naclip", "proxyclip", "corrclip")] == [
         "tcl", "sclip", "sclip", "sclip", "sclip"]
     with pytest.raises(ProtosegError):
@@ -138,7 +153,14 @@ def test_preset_overrides():
         assert get_preset("freeda-b", **s.preset_overrides()) == get_preset("freeda-b"), dataset
     assert "background_threshold" in protocol_settings("tcl", "voc").preset_overrides()
     sclip = protocol_settings("sclip", "voc").preset_overrides()
-    assert sclip == {"scale": (2048, 336), "crop": 224, "stride": 112}
+    assert sclip == {"scale": (2048, 336), "crop": 224, "stride": 112, "background_rule": "probability",
+                     "background_threshold": 0.1, "logit_scale": 65.0, "area_threshold": 0.1}
+    preset = get_preset("freeda-b", **sclip)
+    assert (preset.background_rule, preset.background_threshold, preset.logit_scale, preset.area_threshold) == (
+        "probability", 0.1, 65.0, 0.1)
+    assert protocol_settings("sclip", "ade20k").preset_overrides() == {"scale": (2048, 336), "crop": 224,
+                                                                        "stride": 112}
+    assert protocol_settings("tcl", "voc").preset_overrides()["background_rule"] == "constant"
     whole = protocol_settings("naclip", "voc20")
     fields = whole.preset_overrides()
     assert (fields["crop"], fields["stride"]) == (2048, 2048)

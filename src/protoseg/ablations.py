@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from protoseg.datasets import SegDataset, dataset_preset, open_parts_world
-from protoseg.datasets.examples import WORLD_DATASETS, WORLD_SPLITS, default_parts_world_root, ensure_parts_world_split
+from protoseg.datasets.examples import (
+    WORLD_DATASETS,
+    WORLD_SPLITS,
+    default_parts_world_root,
+    ensure_parts_world_split,
+)
 from protoseg.errors import ProtosegError
 from protoseg.evaluate import EvalResult, SegmenterPredictor, evaluate, run_id
 from protoseg.runs import Progress
@@ -118,7 +123,7 @@ class ObjectProposalPredictor(SegmenterPredictor):
         if not path.is_file():
             raise ProtosegError(f"oracle proposals need {path} (object masks, written by `protoseg partsworld`); "
                                 "regenerate the world")
-        result = self.segmenter.segment(image, self.dataset.query_classes, proposals=read_objects(path))
+        result = self._segmenter().segment(image, self.dataset.query_classes, proposals=read_objects(path))
         self.diagnostics["images"] = self.diagnostics.get("images", 0) + 1
         for key, count in result.diagnostics.items():
             self.diagnostics[key] = self.diagnostics.get(key, 0) + count
@@ -133,22 +138,30 @@ def build_parts_world_bank(
 ) -> Any:
     """Support bank from a world's ``train`` split (both generated on first use).
 
-    The bank is cached in ``<root>/support-bank-<preset>`` (built by the examples builder, written
-    atomically), so later runs load it instead of rebuilding.
+    The bank is cached in protoseg's cache folder (``$PROTOSEG_CACHE/support-banks``), named by the preset
+    and the contents of the train split (file sizes and modification times), and built by the examples
+    builder; later runs on the same split load it instead of rebuilding. A ``data_root`` the user gave is
+    only read.
     """
     from protoseg.bank import PrototypeBank
     from protoseg.offline import BuildSource, build_bank, examples_preset
+    from protoseg.runs import files_digest
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root(world)
-    cached = root / f"support-bank-{preset_name}"
+    spec = WORLD_SPLITS[world]["train"]
+    train = ensure_parts_world_split(root, "train", int(spec["count"]), int(spec["seed"]), world,
+                                     str(spec["combos"]))
+    digest = files_digest(sorted(p for p in train.rglob("*") if p.is_file()))[:16]
+    cached = default_parts_world_root().parent / "support-banks" / f"{preset_name}-{digest}"
     if cached.is_dir():
         return PrototypeBank.load(cached)
-    spec = WORLD_SPLITS[world]["train"]
-    extra = {} if world == "parts" else {"world": world, "combos": str(spec["combos"])}
-    train = ensure_parts_world_split(root, "train", int(spec["count"]), int(spec["seed"]), **extra)
     preset = dataset_preset(WORLD_DATASETS[world]).apply(preset_name)
-    return PrototypeBank.load(build_bank(examples_preset(preset), BuildSource(examples=train), cached,
-                                         progress=progress))
+    try:
+        build_bank(examples_preset(preset), BuildSource(examples=train), cached, progress=progress)
+    except ProtosegError:  # another process built it first
+        if not cached.is_dir():
+            raise
+    return PrototypeBank.load(cached)
 
 
 def run_ablations(
@@ -196,7 +209,7 @@ def run_ablations(
         segmenter = Segmenter(preset, bank, models)
         description = {"preset": row.preset, "options": options, "proposals": "objects" if oracle else "own"}
         predictor = (ObjectProposalPredictor if oracle else SegmenterPredictor)(segmenter, dataset, description)
-        cb = (lambda d, t, name=row.name: progress(name, d, t)) if progress else None
+        cb = (lambda stage, d, t, name=row.name: progress(name, d, t)) if progress else None
         run_dir = None
         if run_root is not None:
             run_dir = Path(run_root) / f"{dataset.name}-{run_id(dataset, predictor, 10)}"

@@ -1,21 +1,63 @@
 """The ``protoseg`` command line.
 
-Every command turns :class:`ProtosegError` (and other expected failures of user input) into one line on
-stderr and a non-zero exit code; tracebacks are for bugs only.
+Every error a user can cause — a :class:`ProtosegError`, a usage error of the command line, a file the
+system refuses to read or write — becomes one ``error: ...`` line on stderr and a non-zero exit code;
+tracebacks are for bugs only. Notices of the library (e.g. a run starting fresh because its inputs
+changed) are printed as ``note: ...`` lines. An interrupted command (Ctrl-C) leaves no partial file and
+says that a rerun resumes.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from protoseg.commands import COMMAND_MODULES
 from protoseg.errors import ProtosegError
 
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
 app = typer.Typer(name="protoseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Training-free open-vocabulary semantic segmentation with generated visual prototypes.")
+
+#: Printed when a command is interrupted (every output is written atomically and long runs are sharded).
+INTERRUPTED = "interrupted; no partial file was left, and rerunning the same command resumes where it stopped"
+
+
+class Interrupted(Exception):
+    """A command was interrupted by the user (Ctrl-C); raised so that the CLI can say so."""
+
+
+def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a command's ``KeyboardInterrupt`` reach :func:`run` (typer would turn it into a silent exit 130)."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    return wrapper
+
+
+def _register(target: typer.Typer) -> None:
+    for command in target.registered_commands:
+        if command.callback is not None:
+            command.callback = _interruptible(command.callback)
+    for group in target.registered_groups:
+        if group.typer_instance is not None:
+            _register(group.typer_instance)
+
 
 for _name in COMMAND_MODULES:
     try:
@@ -25,26 +67,51 @@ for _name in COMMAND_MODULES:
             raise
         continue
     _module.register(app)
-importlib.import_module("protoseg.commands.compare").register(app)
+_register(app)
+
+
+class _NoticeHandler(logging.Handler):
+    """Prints the library's notices (``protoseg`` logger, warning and above) as ``note: ...`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"note: {record.getMessage()}", err=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
-    Usage errors are reported by the command-line parser itself (exit code 2); a :class:`ProtosegError`
-    becomes ``error: <message>`` on stderr and exit code 2.
+    Usage errors and :class:`ProtosegError` give ``error: <message>`` on stderr and exit code 2; files the
+    system refuses give exit code 1; an interruption exit code 130.
     """
+    logger = logging.getLogger("protoseg")
+    handler = _NoticeHandler(logging.WARNING)
+    logger.addHandler(handler)
     try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except ProtosegError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        result = app(args=argv, prog_name="protoseg", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else "protoseg --help")
         return 2
-    except KeyboardInterrupt:
-        typer.echo("interrupted; finished work is kept and a rerun resumes", err=True)
+    except ClickException as exc:
+        command = getattr(getattr(exc, "ctx", None), "command_path", "protoseg")
+        typer.echo(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", err=True)
+        return exc.exit_code if exc.exit_code else 2
+    except ProtosegError as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
+    except (Interrupted, KeyboardInterrupt):
+        typer.echo(INTERRUPTED, err=True)
         return 130
-    return 0
+    except OSError as exc:  # the system refused a file (permissions, disk full, read-only file system)
+        where = f" {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: cannot access{where}: {exc.strerror or _one_line(exc)}", err=True)
+        return 1
+    finally:
+        logger.removeHandler(handler)
 
 
 def main() -> None:

@@ -1,10 +1,17 @@
 """The evaluation runner: a dataset and a predictor in, dataset-wide mIoU out.
 
-Work is split in shards of ``shard_size`` images. Each finished shard's per-image counts
-(:func:`protoseg.metrics.intersect_and_union`, int64 ``[n, 4, C]``) are written atomically to
-``run_dir/shard-XXXXX.npz``; a rerun with the same run folder skips finished shards, and since the
-totals are sums of integers the resumed result is identical to an uninterrupted one. Images (and, for
-file predictions, the predictions and their counts) are loaded by a thread pool ahead of the consumer.
+Work is split in shards of ``shard_size`` images and runs on :mod:`protoseg.runs`, the machinery of
+bank builds: each finished shard's per-image counts (:func:`protoseg.metrics.intersect_and_union`,
+int64 ``[n, 4, C]``) and its confusion matrix are written atomically to ``run_dir/shards/XXXXX.npz``; a
+rerun with the same run folder skips finished shards, and since the totals are sums of integers the
+resumed (or Ray-distributed) result is identical to an uninterrupted one. Images (and, for file
+predictions, the predictions and their counts) are loaded by a thread pool ahead of the consumer.
+
+A run resumes only when its fingerprint (:func:`run_fingerprint`) is unchanged: dataset, classes, shard
+size, the predictor's settings, the protoseg version, and the contents of every input — the sizes and
+modification times of the images, ground-truth and prediction files, and the bank's id and files. The
+run folder's name (:func:`run_id`) leaves the contents out, so a rerun after an input changed finds the
+same folder, discards its stale shards and starts fresh, saying so in one line (a ``protoseg`` log notice).
 
 Predictors:
 
@@ -26,12 +33,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from protoseg.atomic import atomic_path
+from protoseg import __version__
+from protoseg.atomic import write_bytes, write_json
 from protoseg.datasets.base import SegDataset, read_label_png
 from protoseg.errors import ProtosegError
-from protoseg.metrics import Scores, intersect_and_union, summarize
+from protoseg.metrics import Scores, confusion_matrix, counts_from_confusion, summarize
+from protoseg.runs import Progress, ShardResult, files_digest, load_shard, prepare_work_dir, run_shards, shard_path
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2
 
 
 class Predictor(Protocol):
@@ -48,9 +57,18 @@ class Predictor(Protocol):
         """JSON-able identity of the predictor (part of the run fingerprint)."""
         ...
 
+    def inputs(self) -> dict[str, Any]:
+        """JSON-able stamps of the contents the predictions depend on (files, bank id); part of the run
+        fingerprint but not of the run folder's name. Optional: predictors without it depend on nothing else."""
+        ...
+
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         """Return int ``[H, W]`` class indices for sample ``index``."""
         ...
+
+
+#: Segmenters rebuilt from recipes in this process (a Ray worker keeps its models between shards).
+_SEGMENTERS: dict[str, Any] = {}
 
 
 class SegmenterPredictor:
@@ -60,6 +78,16 @@ class SegmenterPredictor:
     :class:`PredictionFolder` reads), so a run can be re-scored or compared later. ``diagnostics`` sums
     the segmentations' counts (e.g. transport problems that did not converge) over the images segmented
     by this predictor (``images``; a resumed run does not segment finished shards again).
+
+    With a ``query`` (a :class:`~protoseg.protocol.BenchmarkQuery`) the segmenter is asked the query's
+    classes (with their synonyms) under its background rule, and the labels are mapped to the dataset's
+    class indices (:meth:`~protoseg.protocol.BenchmarkQuery.to_dataset`); without one, ``dataset.query_classes``
+    with a constant background where the dataset has one. The query is part of :meth:`describe` (the run
+    fingerprint).
+
+    With a ``recipe`` (``{"preset": Preset.to_dict(), "bank": path, "device": ..., "dtype": ...}``) the
+    predictor pickles without its models and rebuilds the segmenter where it lands (a Ray task); the query
+    is plain data and travels with the predictor, so the worker asks the same query.
     """
 
     needs_image = True
@@ -71,39 +99,81 @@ class SegmenterPredictor:
         dataset: SegDataset,
         description: dict[str, Any] | None = None,
         save_dir: str | Path | None = None,
+        recipe: dict[str, Any] | None = None,
+        query: Any = None,
     ):
         self.segmenter = segmenter
+        self.query = query
         self.dataset = dataset
         self.description = description or {}
         self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.recipe = recipe
         self.diagnostics: dict[str, int] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        if self.recipe is None:
+            raise ProtosegError("this evaluation cannot run on Ray: its segmenter was built without a recipe "
+                                "(SegmenterPredictor(..., recipe=...))")
+        return {**self.__dict__, "segmenter": None}
+
+    def _segmenter(self) -> Any:
+        if self.segmenter is None:  # unpickled in a worker: build from the recipe, once per process
+            key = json.dumps(self.recipe, sort_keys=True, default=str)
+            if key not in _SEGMENTERS:
+                from protoseg.bank import PrototypeBank
+                from protoseg.config.segment import Preset
+                from protoseg.models import ModelSet
+                from protoseg.segment import Segmenter
+
+                r = self.recipe
+                preset = Preset.from_dict(r["preset"])
+                models = ModelSet(preset.features, preset.text, preset.sam, device=r.get("device"),
+                                  dtype=r.get("dtype"))
+                _SEGMENTERS[key] = Segmenter(preset, PrototypeBank.load(r["bank"]), models)
+            self.segmenter = _SEGMENTERS[key]
+        return self.segmenter
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": "segmenter", **self.description}
+        own = {"query": self.query.describe()} if self.query is not None else {}
+        return {"kind": "segmenter", **self.description, **own}
+
+    def inputs(self) -> dict[str, Any]:
+        bank = getattr(self.segmenter, "bank", None)
+        return {"bank": bank.fingerprint() if bank is not None else None}
 
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         assert image is not None
         background = self.dataset.has_background
-        result = self.segmenter.segment(image, self.dataset.query_classes, background=background)
+        if self.query is not None:
+            result = self.query.segment(self._segmenter(), image)
+        else:
+            result = self._segmenter().segment(image, self.dataset.query_classes, background=background)
         self.diagnostics["images"] = self.diagnostics.get("images", 0) + 1
         for key, count in getattr(result, "diagnostics", {}).items():
             self.diagnostics[key] = self.diagnostics.get(key, 0) + count
-        labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
+        if self.query is not None:
+            labels = self.query.to_dataset(result.labels)
+        else:
+            labels = result.labels + 1 if background else result.labels  # BACKGROUND (-1) -> 0, class i -> i + 1
         if self.save_dir is not None:
-            save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png")
+            save_label_png(labels, self.save_dir / f"{self.dataset.samples[index].stem}.png", self.dataset.classes)
         return labels
 
 
-def save_label_png(labels: np.ndarray, path: Path) -> None:
-    """Write class indices ``[H, W]`` as an 8-bit (or 16-bit, above 255 classes) PNG, atomically."""
+def save_label_png(labels: np.ndarray, path: Path, classes: list[str] | tuple[str, ...] | None = None) -> None:
+    """Write class indices ``[H, W]`` as an 8-bit (or 16-bit, above 255) PNG, atomically; ``classes`` are
+    recorded in the PNG's ``protoseg`` text chunk."""
     import io
 
     from PIL import Image
 
+    from protoseg.viz import png_info
+
     dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
+    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(
+        buf, format="PNG", pnginfo=png_info(list(classes or []), None))
+    write_bytes(path, buf.getvalue())
 
 
 class PredictionFolder:
@@ -137,6 +207,22 @@ class PredictionFolder:
                 f"pixel = class index as `protoseg eval --dataset {dataset.name} --list-classes` prints it"
             )
 
+    def check_sizes(self) -> None:
+        """Check every prediction against its ground truth from the file headers (readable, single-channel,
+        same size), so a bad file stops the run before it starts.
+
+        Raises:
+            ProtosegError: naming the first bad prediction.
+        """
+        from protoseg.datasets.base import label_size
+
+        for sample, path in zip(self.dataset.samples, self.paths, strict=True):
+            pw, ph = label_size(path)
+            gw, gh = label_size(sample.label)
+            if (pw, ph) != (gw, gh):
+                raise ProtosegError(f"{sample.stem}: prediction is {pw}x{ph} but the ground truth is {gw}x{gh}; "
+                                    "predict at the original size")
+
     @staticmethod
     def _find(stem: str, label_name: str, present: set[str]) -> str | None:
         candidates = [stem + ".png"]
@@ -147,6 +233,9 @@ class PredictionFolder:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "predictions", "folder": str(self.folder.resolve())}
+
+    def inputs(self) -> dict[str, Any]:
+        return {"predictions": files_digest(self.paths)}
 
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
         return read_label_png(self.paths[index]).astype(np.int64)
@@ -162,6 +251,8 @@ class EvalResult:
         images: number of images scored.
         scores: :class:`~protoseg.metrics.Scores` from ``totals``.
         config: what was evaluated (predictor description, protocol).
+        confusion: int64 ``[C + 1, C + 1]`` dataset-wide pixel counts, rows ground truth, columns
+            prediction (index ``C``: values outside the class range), or ``None``.
     """
 
     dataset: str
@@ -170,6 +261,7 @@ class EvalResult:
     images: int
     scores: Scores
     config: dict[str, Any] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able report; scores in percent (×100) as the papers report them, NaN -> null."""
@@ -219,39 +311,55 @@ class EvalResult:
         return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_reports(result: EvalResult, out: str | Path, per_class: bool = True) -> tuple[Path, Path]:
-    """Write ``out`` (JSON) and the same path with ``.md`` (Markdown); returns both paths."""
+def write_reports(result: EvalResult, out: str | Path, per_class: bool = True,
+                  extra_markdown: str = "") -> tuple[Path, Path]:
+    """Write ``out`` (JSON) and the same path with ``.md`` (Markdown, followed by ``extra_markdown``, e.g. the
+    published numbers beside the run); returns both paths."""
     out = Path(out)
     md = out.with_suffix(".md")
-    write_atomic(out, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
-    write_atomic(md, result.to_markdown(per_class).encode())
+    write_json(out, result.to_dict())
+    text = result.to_markdown(per_class)
+    if extra_markdown:
+        text += "\n" + extra_markdown.rstrip("\n") + "\n"
+    write_bytes(md, text.encode())
     return out, md
 
 
 def run_fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) -> dict[str, Any]:
-    """What identifies a run (stored as ``run.json``; a resumed run must match it exactly)."""
+    """What identifies a run (stored in ``run.json``; a run resumes only when it is unchanged).
+
+    ``inputs`` holds the content stamps: images and ground truth (sizes + modification times) and the
+    predictor's own inputs (prediction files, bank id and files).
+    """
     stems = hashlib.sha256("\n".join(dataset.stems).encode()).hexdigest()
+    own = predictor.inputs() if hasattr(predictor, "inputs") else {}
     return {
         "format": RUN_FORMAT,
+        "protoseg": __version__,
         "dataset": dataset.name,
         "classes": list(dataset.classes),
         "images": len(dataset),
         "stems_sha256": stems,
         "shard_size": shard_size,
         "predictor": predictor.describe(),
+        "inputs": {"dataset": files_digest(p for s in dataset.samples for p in (s.image, s.label)), **own},
     }
 
 
 def run_id(dataset: SegDataset, predictor: Predictor, shard_size: int) -> str:
-    """Short hash of :func:`run_fingerprint` (names default run folders)."""
-    fp = json.dumps(run_fingerprint(dataset, predictor, shard_size), sort_keys=True, default=str)
+    """Short hash naming a run folder: the run's settings without the contents of its inputs, so a rerun
+    after an input changed finds the same folder (and starts it fresh)."""
+    stems = hashlib.sha256("\n".join(dataset.stems).encode()).hexdigest()
+    what = {"format": RUN_FORMAT, "dataset": dataset.name, "classes": list(dataset.classes), "images": len(dataset),
+            "stems_sha256": stems, "shard_size": shard_size, "predictor": predictor.describe()}
+    fp = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(fp.encode()).hexdigest()[:10]
+
+
+#: Files of a run folder that belong to protoseg (removed when the run starts fresh; ``shard-*.npz``:
+#: shards of the earlier one-file-per-shard layout).
+RUN_FILE = "run.json"
+RUN_OWNED = ("shards", "shard-*.npz")
 
 
 def _prefetch(fn: Callable[[int], Any], indices: list[int], workers: int) -> Iterator[tuple[int, Any]]:
@@ -276,110 +384,128 @@ def _prefetch(fn: Callable[[int], Any], indices: list[int], workers: int) -> Ite
             yield i, fut.result()
 
 
+class EvalShard:
+    """The work of one evaluation shard: ``shard(indices)`` -> ``counts`` (int64 ``[n, 4, C]``, per image),
+    ``confusion`` (int64 ``[C + 1, C + 1]``, summed over the shard; rows ground truth, columns prediction)
+    and ``diag_<name>`` (0-d counts of the predictor's diagnostics, e.g. transport problems that did not
+    converge).
+
+    Picklable (a Ray task) when its predictor is; ``progress`` (``("images", done, total)`` after each
+    image) stays with the driver.
+    """
+
+    def __init__(self, dataset: SegDataset, predictor: Predictor, workers: int = 4,
+                 progress: Progress | None = None, done: int = 0):
+        self.dataset, self.predictor, self.workers = dataset, predictor, workers
+        self.progress, self.done = progress, done
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "progress": None}
+
+    def __call__(self, indices: list[int]) -> ShardResult:
+        dataset, predictor, C = self.dataset, self.predictor, self.dataset.num_classes
+        confusion = np.zeros((C + 1, C + 1), np.int64)
+        counts = np.zeros((len(indices), 4, C), np.int64)
+        before = dict(getattr(predictor, "diagnostics", {}))
+
+        def check(i: int, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+            if pred.shape != gt.shape:
+                raise ProtosegError(
+                    f"{dataset.samples[i].stem}: prediction is {pred.shape[1]}x{pred.shape[0]} but "
+                    f"the ground truth is {gt.shape[1]}x{gt.shape[0]}; predict at the original size"
+                )
+            return confusion_matrix(pred, gt, C)
+
+        def load(i: int) -> tuple[np.ndarray | None, np.ndarray]:
+            """``(None, confusion)`` for in-loader predictors, else ``(image or None, ground truth)``."""
+            if predictor.in_loader:
+                image = dataset.load_image(i) if predictor.needs_image else None
+                return None, check(i, predictor(i, image), dataset.load_label(i))
+            if predictor.needs_image:
+                return dataset.load(i)
+            return None, dataset.load_label(i)
+
+        for row, (i, (image, payload)) in enumerate(_prefetch(load, list(indices), self.workers)):
+            cm = payload if predictor.in_loader else check(i, predictor(i, image), payload)
+            counts[row] = counts_from_confusion(cm, C)
+            confusion += cm
+            self.done += 1
+            if self.progress is not None:
+                self.progress("images", self.done, len(dataset))
+        after = getattr(predictor, "diagnostics", {})
+        diagnostics = {f"diag_{k}": np.int64(v - before.get(k, 0)) for k, v in after.items()}
+        return {"counts": counts, "confusion": confusion, **diagnostics}
+
+
 def evaluate(
     dataset: SegDataset,
     predictor: Predictor,
     run_dir: str | Path | None = None,
     shard_size: int = 50,
     workers: int = 4,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     config: dict[str, Any] | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
+    ray_init: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Score ``predictor`` on every image of ``dataset``.
+    """Score ``predictor`` on every image of ``dataset``, on the run machinery of :mod:`protoseg.runs`.
 
     Args:
         run_dir: folder for resumable shards (``None``: keep nothing, no resume).
         shard_size: images per shard.
         workers: loader threads (0 = load in the calling thread).
-        progress: ``progress(done, total)`` after each image (resumed images count as done at once).
+        progress: ``progress("images", done, total)`` after each image (resumed images count as done at
+            once; with Ray, after each shard).
         config: extra JSON-able description stored in the result.
+        ray, ray_address, ray_init: run the shards as Ray tasks (one GPU each when the cluster has GPUs);
+            needs ``run_dir`` and a predictor that pickles (:class:`PredictionFolder`, or a
+            :class:`SegmenterPredictor` made with a ``recipe``). The totals equal a local run's.
 
     Raises:
-        ProtosegError: unreadable files, size mismatches, or a run folder holding a different run.
+        ProtosegError: unreadable files, size mismatches, or a run folder that is not protoseg's.
+
+    A run folder holding another run (other settings, or inputs whose contents changed) is started fresh.
     """
     if shard_size <= 0:
         raise ProtosegError("shard size must be positive")
+    if ray and run_dir is None:
+        raise ProtosegError("a Ray evaluation needs a run folder (--run-dir) to collect its shards")
     C, N = dataset.num_classes, len(dataset)
-    n_shards = (N + shard_size - 1) // shard_size
-    counts = np.zeros((N, 4, C), dtype=np.int64)
-    done_shards: set[int] = set()
-    root: Path | None = None
-    if run_dir is not None:
-        root = Path(run_dir)
-        fp = run_fingerprint(dataset, predictor, shard_size)
-        manifest = root / "run.json"
-        if manifest.is_file():
-            if json.loads(manifest.read_text()) != json.loads(json.dumps(fp)):
-                raise ProtosegError(
-                    f"run folder {root} holds a different evaluation (dataset, images, shard size "
-                    "or predictor differ); pass another --run-dir or delete it to start over"
-                )
-        else:
-            write_atomic(manifest, (json.dumps(fp, indent=2) + "\n").encode())
-        for s in range(n_shards):
-            path = root / f"shard-{s:05d}.npz"
-            if path.is_file():
-                with np.load(path) as z:
-                    lo, hi = s * shard_size, min(N, (s + 1) * shard_size)
-                    if z["counts"].shape != (hi - lo, 4, C):
-                        raise ProtosegError(f"{path} does not match this run; delete {root} to start over")
-                    counts[lo:hi] = z["counts"]
-                done_shards.add(s)
-
-    todo = [i for i in range(N) if i // shard_size not in done_shards]
-    done = N - len(todo)
-    if progress:
-        progress(done, N)
-
-    def check(i: int, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        if pred.shape != gt.shape:
-            raise ProtosegError(
-                f"{dataset.samples[i].stem}: prediction is {pred.shape[1]}x{pred.shape[0]} but "
-                f"the ground truth is {gt.shape[1]}x{gt.shape[0]}; predict at the original size"
-            )
-        return intersect_and_union(pred, gt, C)
-
-    def load(i: int) -> tuple[np.ndarray | None, np.ndarray]:
-        """``(image or None, counts [4, C])`` for in-loader predictors, else ``(image or None, gt)``."""
-        if predictor.in_loader:
-            image = dataset.load_image(i) if predictor.needs_image else None
-            return None, check(i, predictor(i, image), dataset.load_label(i))
-        if predictor.needs_image:
-            image, gt = dataset.load(i)
-            return image, gt
-        return None, dataset.load_label(i)
-
-    for i, (image, payload) in _prefetch(load, todo, workers):
-        counts[i] = payload if predictor.in_loader else check(i, predictor(i, image), payload)
-        done += 1
-        if progress:
-            progress(done, N)
-        shard = i // shard_size
-        last = min(N, (shard + 1) * shard_size) - 1
-        if root is not None and i == last:
-            buf = _npz_bytes(counts[shard * shard_size : last + 1])
-            write_atomic(root / f"shard-{shard:05d}.npz", buf)
-
-    totals = counts.sum(0)
+    shards = [list(range(lo, min(N, lo + shard_size))) for lo in range(0, N, shard_size)]
+    if run_dir is None:
+        work = EvalShard(dataset, predictor, workers, progress)
+        if progress is not None:
+            progress("images", 0, N)
+        results = [work(indices) for indices in shards]
+    else:
+        root = prepare_work_dir(run_dir, run_fingerprint(dataset, predictor, shard_size), marker=RUN_FILE,
+                                owned=RUN_OWNED, what="evaluation")
+        finished = sum(len(indices) for k, indices in enumerate(shards) if shard_path(root, k).is_file())
+        if progress is not None:
+            progress("images", finished, N)
+        work = EvalShard(dataset, predictor, workers, None if ray else progress, finished)
+        on_ray = (lambda stage, done, total: progress("images", min(N, done * shard_size), N)) if (
+            ray and progress is not None) else None
+        paths = run_shards(root, shards, work, progress=on_ray, ray=ray, ray_address=ray_address,
+                           ray_init=ray_init)
+        results = [load_shard(path) for path in paths]
+        for path, indices, result in zip(paths, shards, results, strict=True):
+            if result["counts"].shape != (len(indices), 4, C) or result["confusion"].shape != (C + 1, C + 1):
+                raise ProtosegError(f"{path} does not match this run; delete {root} to start over")
+    totals = sum((r["counts"].sum(0) for r in results), np.zeros((4, C), np.int64))
+    confusion = sum((r["confusion"] for r in results), np.zeros((C + 1, C + 1), np.int64))
+    diagnostics: dict[str, int] = {}
+    for r in results:
+        for key in (k for k in r if k.startswith("diag_")):
+            diagnostics[key[5:]] = diagnostics.get(key[5:], 0) + int(r[key])
     return EvalResult(
         dataset.name,
         dataset.classes,
         totals,
         N,
         summarize(totals),
-        {"predictor": predictor.describe(), **(config or {}), **_diagnostics(predictor)},
+        {"predictor": predictor.describe(), **(config or {}),
+         **({"diagnostics": diagnostics} if set(diagnostics) - {"images"} else {})},
+        confusion=confusion,
     )
-
-
-def _diagnostics(predictor: Predictor) -> dict[str, Any]:
-    """``{"diagnostics": counts}`` of a predictor that keeps counts beyond the image count, else ``{}``."""
-    counts = getattr(predictor, "diagnostics", None)
-    return {"diagnostics": dict(counts)} if counts and set(counts) != {"images"} else {}
-
-
-def _npz_bytes(counts: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, counts=counts)
-    return buf.getvalue()

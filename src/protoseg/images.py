@@ -12,6 +12,38 @@ from protoseg.errors import ProtosegError
 #: Images above this many pixels are refused (a 100-megapixel photo is ~300 MB as RGB uint8).
 MAX_PIXELS = 100_000_000
 
+#: File name endings of images protoseg reads from a folder.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_images(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """Image paths with every folder replaced by the images directly in it (sorted; hidden files and other
+    suffixes skipped). Files are kept as given; duplicates (the same file twice) are dropped.
+
+    Raises:
+        ProtosegError: a path does not exist, or a folder holds no image.
+    """
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise ProtosegError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        elif not path.exists():
+            raise ProtosegError(f"image not found: {path}")
+        else:
+            out.append(path)
+    seen: set[str] = set()
+    unique = []
+    for path in out:
+        key = str(path.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert a PIL image of any mode to ``uint8`` RGB ``[H, W, 3]``.
@@ -42,6 +74,8 @@ def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, in
         ProtosegError: as :func:`load_image`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ProtosegError(f"{path} is a folder, not an image")
     if not path.is_file():
         raise ProtosegError(f"image not found: {path}")
     try:

@@ -39,7 +39,18 @@ def intersect_and_union(
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-    cm = _confusion(pred.reshape(-1), gt.reshape(-1), num_classes, ignore_index)
+    return counts_from_confusion(confusion_matrix(pred, gt, num_classes, ignore_index), num_classes)
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """int64 ``[C + 1, C + 1]`` pixel counts of one image: rows ground truth, columns prediction; index
+    ``C`` collects values outside ``0..C-1``; ground truth equal to ``ignore_index`` is dropped."""
+    return _confusion(pred.reshape(-1), gt.reshape(-1), num_classes, ignore_index)
+
+
+def counts_from_confusion(cm: np.ndarray, num_classes: int) -> np.ndarray:
+    """:func:`intersect_and_union`'s int64 ``[4, C]`` rows from a ``[C + 1, C + 1]`` confusion matrix."""
     area_intersect = np.diagonal(cm)[:num_classes]
     area_pred = cm[:, :num_classes].sum(0)  # every scored row, incl. out-of-range ground truth
     area_label = cm[:num_classes].sum(1)  # every prediction, incl. out-of-range ones

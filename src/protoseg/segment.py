@@ -3,6 +3,32 @@
 Protocol (MMSegmentation, as both papers evaluate): keep-ratio resize to short side 448, sliding
 windows 448 / stride 224, per-window matcher scores (+ a constant background channel when requested),
 overlap averaging, bilinear resize back to the original size, argmax.
+
+Classes may have synonyms (``["person", "man", "woman"]``, :func:`protoseg.classes.normalize_classes`).
+The matcher scores every *name*; names are averaged over windows and resized back as their own channels,
+and only then is a class's score the max over its synonyms' — SCLIP's order (scores per query name through
+``forward_slide``, the max per class in ``postprocess_result``), which the probability background rule
+needs, since its softmax runs over names before the max.
+
+Background rules (``Segmenter.segment(..., background=...)``, numbers from the preset):
+
+- ``"constant"`` (FreeDA): a channel of constant score ``background_threshold`` is placed before the class
+  scores in every window; a pixel whose best class score is not above it is background.
+- ``"probability"`` (SCLIP family; wangf3014/SCLIP@b56bd30 ``clip_segmentor.py``, ``postprocess_result``,
+  identical in NACLIP, ProxyCLIP and CorrCLIP except for the area rule): background is queried as a class
+  of its own names (class 0); at the original size the scores of *all* queried names, background's first,
+  are multiplied by ``logit_scale`` and softmaxed over names; a class's probability is the max over its
+  names; with ``area_threshold``, a class whose argmax area is not above ``area_threshold`` × the area of
+  all non-background classes has its probabilities zeroed; the label is the argmax, and background where
+  the best probability (background's included) is below ``background_threshold``. Ties go to the lower
+  index, background first (SCLIP's ``argmax``) — SCLIP's COCO-Object lists name ``bed`` both as a
+  background synonym and as a class, and the bed class can then never win; protoseg keeps that.
+
+The rules apply to whatever the matcher returns. SCLIP's numbers were tuned on CLIP patch-text cosines;
+the FreeDA matcher returns ``S = beta * sigmoid(max cos(region, prototypes)) + (1 - beta) * cos(CLIP image,
+text)`` (:mod:`protoseg.match.freeda`), whose spread is different (the local term lies in (0.27, 0.73)), so
+``logit_scale`` × ``S`` is a differently peaked softmax and SCLIP's thresholds carry over only as settings
+of the same rule, not as tuned values.
 """
 
 from __future__ import annotations
@@ -17,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
-from protoseg.classes import validate_classes
+from protoseg.classes import ClassList, ClassSpec, normalize_background, normalize_classes
 from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
 from protoseg.match import Matcher, build_matcher
@@ -27,6 +53,47 @@ from protoseg.windows import rescale_size, resize_image, slide
 #: Label value for pixels assigned to background (no class scored above the threshold).
 BACKGROUND = -1
 
+#: Background rules of :meth:`Segmenter.segment` (``"none"``: every pixel gets a class).
+BACKGROUND_RULES = ("none", "constant", "probability")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A prepared query: what the matcher scores and how its channels become classes.
+
+    Attributes:
+        classes: the classes as given (their first names label the output).
+        served: the classes with only the names the matcher can serve (:meth:`ClassList.keep`).
+        background: names queried as background (the probability rule), served ones only; may be empty.
+        names: the distinct strings the matcher scores, in first-appearance order.
+        columns: for each entry of ``background + served.names``, its channel in ``names``.
+    """
+
+    classes: ClassList
+    served: ClassList
+    background: tuple[str, ...]
+    names: tuple[str, ...]
+    columns: tuple[int, ...]
+
+    @classmethod
+    def build(cls, classes: ClassList, served: ClassList, background: tuple[str, ...]) -> Query:
+        names: dict[str, int] = {}
+        columns = tuple(names.setdefault(name, len(names)) for name in (*background, *served.names))
+        return cls(classes, served, background, tuple(names), columns)
+
+    @property
+    def direct(self) -> bool:
+        """The matcher's channels are the classes' scores as they stand (one name per class, no background
+        names): no reduction."""
+        return not self.background and self.served.plain
+
+    def entries(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-name channels ``[len(names), ...]`` -> one channel per entry of ``background + served.names``
+        (a name that is both a background name and a class name is repeated, as SCLIP queries it twice)."""
+        if self.columns == tuple(range(len(self.names))):
+            return scores
+        return scores[torch.tensor(self.columns, device=scores.device)]
+
 
 @dataclass
 class Segmentation:
@@ -34,9 +101,10 @@ class Segmentation:
 
     Attributes:
         labels: int64 ``[H, W]``: index into ``classes``, or :data:`BACKGROUND` (-1).
-        classes: the class list, in query order.
-        scores: float32 ``[C, H, W]`` class scores at the original size (background channel excluded),
-            or ``None`` unless ``return_scores=True``.
+        classes: the class list, in query order, one name per class (the first of its synonyms).
+        scores: float32 ``[C, H, W]`` class scores at the original size — the max over each class's
+            names; class probabilities (after the area rule) with the probability background rule;
+            background excluded — or ``None`` unless ``return_scores=True``.
         diagnostics: the matcher's counts for this image (its ``stats``, e.g. DPSM's
             ``transport_problems`` / ``transport_not_converged``); empty for matchers that keep none.
     """
@@ -66,7 +134,7 @@ class Segmenter:
         bank.check_compatible(features.encoder_id, features.dim, text if uses_keys else None)
         self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, preset.matcher_options,
                                               superpixels=preset.superpixels)
-        self._prepared: tuple[str, ...] | None = None
+        self._prepared: tuple[tuple[ClassList, tuple[str, ...]], Query] | None = None
 
     @classmethod
     def from_preset(cls, name: str, bank: str | Path | PrototypeBank, device: str | torch.device | None = None,
@@ -82,23 +150,62 @@ class Segmenter:
     def device(self) -> torch.device:
         return self.models.device
 
-    def prepare(self, classes: Sequence[str]) -> list[str]:
-        """Validate ``classes`` and let the matcher set up for them (cached for repeated calls)."""
-        names = validate_classes(classes)
-        if self._prepared != tuple(names):
-            self.matcher.prepare(names)
-            self._prepared = tuple(names)
-        return names
+    def prepare(self, classes: Sequence[ClassSpec] | ClassList,
+                background_names: Sequence[str] = ()) -> list[str]:
+        """Validate ``classes`` (names or lists of synonyms) and let the matcher set up for them (cached for
+        repeated calls); returns one name per class. See :meth:`query`."""
+        return self.query(classes, background_names).classes.labels
 
-    def window_scores(self, image: np.ndarray, classes: Sequence[str], background: bool = False,
+    def query(self, classes: Sequence[ClassSpec] | ClassList, background_names: Sequence[str] = ()) -> Query:
+        """The prepared :class:`Query` of ``classes`` (and of ``background_names``, queried as background).
+
+        A matcher that says which names it can serve (``serves(names)``, e.g. banks that look prototypes up
+        by exact label) gets only those: a class is served when any of its synonyms is. A class none of
+        whose names is served is passed on whole, and the matcher's error names it.
+        """
+        given = normalize_classes(classes)
+        background = normalize_background(background_names)
+        key = (given, background)
+        if self._prepared is not None and self._prepared[0] == key:
+            return self._prepared[1]
+        served, kept_background = given, background
+        serves = getattr(self.matcher, "serves", None)
+        if serves is not None:
+            background_class = ClassList((background,)) if background else None
+            served = given.keep(serves(given.names))
+            if background_class is not None:
+                kept_background = background_class.keep(serves(list(background))).synonyms[0]
+        query = Query.build(given, served, kept_background)
+        self.matcher.prepare(list(query.names))
+        self._prepared = (key, query)
+        return query
+
+    def _rule(self, background: bool | str | None) -> str:
+        if background is None or background is False:
+            return "none"
+        if background is True:
+            return self.preset.background_rule
+        if isinstance(background, str) and background in BACKGROUND_RULES:
+            return background
+        raise ProtosegError(f"background must be True/False or one of {', '.join(BACKGROUND_RULES)}; "
+                            f"got {background!r}")
+
+    def window_scores(self, image: np.ndarray, classes: Sequence[ClassSpec] | ClassList,
+                      background: bool | str = False, background_names: Sequence[str] = (),
                       proposals: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
-        """Scores after resizing, sliding and averaging, at the *resized* size.
+        """Scores after resizing, sliding and averaging, at the *resized* size: one channel per distinct
+        name the matcher scores (:attr:`Query.names`), after a constant background channel with the
+        ``constant`` rule.
 
-        ``image``: uint8 ``[H, W, 3]`` -> ``[C (+1 background first), h, w]``. ``proposals``: bool
+        ``image``: uint8 ``[H, W, 3]`` -> ``[len(names) (+1 background first), h, w]``. ``proposals``: bool
         ``[N, H, W]`` masks of the image for matchers that take them (DPSM ``proposals="given"``); they
         are resized like the image (nearest) and cropped with every window.
         """
-        names = self.prepare(classes)
+        return self._slide(image, self.query(classes, background_names), self._rule(background) == "constant",
+                           proposals)
+
+    def _slide(self, image: np.ndarray, query: Query, constant: bool,
+               proposals: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         size = rescale_size(*image.shape[:2], self.preset.scale)
         resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
@@ -112,30 +219,69 @@ class Segmenter:
 
         def score(crop: torch.Tensor) -> torch.Tensor:
             s = self.matcher(crop) if proposals is None else self.matcher(crop[:3], proposals=crop[3:] > 0.5)
-            if background:
+            if constant:
                 s = torch.cat([torch.full_like(s[:1], threshold), s])
             return s
 
-        return slide(resized, score, len(names) + int(background), self.preset.crop, self.preset.stride)
+        return slide(resized, score, len(query.names) + int(constant), self.preset.crop, self.preset.stride)
 
     @torch.no_grad()
-    def segment(self, image: np.ndarray, classes: Sequence[str], background: bool = False,
-                return_scores: bool = False, proposals: np.ndarray | torch.Tensor | None = None) -> Segmentation:
+    def segment(self, image: np.ndarray, classes: Sequence[ClassSpec] | ClassList,
+                background: bool | str = False, return_scores: bool = False,
+                background_names: Sequence[str] = (),
+                proposals: np.ndarray | torch.Tensor | None = None) -> Segmentation:
         """Label every pixel of ``image`` (uint8 ``[H, W, 3]`` RGB) with one of ``classes``.
 
-        With ``background=True`` a pixel whose best class score is not above the preset's
-        ``background_threshold`` gets :data:`BACKGROUND`. ``proposals``: bool ``[N, H, W]`` region
-        proposals of this image, for a DPSM preset with ``proposals="given"`` (e.g. an external mask
-        generator's masks, or a test world's object masks).
+        Args:
+            classes: class names, or lists of synonyms (a class scores the max over its names).
+            background: ``False`` / ``"none"``: every pixel gets a class; ``True``: the preset's
+                ``background_rule``; ``"constant"`` or ``"probability"``: that rule (module docstring).
+                Background pixels get :data:`BACKGROUND`.
+            background_names: names queried as background (the probability rule only; with none, only the
+                probability threshold makes background).
+            return_scores: keep the per-class scores (:class:`Segmentation`).
+            proposals: bool ``[N, H, W]`` region proposals of this image, for a DPSM preset with
+                ``proposals="given"`` (e.g. an external mask generator's masks, or a test world's object
+                masks).
         """
-        names = self.prepare(classes)
+        rule = self._rule(background)
+        if background_names and rule != "probability":
+            raise ProtosegError("background names are queried only by the probability background rule; "
+                                f"this segmentation uses {rule!r}")
+        query = self.query(classes, background_names)
         reset_stats = getattr(self.matcher, "reset_stats", None)
         if reset_stats is not None:
             reset_stats()
-        scores = self.window_scores(image, names, background, proposals)
+        scores = self._slide(image, query, rule == "constant", proposals)
         H, W = image.shape[:2]
         scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-        labels = scores.argmax(0).cpu().numpy().astype(np.int64) - int(background)
-        kept = scores[int(background):].float().cpu() if return_scores else None
+        if rule == "probability":
+            labels, kept = self._probability(scores, query)
+        else:
+            offset = int(rule == "constant")  # the constant background channel comes first
+            if not query.direct:
+                scores = torch.cat([scores[:offset], query.served.reduce(query.entries(scores[offset:]))])
+            labels = scores.argmax(0) - offset
+            kept = scores[offset:]
         diagnostics = dict(getattr(self.matcher, "stats", None) or {})
-        return Segmentation(labels=labels, classes=names, scores=kept, diagnostics=diagnostics)
+        return Segmentation(labels=labels.cpu().numpy().astype(np.int64), classes=query.classes.labels,
+                            scores=kept.float().cpu() if return_scores else None, diagnostics=diagnostics)
+
+    def _probability(self, scores: torch.Tensor, query: Query) -> tuple[torch.Tensor, torch.Tensor]:
+        """SCLIP's ``postprocess_result`` on per-name scores at the original size -> (labels with -1 for
+        background, class probabilities ``[C, H, W]``)."""
+        preset = self.preset
+        logits = query.entries(scores)  # [background names + class names, H, W]
+        probs = (logits * preset.logit_scale).softmax(0)
+        nb = len(query.background)
+        classes = query.served.reduce(probs[nb:])
+        background = probs[:nb].amax(0, keepdim=True) if nb else torch.zeros_like(classes[:1])
+        probs = torch.cat([background, classes])  # [1 + C, H, W], class 0 = background
+        if preset.area_threshold is not None:
+            # SCLIP: one-hot of the argmax summed per class (background excluded), compared in float32.
+            area = torch.bincount(probs.argmax(0).flatten(), minlength=len(probs))[1:].to(probs.dtype)
+            keep = (area > preset.area_threshold * area.sum()).to(probs.dtype)
+            probs[1:] *= keep[:, None, None]
+        labels = probs.argmax(0)
+        labels[probs.amax(0) < preset.background_threshold] = 0
+        return labels - 1, probs[1:]

@@ -10,13 +10,21 @@ A bank is a directory (no pickle anywhere)::
       keys.faiss         faiss index over keys.npy                          (optional)
 
 Row ``i`` of every file describes the same prototype. Banks are written to a temporary sibling
-directory and renamed into place, so an interrupted save never leaves a directory that loads.
+directory and renamed into place, so an interrupted save never leaves a directory that loads. The
+manifest's ``bank_id`` is a hash of the other files' contents, written last: it names the bank in run
+fingerprints and segmentation sidecars, so results computed with another bank are never reused.
+
+:meth:`PrototypeBank.load` validates everything before a model loads: the manifest's schema and types
+(unknown keys of a newer minor version are tolerated), that prototypes, table, keys and faiss index have
+the same row count and the stated dimensions, and that the index is readable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from protoseg.atomic import atomic_dir
+from protoseg.atomic import atomic_dir, check_output_dir
 from protoseg.bank.index import KeyIndex
 from protoseg.errors import ProtosegError
 
@@ -71,6 +79,101 @@ class BankManifest:
     ef_search: int = 50000
     settings: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    bank_id: str | None = None
+
+
+#: Type(s) each manifest field must have (``None`` allowed where the default is ``None``).
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "feature_encoder": (str,), "feature_dim": (int,), "count": (int,), "classes": (list,),
+    "dtype": (str,), "text_encoder": (str,), "key_dim": (int,), "index_kind": (str,), "ef_search": (int,),
+    "settings": (dict,), "format_version": (int,), "bank_id": (str,),
+}
+
+#: Files whose contents the ``bank_id`` covers, in hashing order.
+_DATA_FILES = ("prototypes.npy", "table.parquet", "keys.npy", "keys.faiss")
+
+
+def _damaged(path: Path, problem: str) -> ProtosegError:
+    return ProtosegError(f"bank {path} is damaged: {problem}; rebuild it (or copy it again)")
+
+
+def read_manifest(path: str | Path) -> BankManifest:
+    """Read and validate ``BANK/manifest.json``: a JSON object with every required field of the right type.
+
+    Keys this protoseg does not know (written by a newer minor version) are ignored.
+
+    Raises:
+        ProtosegError: the manifest is missing, not JSON, of another format version, or a field is missing
+            or has the wrong type.
+    """
+    bank = Path(path)
+    manifest_path = bank / "manifest.json"
+    if not manifest_path.is_file():
+        raise ProtosegError(f"{bank} is not a prototype bank (no manifest.json); build one with "
+                            "`protoseg build-bank` or `protoseg bank from-examples`")
+    try:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(bank, f"manifest.json is not readable JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise _damaged(bank, f"manifest.json holds a JSON {type(raw).__name__}, not an object")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ProtosegError(f"bank {bank} has format version {version!r}; this protoseg reads version "
+                            f"{FORMAT_VERSION} (upgrade protoseg, or rebuild the bank)")
+    known = {f.name: f for f in fields(BankManifest)}
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        if name not in raw:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise _damaged(bank, f"manifest.json lacks the field {name!r}")
+            continue
+        value = raw[name]
+        types = _MANIFEST_TYPES[name]
+        optional = spec.default is None
+        ok = (value is None and optional) or (isinstance(value, types) and not isinstance(value, bool))
+        if not ok:
+            raise _damaged(bank, f"manifest.json field {name!r} is {value!r}, expected "
+                                 f"{' or '.join(t.__name__ for t in types)}{' or null' if optional else ''}")
+        values[name] = value
+    m = BankManifest(**values)
+    if m.feature_dim <= 0 or m.count < 0 or (m.key_dim is not None and m.key_dim <= 0) or m.ef_search <= 0:
+        raise _damaged(bank, "manifest.json holds a non-positive dimension or a negative count")
+    if m.dtype not in ("float16", "float32"):
+        raise _damaged(bank, f"manifest.json dtype is {m.dtype!r}, expected float16 or float32")
+    if not all(isinstance(c, str) for c in m.classes):
+        raise _damaged(bank, "manifest.json classes must be a list of names")
+    return m
+
+
+def content_id(folder: str | Path) -> str:
+    """SHA-256 of the data files of a bank folder (:data:`_DATA_FILES` present, names and bytes)."""
+    h = hashlib.sha256()
+    for name in _DATA_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as handle:
+                h.update(hashlib.file_digest(handle, "sha256").digest())
+    return h.hexdigest()
+
+
+def check_bank_out(path: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
+    """Check, before any work, that a bank can be written to ``path``.
+
+    Raises:
+        ProtosegError: ``path`` exists (without ``overwrite``), exists and is not a bank (protoseg only
+            replaces a bank), or cannot be written.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if not overwrite:
+            raise ProtosegError(f"{path} already exists; choose another {option} or remove it")
+        if not (path / "manifest.json").is_file():
+            raise ProtosegError(f"{option} {path} exists and is not a prototype bank; protoseg replaces only "
+                                f"a bank: choose another {option}")
+    check_output_dir(path, option)
+    return path
 
 
 def complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
@@ -97,7 +200,55 @@ def write_table(table: dict[str, np.ndarray], path: Path) -> None:
 
 
 def write_manifest(manifest: BankManifest, path: Path) -> None:
+    """Write ``manifest.json`` last, after the bank's data files beside it: sets ``manifest.bank_id`` to
+    the hash of their contents (:func:`content_id`)."""
+    manifest.bank_id = content_id(Path(path).parent)
     path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+
+
+def _read_array(bank: Path, name: str, mmap_mode: str | None) -> np.ndarray | None:
+    path = bank / name
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _damaged(bank, f"{name} is unreadable ({exc})") from None
+
+
+def _index_fix(keys: np.ndarray | None) -> str:
+    if keys is not None:
+        return "delete keys.faiss and protoseg rebuilds the index from keys.npy"
+    return "copy the bank again (or import it again: its keys exist only in that index)"
+
+
+def _read_table(bank: Path, count: int) -> dict[str, np.ndarray]:
+    path = bank / "table.parquet"
+    if not path.is_file():
+        raise _damaged(bank, "table.parquet is missing")
+    try:
+        arrow = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise _damaged(bank, f"table.parquet is unreadable ({exc})") from None
+    if arrow.num_rows != count:
+        raise _damaged(bank, f"table.parquet has {arrow.num_rows} rows, the bank has {count} prototypes")
+    missing = [name for name in TABLE_COLUMNS if name not in arrow.column_names]
+    if missing:
+        raise _damaged(bank, f"table.parquet lacks the column(s) {', '.join(missing)}")
+    for name, dtype in TABLE_COLUMNS.items() if count else ():  # an empty table's columns have no type
+        kind = arrow.schema.field(name).type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if (dtype is str) != text or (not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind))):
+            raise _damaged(bank, f"table.parquet column {name!r} has type {kind}")
+        if arrow[name].null_count:
+            raise _damaged(bank, f"table.parquet column {name!r} has empty cells")
+    try:
+        table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object) if TABLE_COLUMNS[name] is str
+                        else arrow[name].to_numpy().astype(TABLE_COLUMNS[name], copy=False))
+                 for name in TABLE_COLUMNS}
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        raise _damaged(bank, f"table.parquet has a column of the wrong type ({exc})") from None
+    return table
 
 
 class PrototypeBank:
@@ -117,6 +268,7 @@ class PrototypeBank:
         self.manifest = manifest
         self.keys = keys
         self._index = index
+        self.path: Path | None = None  # the folder it was loaded from
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -152,10 +304,14 @@ class PrototypeBank:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the bank atomically to directory ``path``; returns it."""
+        """Write the bank atomically to directory ``path``; returns it.
+
+        With ``overwrite`` an existing *bank* at ``path`` is replaced; any other existing file or folder is
+        refused (protoseg never deletes what it did not make).
+        """
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise ProtosegError(f"{path} already exists; choose another --out or remove it")
+        if path.exists():
+            check_bank_out(path, overwrite)
         with atomic_dir(path, replace=True) as tmp:
             np.save(tmp / "prototypes.npy", np.ascontiguousarray(self.prototypes, dtype=self.manifest.dtype))
             write_table(self.table, tmp / "table.parquet")
@@ -167,38 +323,82 @@ class PrototypeBank:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> PrototypeBank:
-        """Read a bank directory; prototypes are memory-mapped unless ``mmap=False``."""
+        """Read and validate a bank directory; prototypes are memory-mapped unless ``mmap=False``.
+
+        Raises:
+            ProtosegError: not a bank, another format version, or a damaged bank (manifest schema, row
+                counts or dimensions that disagree, an unreadable file or faiss index) — with the fix.
+        """
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file():
-            raise ProtosegError(f"{path} is not a prototype bank (no manifest.json); build one with "
-                                "`protoseg build-bank` or `protoseg bank from-examples`")
-        try:
-            raw = json.loads(manifest_path.read_text())
-            version = raw.get("format_version")
-            if version != FORMAT_VERSION:
-                raise ProtosegError(f"bank {path} has format version {version}; this protoseg reads "
-                                    f"version {FORMAT_VERSION}")
-            manifest = BankManifest(**raw)
-            prototypes = np.load(path / "prototypes.npy", mmap_mode="r" if mmap else None)
-            arrow = pq.read_table(path / "table.parquet")
-            table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object)
-                            if TABLE_COLUMNS[name] is str else arrow[name].to_numpy())
-                     for name in TABLE_COLUMNS}
-            has_keys = (path / "keys.npy").is_file()
-            keys = np.load(path / "keys.npy", mmap_mode="r" if mmap else None) if has_keys else None
-            index = (KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
-                     if (path / "keys.faiss").is_file() else None)
-        except ProtosegError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
-            raise ProtosegError(f"bank {path} is damaged or incomplete: {exc}") from exc
-        if prototypes.shape != (manifest.count, manifest.feature_dim):
-            raise ProtosegError(f"bank {path}: prototypes.npy has shape {prototypes.shape}, manifest says "
-                                f"({manifest.count}, {manifest.feature_dim})")
-        if keys is not None and index is not None and len(index) != keys.shape[0]:
-            raise ProtosegError(f"bank {path}: faiss index has {len(index)} keys, keys.npy has {keys.shape[0]}")
-        return cls(prototypes, table, manifest, keys, index)
+        if path.exists() and not path.is_dir():
+            raise ProtosegError(f"{path} is a file; a prototype bank is a folder (with manifest.json)")
+        manifest = read_manifest(path)
+        mode = "r" if mmap else None
+        prototypes = _read_array(path, "prototypes.npy", mode)
+        if prototypes is None:
+            raise _damaged(path, "prototypes.npy is missing")
+        if prototypes.ndim != 2 or prototypes.shape != (manifest.count, manifest.feature_dim):
+            raise _damaged(path, f"prototypes.npy has shape {prototypes.shape}, the manifest says "
+                                 f"({manifest.count}, {manifest.feature_dim})")
+        if prototypes.dtype not in (np.float16, np.float32):
+            raise _damaged(path, f"prototypes.npy holds {prototypes.dtype}, expected float16 or float32")
+        table = _read_table(path, manifest.count)
+        keys = _read_array(path, "keys.npy", mode)
+        if keys is not None:
+            if keys.ndim != 2 or keys.shape[0] != manifest.count:
+                raise _damaged(path, f"keys.npy has shape {keys.shape}, expected {manifest.count} rows (one key "
+                                     "per prototype)")
+            if manifest.key_dim is not None and keys.shape[1] != manifest.key_dim:
+                raise _damaged(path, f"keys.npy holds {keys.shape[1]}-d keys, the manifest says {manifest.key_dim}")
+        elif manifest.key_dim is not None:
+            raise _damaged(path, "keys.npy is missing although the manifest lists text keys")
+        index = None
+        if (path / "keys.faiss").is_file():
+            if keys is None and manifest.key_dim is None:
+                raise _damaged(path, "keys.faiss is present but the bank has no text keys (keys.npy)")
+            try:
+                index = KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
+            except (RuntimeError, OSError):
+                raise ProtosegError(f"bank {path}: keys.faiss is unreadable (truncated, or not a faiss index); "
+                                    f"{_index_fix(keys)}") from None
+            expected_dim = keys.shape[1] if keys is not None else manifest.key_dim
+            if len(index) != manifest.count or index.dim != expected_dim:
+                raise ProtosegError(f"bank {path}: keys.faiss holds {len(index)} {index.dim}-d keys, the bank has "
+                                    f"{manifest.count} {expected_dim}-d keys; {_index_fix(keys)}")
+        bank = cls(prototypes, table, manifest, keys, index)
+        bank.path = path
+        return bank
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this bank's contents in run fingerprints: its ``bank_id`` and, for a bank loaded
+        from disk, the sizes and modification times of its files (so a bank edited or rebuilt in place
+        never passes for the old one); for a bank only in memory, a hash of its arrays."""
+        from protoseg.runs import tree_digest
+
+        if self.path is not None:
+            return {"bank_id": self.manifest.bank_id, "files": tree_digest(self.path)}
+        h = hashlib.sha256(np.ascontiguousarray(self.prototypes).tobytes())
+        h.update("\0".join(map(str, self.table["label"])).encode())
+        if self.keys is not None:
+            h.update(np.ascontiguousarray(self.keys).tobytes())
+        return {"bank_id": None, "content": h.hexdigest()}
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Check that every class this bank serves *by name* among ``classes`` has a finite prototype.
+
+        Classes the bank does not name are left to the matcher (retrieval by text key, or its own error).
+
+        Raises:
+            ProtosegError: naming the classes whose prototypes are all NaN or infinite.
+        """
+        bad = [name for name in classes if len(rows := self.rows_of(name)) and not self.finite(rows).any()]
+        if bad:
+            raise ProtosegError(f"every prototype of {', '.join(map(repr, bad))} in this bank is NaN or infinite; "
+                                "rebuild those classes (`protoseg bank extend BANK NEW --replace`) or leave them out")
+
+    def finite(self, rows: np.ndarray) -> np.ndarray:
+        """bool ``[len(rows)]``: whether each prototype of ``rows`` is finite (reads only those rows)."""
+        return np.isfinite(self.vectors(rows)).all(1)
 
     # ------------------------------------------------------------------ compatibility
     def check_compatible(self, feature_encoder: str, feature_dim: int, text_encoder: str | None = None) -> None:

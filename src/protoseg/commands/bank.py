@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import FeaturesOption, TextOption, model_overrides, progress_bar, quiet_model_loading
+from protoseg.commands.common import (
+    FeaturesOption,
+    TextOption,
+    check_bank_dtype,
+    check_device,
+    model_overrides,
+    progress_bar,
+    quiet_model_loading,
+)
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
@@ -46,10 +54,16 @@ def from_examples(
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed). Interrupted builds resume."""
     from protoseg.bank import PrototypeBank
+    from protoseg.bank.storage import check_bank_out
     from protoseg.config.segment import get_preset
     from protoseg.offline import BuildSource, RunOptions, build_bank, examples_preset
+    from protoseg.offline.examples import read_examples
 
+    check_bank_out(out)  # everything is validated before a model loads
+    check_bank_dtype(dtype)
+    check_device(device)
     recipe = examples_preset(get_preset(preset, **model_overrides(features, text)), bank_dtype=dtype)
+    read_examples(examples)
     quiet_model_loading()
     with progress_bar(transient=True) as bar:
         task = bar.add_task("pooling examples", total=None)
@@ -65,7 +79,9 @@ def merge(banks: Annotated[list[Path], typer.Argument(help="Banks to merge.")],
           out: Annotated[Path, typer.Option(help="Bank directory to write.")]) -> None:
     """Merge banks built with the same encoders into one."""
     from protoseg.bank import PrototypeBank
+    from protoseg.bank.storage import check_bank_out
 
+    check_bank_out(out)
     merged = PrototypeBank.merge([PrototypeBank.load(b) for b in banks])
     merged.save(out)
     typer.echo(f"wrote {out}: {len(merged)} prototypes, {len(merged.classes)} classes")
@@ -78,7 +94,9 @@ def extend(bank: Annotated[Path, typer.Argument(help="Bank to extend.")],
            replace: Annotated[bool, typer.Option(help="Rebuild classes present in both from NEW.")] = False) -> None:
     """Add the classes of NEW to BANK without rebuilding it."""
     from protoseg.bank import PrototypeBank
+    from protoseg.bank.storage import check_bank_out
 
+    check_bank_out(out, overwrite=out.resolve() == bank.resolve())
     grown = PrototypeBank.load(bank, mmap=False).extend(PrototypeBank.load(new), replace_existing=replace)
     grown.save(out, overwrite=out.resolve() == bank.resolve())
     typer.echo(f"wrote {out}: {len(grown)} prototypes, {len(grown.classes)} classes")
@@ -96,8 +114,10 @@ def import_freeda_cmd(
 
     The files are linked from the README of FreeDA's official repository (aimagelab/freeda):
     prototype_embeddings/ and knn.index. Interrupted imports resume."""
+    from protoseg.bank.storage import check_bank_out
     from protoseg.offline.freeda_import import import_freeda
 
+    check_bank_out(out)
     with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)
         import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from protoseg.commands.common import progress_bar, quiet_model_loading, read_classes
+from protoseg.commands.common import check_device, check_positive, progress_bar, quiet_model_loading, read_classes
 from protoseg.errors import ProtosegError
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
@@ -57,9 +57,12 @@ def build_bank_command(
         "--keep-work-dir", help="keep the shards afterwards")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bank")] = False,
 ) -> None:
-    """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume."""
+    """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume; a
+    rerun after the inputs or settings changed starts fresh."""
+    from protoseg.bank.storage import check_bank_out
     from protoseg.config.fields import given
-    from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
+    from protoseg.offline import BuildSource, RunOptions, build_bank, default_work_dir, get_build_preset
+    from protoseg.runs import check_work_dir
 
     if preset is None:
         if method is None:
@@ -72,6 +75,18 @@ def build_bank_command(
     if method is not None and method != chosen.method:
         raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
     class_list = read_classes(classes, classes_file, required=False)
+    # Everything the user controls is checked before a model loads.
+    check_positive(shard_size=shard_size, limit=limit, ray_task_threads=ray_task_threads)
+    check_device(device, dtype)
+    check_bank_out(out, overwrite)
+    check_work_dir(work_dir or default_work_dir(out), what="build")
+    if chosen.method == "freeda" and captions is not None and not captions.is_file():
+        raise ProtosegError(f"captions file not found: {captions}")
+    if descriptions is not None:
+        from protoseg.atomic import check_not_inputs, check_output_file
+
+        check_output_file(descriptions, "--descriptions")
+        check_not_inputs([descriptions], [p for p in (captions, classes_file) if p is not None], "--descriptions")
     source = BuildSource(captions=captions, limit=limit, classes=tuple(class_list) if class_list else None,
                          llm=llm, descriptions=descriptions)
     run = RunOptions(work_dir=work_dir, shard_size=shard_size, seed=seed, device=device, dtype=dtype, ray=ray,

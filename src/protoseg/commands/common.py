@@ -1,9 +1,10 @@
-"""Pieces shared by the CLI commands: class-list options and progress bars."""
+"""Pieces shared by the CLI commands: class-list options, up-front checks of what the user controls,
+progress bars."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,6 +41,34 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
     if required:
         raise ProtosegError('give the classes with --classes "a, b, c" or --classes-file FILE')
     return None
+
+
+def check_device(device: str | None, dtype: str | None = None) -> Any:
+    """Validate ``--device`` (and ``--dtype`` of the models) before anything loads; returns the
+    ``torch.device`` it resolves to.
+
+    Raises:
+        ProtosegError: an unknown device or dtype, or CUDA asked for on a machine without it.
+    """
+    from protoseg.models.base import resolve_device, resolve_dtype
+
+    resolved = resolve_device(device)
+    if dtype is not None:
+        resolve_dtype(dtype, resolved)
+    return resolved
+
+
+def check_bank_dtype(dtype: str) -> None:
+    """Validate a bank storage ``--dtype`` (float16 or float32)."""
+    if dtype not in ("float16", "float32"):
+        raise ProtosegError(f"bank --dtype must be float16 or float32, got {dtype!r}")
+
+
+def check_positive(**values: int | None) -> None:
+    """Each given option (``--name``: value) must be a positive integer when set."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise ProtosegError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
 
 
 def progress_bar(console: Console | None = None, transient: bool = False, disable: bool = False) -> Progress:

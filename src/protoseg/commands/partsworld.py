@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+from protoseg.commands.common import check_positive
+from protoseg.errors import ProtosegError
+
+#: Smallest image side the scenes are drawn at.
+MIN_SIZE = 32
+
 
 def partsworld(
     out: Annotated[Path, typer.Argument(help="Folder to write train/ and test/ into.")],
@@ -17,16 +23,34 @@ def partsworld(
     world: Annotated[str, typer.Option(help="parts, or recombined (test scenes recombine parts).")] = "parts",
 ) -> None:
     """Write procedural scenes with exact masks and object masks: OUT/train and OUT/test in the examples
-    layout (plus objects/ for oracle proposals)."""
-    from protoseg.errors import ProtosegError
+    layout (plus objects/ for oracle proposals). In the recombined world the test scenes recombine parts
+    as the train scenes never do.
+
+    Each split is a folder protoseg marks as generated; rerunning with the same settings leaves it as is,
+    with other settings replaces it — unless someone put other files into it (then nothing is touched)."""
+    from protoseg.atomic import check_generated_dir, check_output_dir, generated_dir
+    from protoseg.datasets.examples import world_spec
     from protoseg.partsworld import PARTS_WORLD_CLASSES, WORLDS, write_examples
 
     if world not in WORLDS:
         raise ProtosegError(f"--world must be one of {', '.join(WORLDS)}; got {world!r}")
-    write_examples(out / "train", train, seed=seed, size=size, world=world, combos="support")
-    write_examples(out / "test", test, seed=seed + 1, size=size, world=world,
-                   combos="novel" if world == "recombined" else "support")
-    typer.echo(f"wrote {train} + {test} {world}-world scenes to {out}; classes: {', '.join(PARTS_WORLD_CLASSES)}")
+    check_positive(train=train, test=test)
+    if size < MIN_SIZE:
+        raise ProtosegError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
+    check_output_dir(out, "OUT")
+    combos = {"train": "support", "test": "novel" if world == "recombined" else "support"}
+    splits = {"train": (train, seed), "test": (test, seed + 1)}
+    specs = {name: world_spec(name, n, s, size, world, combos[name]) for name, (n, s) in splits.items()}
+    for name in splits:  # refuse before writing anything
+        check_generated_dir(out / name, specs[name])
+    wrote = []
+    for name, (count, split_seed) in splits.items():
+        if generated_dir(out / name, specs[name],
+                         lambda tmp, name=name, count=count, split_seed=split_seed: write_examples(
+                             tmp, count, seed=split_seed, size=size, world=world, combos=combos[name])):
+            wrote.append(name)
+    done = "wrote " + " and ".join(wrote) if wrote else "already up to date:"
+    typer.echo(f"{done} {train} + {test} {world}-world scenes in {out}; classes: {', '.join(PARTS_WORLD_CLASSES)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from protoseg.commands.common import (
     FeaturesOption,
     SamOption,
     TextOption,
+    check_device,
     model_overrides,
     progress_bar,
     quiet_model_loading,
@@ -20,14 +21,16 @@ from protoseg.errors import ProtosegError
 
 
 def segment(
-    images: Annotated[list[Path], typer.Argument(help="Image files to segment.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to segment.",
+                                                 show_default=False)],
     bank: Annotated[Path, typer.Option(help="Prototype bank directory.")],
     classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
     classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
     preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("protoseg-out"),
     background: Annotated[bool, typer.Option(help="Label pixels matching no class as background (255).")] = False,
-    threshold: Annotated[float | None, typer.Option(help="Background score threshold (preset default).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Background score threshold (preset default); needs --background.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     features: FeaturesOption = None,
@@ -35,37 +38,83 @@ def segment(
     sam: SamOption = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
-    255 = background) and <stem>_overlay.jpg into --out."""
-    from protoseg.images import check_image, load_image
+    255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
+    Images whose outputs are up to date (same image, classes, bank and settings) are skipped."""
+    from protoseg import __version__
+    from protoseg.atomic import check_not_inputs, check_output_dir
+    from protoseg.bank import PrototypeBank
+    from protoseg.config.segment import get_preset
+    from protoseg.images import check_image, expand_images, load_image
+    from protoseg.models import ModelSet
+    from protoseg.runs import file_stamp, fingerprint_of, jsonable
     from protoseg.segment import Segmenter
-    from protoseg.viz import save_segmentation
+    from protoseg.viz import MAX_CLASSES, output_paths, read_sidecar, save_segmentation, written_by_protoseg
 
+    # Everything the user controls is checked before a model loads or an image is processed.
     names = read_classes(classes, classes_file)
-    stems = [p.stem for p in images]
+    if len(names) > MAX_CLASSES:
+        raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")
+    if threshold is not None and not background:
+        raise ProtosegError("--threshold is the background threshold and only applies with --background; "
+                            "add --background (or drop --threshold)")
+    resolved = check_device(device, dtype)
+    paths = expand_images(images)
+    for path in paths:
+        check_image(path)
+    stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
-    for path in images:  # fail before loading any model
-        check_image(path)
-    quiet_model_loading()
+    check_output_dir(out)
     overrides = model_overrides(features, text, sam)
     if threshold is not None:
         overrides["background_threshold"] = threshold
-    segmenter = Segmenter.from_preset(preset, bank=bank, device=device, dtype=dtype, **overrides)
+    chosen = get_preset(preset, **overrides)
+    loaded = PrototypeBank.load(bank)
+    loaded.check_classes(names)
+    planned = {path: output_paths(out, path.stem) for path in paths}
+    bank_files = [p for p in Path(bank).rglob("*") if p.is_file()]
+    inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
+    check_not_inputs([f for files in planned.values() for f in files.values()], inputs)
+    for files in planned.values():
+        for file in files.values():
+            if file.exists() and not written_by_protoseg(file):
+                raise ProtosegError(f"{file} exists and was not written by protoseg; protoseg replaces only its "
+                                    "own outputs: move it away or choose another --out")
+
+    request = {"classes": names, "background": background, "preset": jsonable(chosen),
+               "bank": loaded.fingerprint(), "device": str(resolved), "dtype": dtype, "protoseg": __version__}
+    meta_of = {path: {"image": str(path), "preset": preset, "bank": str(bank), "bank_id": loaded.manifest.bank_id,
+                      "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
+    todo = [path for path in paths if not _up_to_date(planned[path], meta_of[path]["fingerprint"], read_sidecar)]
+    if not todo:
+        typer.echo(f"all {len(paths)} label map(s) in {out} are up to date (same images, classes, bank and settings)")
+        return
+    quiet_model_loading()
+    segmenter = Segmenter(chosen, loaded, ModelSet(chosen.features, chosen.text, chosen.sam, device=device,
+                                                   dtype=dtype))
     segmenter.prepare(names)
     problems = not_converged = 0
-    with progress_bar(transient=True, disable=len(images) < 2) as progress:
-        task = progress.add_task("segmenting", total=len(images))
-        for path in images:
+    with progress_bar(transient=True, disable=len(todo) < 2) as progress:
+        task = progress.add_task("segmenting", total=len(todo))
+        for path in todo:
             image = load_image(path)
             result = segmenter.segment(image, names, background=background)
-            save_segmentation(out, path.stem, image, result.labels, names)
+            save_segmentation(out, path.stem, image, result.labels, names, meta_of[path])
             problems += result.diagnostics.get("transport_problems", 0)
             not_converged += result.diagnostics.get("transport_not_converged", 0)
             progress.advance(task)
-    typer.echo(f"wrote {len(images)} label map(s) and overlay(s) to {out}")
+    skipped = len(paths) - len(todo)
+    typer.echo(f"wrote {len(todo)} label map(s) and overlay(s) to {out}"
+               + (f"; {skipped} already up to date" if skipped else ""))
     if not_converged:
         typer.echo(f"warning: {not_converged} of {problems} transport problems did not converge "
                    "(raise iterations or epsilon)", err=True)
+
+
+def _up_to_date(files: dict[str, Path], fingerprint: str, read_sidecar) -> bool:
+    sidecar = read_sidecar(files["sidecar"])
+    return (sidecar is not None and sidecar.get("fingerprint") == fingerprint
+            and files["labels"].is_file() and files["overlay"].is_file())
 
 
 def presets() -> None:

@@ -49,7 +49,8 @@ class ProtocolSettings:
     Attributes:
         name: protocol name (a key of :data:`PROTOCOLS`).
         family: ``"tcl"`` or ``"sclip"`` (which published numbers this protocol is comparable with).
-        dataset: protoseg dataset name (one of :data:`BENCHMARKS`).
+        dataset: protoseg dataset name (one of :data:`BENCHMARKS`, or a dataset outside the tables with the
+            protocol's defaults: :func:`protocol_settings`).
         scale: mmcv keep-ratio resize target ``(long_max, short_max)``; :attr:`short_side` is the second.
         crop: sliding-window side in pixels of the resized image; ``None``: the whole image in one pass.
         stride: window stride (``None`` when ``crop`` is ``None``).
@@ -62,7 +63,8 @@ class ProtocolSettings:
             ``None`` where scores are not turned into probabilities before the decision.
         area_threshold: SCLIP's VOC rule: a class predicted on less than this fraction of the image's
             non-background pixels is removed; ``None``: no such rule.
-        names: class-name variant (:data:`NAME_VARIANTS`).
+        names: class-name variant (:data:`NAME_VARIANTS`; ``mmseg`` also stands for the own class list of a
+            dataset outside the tables).
         source: where the values come from (repository @ commit : path, or protoseg's defaults).
     """
 
@@ -82,16 +84,19 @@ class ProtocolSettings:
     def __post_init__(self) -> None:
         what = "protocol setting"
         checked(self, what)
-        require(self.dataset in BENCHMARKS, what, "dataset", "one of " + ", ".join(BENCHMARKS), self.dataset)
+        from protoseg.datasets import DATASET_NAMES
+
+        require(self.dataset in DATASET_NAMES, what, "dataset", "one of " + ", ".join(DATASET_NAMES), self.dataset)
         require(min(self.scale) >= 1, what, "scale", "two positive sizes", self.scale)
         require((self.crop is None) == (self.stride is None), what, "stride", "given exactly when crop is",
                 self.stride)
         if self.crop is not None and self.stride is not None:
             require(self.crop >= 1, what, "crop", ">= 1 or None", self.crop)
             require(1 <= self.stride <= self.crop, what, "stride", f"in [1, crop={self.crop}]", self.stride)
-        has_bg = self.dataset in WITH_BACKGROUND
-        require((self.background != "none") == has_bg, what, "background",
-                "'none' exactly for benchmarks without a background class", self.background)
+        if self.dataset in BENCHMARKS:
+            has_bg = self.dataset in WITH_BACKGROUND
+            require((self.background != "none") == has_bg, what, "background",
+                    "'none' exactly for benchmarks without a background class", self.background)
         require((self.threshold is None) == (self.background == "none"), what, "threshold",
                 "given exactly when there is a background rule", self.threshold)
         if self.background == "probability":
@@ -120,12 +125,15 @@ class ProtocolSettings:
         return self.crop is not None
 
     def preset_overrides(self) -> dict[str, Any]:
-        """The :class:`~protoseg.config.segment.Preset` fields these settings fix: ``scale``, ``crop``,
-        ``stride`` and, for a constant background, ``background_threshold``.
+        """The :class:`~protoseg.config.segment.Preset` fields these settings fix — the one place a protocol
+        becomes segmenter settings: ``scale``, ``crop``, ``stride`` and, on a dataset with background, the
+        background rule: ``background_rule``, ``background_threshold`` and, for ``probability``,
+        ``logit_scale`` and ``area_threshold``.
 
         "Whole image" (``crop`` ``None``) becomes one window of ``max(scale)`` pixels, which covers every
-        image the resize produces. The probability background rule, ``logit_scale``, ``area_threshold`` and
-        the class-name variant are not preset fields: the caller applies them.
+        image the resize produces. Without background the softmax of the probability rule is monotone, so
+        the argmax over classes is the one of the scores and nothing else is needed. The class-name variant
+        is not a preset field (:func:`protoseg.protocol.benchmark_query` applies it).
         """
         side = max(self.scale)
         fields: dict[str, Any] = {
@@ -133,15 +141,19 @@ class ProtocolSettings:
             "crop": self.crop if self.crop is not None else side,
             "stride": self.stride if self.stride is not None else side,
         }
-        if self.background == "constant":
+        if self.background != "none":
+            fields["background_rule"] = self.background
             fields["background_threshold"] = self.threshold
+        if self.background == "probability":
+            fields["logit_scale"] = self.logit_scale
+            fields["area_threshold"] = self.area_threshold
         return fields
 
 
-def _tcl(dataset: str) -> ProtocolSettings:
+def _tcl(dataset: str, bg: bool | None = None) -> ProtocolSettings:
     """protoseg's defaults (``Preset``: scale (2048, 448), crop 448, stride 224; ``DatasetPreset``: constant
     background 0.4): FreeDA's released evaluation (fact sheet 1.1, 1.4) and the TCL protocol."""
-    bg = dataset in WITH_BACKGROUND
+    bg = dataset in WITH_BACKGROUND if bg is None else bg
     return ProtocolSettings(
         name="tcl", family="tcl", dataset=dataset, scale=(2048, 448), crop=448, stride=224,
         background="constant" if bg else "none", threshold=0.4 if bg else None, logit_scale=None,
@@ -236,18 +248,51 @@ PROTOCOLS: dict[str, dict[str, ProtocolSettings]] = {
 }
 
 
-def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
-    """The settings of ``dataset`` under ``protocol`` (a key of :data:`PROTOCOLS`)."""
+#: Each protocol's settings for a dataset outside its table (the parts world, an examples folder): the
+#: repository's model defaults — ``(short side, crop, stride, prob_thd, logit_scale, source)`` — and the
+#: Resize most of its configs use. ``tcl`` uses protoseg's defaults (:func:`_tcl`).
+_MODEL_DEFAULTS: dict[str, tuple[int, int, int, float, float, str]] = {
+    "sclip": (336, 224, 112, 0.0, 40.0, f"{_SCLIP_REPO}:clip_segmentor.py CLIPForSegmentation defaults "
+                                        "(prob_thd 0.0, logit_scale 40, slide 224/112); Resize (2048, 336) of "
+                                        "most configs"),
+    "naclip": (336, 224, 112, 0.0, 40.0, f"{_NACLIP_REPO}:naclip.py NACLIP defaults (prob_thd 0.0, "
+                                          "logit_scale 40, slide 224/112); Resize (2048, 336) of most configs"),
+    "proxyclip": (336, 336, 112, 0.0, 40.0, f"{_PROXYCLIP_REPO}:proxyclip_segmentor.py defaults (prob_thd 0.0, "
+                                             "logit_scale 40, slide 336/112); Resize (2048, 336) of most configs"),
+    "corrclip": (336, 336, 112, 0.0, 40.0, f"{_CORRCLIP_REPO}:CorrCLIPv1/corrclip_segmentor.py defaults "
+                                           "(prob_thd 0.0, logit_scale 40, slide 336/112); Resize (2048, 336) "
+                                           "of most configs"),
+}
+
+
+def protocol_settings(protocol: str, dataset: str, has_background: bool | None = None) -> ProtocolSettings:
+    """The settings of ``dataset`` under ``protocol`` (a key of :data:`PROTOCOLS`).
+
+    For a dataset outside the protocol's table (``parts-world``, ``examples``), give ``has_background``
+    (whether its class 0 is background) to get the protocol's defaults: protoseg's for ``tcl``, the
+    repository's model defaults for the SCLIP family (background by probability with threshold 0.0, i.e.
+    only where a background name wins; the dataset's own class names).
+    """
     try:
         table = PROTOCOLS[protocol]
     except KeyError:
         raise ProtosegError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}") from None
-    try:
+    if dataset in table:
         return table[dataset]
-    except KeyError:
+    from protoseg.datasets import DATASET_NAMES
+
+    if has_background is None or dataset in BENCHMARKS or dataset not in DATASET_NAMES:
         raise ProtosegError(
             f"protocol {protocol!r} has no settings for dataset {dataset!r}; it covers: {', '.join(table)}"
-        ) from None
+        )
+    if protocol == "tcl":
+        return _tcl(dataset, has_background)
+    short, crop, stride, threshold, logit_scale, source = _MODEL_DEFAULTS[protocol]
+    return ProtocolSettings(
+        name=protocol, family="sclip", dataset=dataset, scale=(2048, short), crop=crop, stride=stride,
+        background="probability" if has_background else "none", threshold=threshold if has_background else None,
+        logit_scale=logit_scale, area_threshold=None, names="mmseg", source=source,
+    )
 
 
 def protocol_family(protocol: str) -> str:

@@ -8,9 +8,9 @@ top by :mod:`protoseg.datasets` presets.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
-from protoseg.config.fields import checked, from_dict, override, to_dict
+from protoseg.config.fields import checked, from_dict, override, require, to_dict
 from protoseg.config.matchers import DpsmOptions, FreedaOptions, matcher_options
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
@@ -35,7 +35,19 @@ class Preset:
         superpixels: Felzenszwalb parameters.
         scale: mmcv keep-ratio resize target ``(long_max, short_max)``.
         crop, stride: sliding-window size and stride.
-        background_threshold: constant background score used when background is requested.
+        background_rule: how background is decided when it is requested
+            (:meth:`protoseg.segment.Segmenter.segment`): ``"constant"`` — a constant score channel equal to
+            ``background_threshold`` before the class scores (FreeDA); ``"probability"`` — a softmax over
+            ``logit_scale`` × the scores of every queried name, background where the best class probability is
+            below ``background_threshold`` (SCLIP family).
+        background_threshold: the constant background score (``constant``) or the minimum best-class
+            probability (``probability``, in [0, 1]).
+        logit_scale: multiplier of the scores before the softmax of the ``probability`` rule.
+        area_threshold: ``probability`` rule only: a class predicted on no more than this fraction of the
+            image's non-background pixels is removed (SCLIP's ``area_thd``); ``None``: no such rule.
+
+    The background fields of a benchmark protocol come from
+    :meth:`protoseg.config.protocols.ProtocolSettings.preset_overrides`.
     """
 
     name: str
@@ -49,13 +61,25 @@ class Preset:
     scale: tuple[int, int] = (2048, 448)
     crop: int = 448
     stride: int = 224
+    background_rule: Literal["constant", "probability"] = "constant"
     background_threshold: float = 0.4
+    logit_scale: float = 40.0
+    area_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        checked(self, "preset field")
+        what = "preset field"
+        checked(self, what)
         object.__setattr__(self, "matcher_options", matcher_options(self.matcher, self.matcher_options))
         if self.crop < 1 or self.stride < 1:
             raise ProtosegError(f"preset crop and stride must be >= 1; got {self.crop}, {self.stride}")
+        require(self.logit_scale > 0, what, "logit_scale", "> 0", self.logit_scale)
+        if self.background_rule == "probability":
+            require(0.0 <= self.background_threshold <= 1.0, what, "background_threshold",
+                    "a probability in [0, 1] with the probability background rule", self.background_threshold)
+        require(self.area_threshold is None or self.background_rule == "probability", what, "area_threshold",
+                "None unless background_rule is 'probability'", self.area_threshold)
+        require(self.area_threshold is None or 0.0 <= self.area_threshold <= 1.0, what, "area_threshold",
+                "in [0, 1] or None", self.area_threshold)
 
     def with_options(self, **options: Any) -> Preset:
         """A copy with matcher options updated (validated)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protoseg.config.protocol import DATASET_PRESETS, DatasetPreset, dataset_preset
+from protoseg.config.benchmarks import DATASET_PRESETS, DatasetPreset, dataset_preset
 from protoseg.datasets.base import Sample, SegDataset
 from protoseg.datasets.examples import open_examples, open_parts_world
 from protoseg.datasets.mmseg import MMSEG_DATASETS, open_mmseg

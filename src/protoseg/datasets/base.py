@@ -49,6 +49,24 @@ def read_label_png(path: Path) -> np.ndarray:
         raise ProtosegError(f"cannot read label map {path}: {exc}") from exc
 
 
+def label_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a label map from its header (nothing decoded).
+
+    Raises:
+        ProtosegError: missing or unreadable file, or not a single-channel image.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+                raise ProtosegError(f"label map {path} has mode {im.mode}; expected a single-channel PNG "
+                                    "(palette or grayscale) holding class indices")
+            return im.size
+    except FileNotFoundError:
+        raise ProtosegError(f"label map not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ProtosegError(f"cannot read label map {path}: {exc}") from exc
+
+
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
     """MMSeg's rule: ``0 -> 255``, ``v -> v - 1`` otherwise, ``255`` stays ``255``.
 
@@ -135,6 +153,23 @@ class SegDataset:
                 f"map {self.samples[i].label} is {gt.shape[1]}x{gt.shape[0]}"
             )
         return image, gt
+
+    def check_files(self, images: bool = True) -> None:
+        """Read every sample's headers (nothing decoded): images readable, ground truth a single-channel
+        label map of the image's size. Lets a run fail before any work instead of midway.
+
+        Raises:
+            ProtosegError: naming the first bad file.
+        """
+        from protoseg.images import check_image
+
+        for sample in self.samples:
+            size = label_size(sample.label)
+            if images:
+                width, height = check_image(sample.image)
+                if (width, height) != size:
+                    raise ProtosegError(f"{sample.image} is {width}x{height} but its label map {sample.label} "
+                                        f"is {size[0]}x{size[1]}")
 
     def limit(self, n: int | None) -> SegDataset:
         """The first ``n`` samples (all when ``n`` is None)."""

@@ -78,8 +78,9 @@ def convert_coco_object(
 ) -> int:
     """Write ``annotations/<split>/<stem>_instanceTrainIds.png`` for every COCO-Stuff label map.
 
-    Existing outputs are kept unless ``overwrite`` (so an interrupted run resumes). ``progress("convert",
-    done, total)`` is called after each file. Returns the number of files written.
+    Existing outputs newer than their source are kept unless ``overwrite`` (so an interrupted run resumes,
+    and a source changed since is converted again). ``progress("convert", done, total)`` is called after
+    each file. Returns the number of files written.
     """
     root = Path(data_root).expanduser()
     jobs: list[tuple[Path, Path, np.ndarray]] = []
@@ -94,7 +95,7 @@ def convert_coco_object(
         for src in sources:
             stem = src.name.removesuffix("_labelTrainIds.png").removesuffix(".png")
             out = ann_dir / (stem + SUFFIX)
-            if overwrite or not out.exists():
+            if overwrite or not out.exists() or out.stat().st_mtime_ns < src.stat().st_mtime_ns:
                 jobs.append((src, out, lut))
 
     def run(job: tuple[Path, Path, np.ndarray]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protoseg.atomic import atomic_dir
 from protoseg.classes import read_class_file
 from protoseg.datasets.base import Sample, SegDataset
 from protoseg.errors import ProtosegError
@@ -93,26 +92,40 @@ def _check_world(world: str) -> str:
     return world
 
 
+def world_spec(split: str, count: int, seed: int, size: int = 448, world: str = "parts",
+               combos: str = "support") -> dict[str, object]:
+    """The record a generated world split is marked with (:func:`protoseg.atomic.generated_dir`): a split
+    with another record (other settings, or files of an older :data:`WORLD_FORMAT`) is regenerated."""
+    spec: dict[str, object] = {"parts-world": split, "count": count, "seed": seed, "size": size}
+    if world != "parts":
+        spec.update(world=world, combos=combos)
+    return spec | {"format": WORLD_FORMAT}
+
+
 def ensure_parts_world_split(root: Path, split: str, count: int, seed: int, world: str = "parts",
                              combos: str = "support") -> Path:
-    """Generate ``root/<split>`` of ``world`` deterministically unless it is already complete (same count,
-    seed, world, combos and file format); returns its path.
+    """``root/<split>`` of ``world``, generated deterministically unless protoseg already generated it with
+    the same settings; returns its path.
 
-    Generation goes to a temporary sibling folder renamed into place, so an interrupted run leaves
+    A split someone else made (not marked as protoseg's) is read as it is and never modified. A missing
+    one, or one protoseg generated with other settings or an older file format, is generated into a
+    temporary sibling folder, marked as protoseg's and renamed into place, so an interrupted run leaves
     nothing half-written.
-    """
-    from protoseg import partsworld
 
-    target = root / split
-    marker = target / ".complete"
-    stamp = f"count={count} seed={seed}\n" + (f"world={world} combos={combos} " if world != "parts" else "") + \
-        f"format={WORLD_FORMAT}\n"
-    if marker.is_file() and marker.read_text() == stamp:
+    Raises:
+        ProtosegError: ``root`` or ``root/<split>`` is a file, or a generated split now holds other files.
+    """
+    from protoseg.atomic import generated_dir, generated_record
+    from protoseg.partsworld import write_examples
+
+    target = Path(root) / split
+    for path in (Path(root), target):
+        if path.exists() and not path.is_dir():
+            raise ProtosegError(f"parts-world: {path} is a file; give the folder holding train/ and test/")
+    if target.exists() and generated_record(target) is None:
         return target
-    extra = {} if world == "parts" else {"world": world, "combos": combos}
-    with atomic_dir(target, replace=True) as tmp:  # replaces an incomplete or older earlier attempt
-        partsworld.write_examples(tmp, count=count, seed=seed, **extra)
-        (tmp / ".complete").write_text(stamp)
+    generated_dir(target, world_spec(split, count, seed, world=world, combos=combos),
+                  lambda tmp: write_examples(tmp, count=count, seed=seed, world=world, combos=combos))
     return target
 
 

@@ -19,9 +19,15 @@ class Matcher(Protocol):
     window. Scores are "higher is more likely", comparable across classes, and on the scale the
     background threshold is defined on (for FreeDA: ``beta * sigmoid(cos) + (1 - beta) * cos``).
 
+    ``prepare`` gets plain strings, one per score channel: a class with synonyms contributes each of its
+    names, and :class:`protoseg.segment.Segmenter` takes the max over a class's channels after window
+    averaging (SCLIP's order).
+
     A matcher may also keep counts of what it did (``stats``: ``dict[str, int]``, zeroed by
     ``reset_stats()``); :class:`protoseg.segment.Segmenter` resets them per image and reports them as
-    ``Segmentation.diagnostics``.
+    ``Segmentation.diagnostics``. And it may say which names it can score (``serves(names) -> list[bool]``,
+    for banks that look prototypes up by exact label): the segmenter then drops a class's unserved
+    synonyms, so a class is served when any of its names is.
     """
 
     def prepare(self, classes: list[str]) -> None: ...

@@ -89,7 +89,7 @@ import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
-from protoseg.match.prototypes import class_rows
+from protoseg.match.prototypes import class_rows, served_names
 from protoseg.match.transport import SinkhornResult, plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
 from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
 from protoseg.regions import (
@@ -186,6 +186,10 @@ class DPSMMatcher:
         self.stats["transport_not_converged"] += int((~result.converged).sum())
 
     # ------------------------------------------------------------------ prototypes
+    def serves(self, names: list[str]) -> list[bool]:
+        """Which names the bank labels with a finite prototype of the level this mode matches."""
+        return served_names(self.bank, names, False, "whole" if self.mode == "image-to-image" else "part")
+
     def prepare(self, classes: list[str]) -> None:
         """Collect each class's prototypes: part rows (supplies, support-image groups) or whole rows."""
         device = self.models.device

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
-from protoseg.match.prototypes import aggregate, class_rows
+from protoseg.match.prototypes import aggregate, class_rows, served_names
 from protoseg.regions import SuperpixelParams, pool_features, region_weights, superpixels
 
 
@@ -54,8 +54,15 @@ class FreeDAMatcher:
         self.prototypes: torch.Tensor | None = None  # [C, M, D] L2-normalised
         self.text_vectors: torch.Tensor | None = None  # [C, Dt] L2-normalised
 
+    def serves(self, names: list[str]) -> list[bool]:
+        """Which names :meth:`prepare` can score: all with text-key retrieval (a CLIP model and a bank with
+        keys); otherwise those the bank labels with a finite whole-level prototype."""
+        retrieval = self.models.clip is not None and self.bank.keys is not None
+        return served_names(self.bank, names, retrieval, level="whole")
+
     def prepare(self, classes: list[str]) -> None:
-        """Embed class names (7 templates), retrieve ``k`` prototypes per class, aggregate."""
+        """Embed the names (7 templates), retrieve ``k`` prototypes per name, aggregate. Each name gets its
+        own channel; synonyms of one class are reduced by :class:`protoseg.segment.Segmenter`."""
         device = self.models.device
         clip = self.models.clip
         text_np = None

@@ -32,16 +32,40 @@ def aggregate(vectors: np.ndarray, how: str = "mean", clusters: int = 1, seed: i
     return km.centroids.astype(np.float32)
 
 
+def served_names(bank: PrototypeBank, names: list[str], retrieval: bool, level: str | None = None) -> list[bool]:
+    """Whether :func:`class_rows` can serve each name: every name when prototypes are retrieved by text key
+    (``retrieval``); with lookup by exact label, the names the bank labels (at ``level``) with at least one
+    finite prototype."""
+    if retrieval:
+        return [True] * len(names)
+    return [bool(len(rows := bank.rows_of(name, level))) and bool(bank.finite(rows).any()) for name in names]
+
+
 def class_rows(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | None, k: int,
                level: str | None = None) -> list[np.ndarray]:
     """Bank rows serving each class.
 
     With ``text_vectors`` (``[C, Dk]``, CLIP class embeddings) and a bank with text keys, the ``k`` keys
-    nearest each class are retrieved (FreeDA). Otherwise rows are looked up by exact label.
+    nearest each class are retrieved (FreeDA). Otherwise rows are looked up by exact label. Rows whose
+    prototype is not finite (a damaged bank) are left out.
 
     Raises:
-        ProtosegError: a class the bank cannot serve (label lookup with no rows).
+        ProtosegError: a class the bank cannot serve (label lookup with no rows, or only non-finite ones).
     """
+    return _finite_only(bank, classes, _lookup(bank, classes, text_vectors, k, level))
+
+
+def _finite_only(bank: PrototypeBank, classes: list[str], rows: list[np.ndarray]) -> list[np.ndarray]:
+    kept = [r[bank.finite(r)] for r in rows]
+    bad = [name for name, r in zip(classes, kept, strict=True) if len(r) == 0]
+    if bad:
+        raise ProtosegError(f"every prototype serving {', '.join(map(repr, bad))} in this bank is NaN or infinite; "
+                            "rebuild those classes (`protoseg bank extend BANK NEW --replace`) or leave them out")
+    return kept
+
+
+def _lookup(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | None, k: int,
+            level: str | None) -> list[np.ndarray]:
     if text_vectors is not None and bank.keys is not None:
         rows = bank.retrieve(text_vectors, k)
         if level is not None:

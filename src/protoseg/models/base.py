@@ -30,10 +30,33 @@ class DenseFeatureExtractor(Protocol):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when available, else CPU."""
+    """``None``/``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and
+    ``"mps"`` are checked against this machine.
+
+    Raises:
+        ProtosegError: an unknown device name, or a device this machine (or this torch build) lacks.
+    """
+    from protoseg.errors import ProtosegError
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ProtosegError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if not torch.backends.cuda.is_built() else "no GPU is visible"
+            raise ProtosegError(f"device {device!r} asked for CUDA but {why} on this machine; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ProtosegError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); use one of them or --device cpu")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ProtosegError(f"device {device!r} (Apple MPS) is not available on this machine; use --device cpu")
+    elif resolved.type != "cpu":
+        raise ProtosegError(f"unsupported device {device!r}; use cpu, cuda, cuda:N, mps or auto")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -41,6 +64,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype is None or dtype == "auto":
         return torch.float32
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            from protoseg.errors import ProtosegError
+
+            raise ProtosegError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16")
         return dtype
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,

@@ -16,16 +16,16 @@ Example::
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protoseg import __version__
 from protoseg.config.build import BUILD_PRESETS, BuildPreset, examples_preset, get_build_preset
 from protoseg.errors import ProtosegError
 from protoseg.offline.base import BUILDERS, Builder, BuildSource, Plan, get_builder, register_builder
-from protoseg.runs import Progress, fingerprint_of, prepare_work_dir, run_shards
+from protoseg.runs import Progress, fingerprint_of, prepare_work_dir, remove_work_dir, run_shards
 
 __all__ = ["BUILDERS", "BUILD_PRESETS", "BuildPreset", "BuildSource", "Builder", "Plan", "RunOptions",
            "build_bank", "default_work_dir", "examples_preset", "get_build_preset", "register_builder"]
@@ -89,7 +89,8 @@ def build_bank(preset: BuildPreset, source: BuildSource, out: str | Path, run: R
                      "diffusion_dtype": run.dtype, **plan.settings}
     items = [vars(item) for item in plan.items]
     work = prepare_work_dir(run.work_dir or default_work_dir(out),
-                            {**plan.settings, "items": len(items), "items_sha256": fingerprint_of(items)})
+                            {**plan.settings, "items": len(items), "items_sha256": fingerprint_of(items),
+                             "inputs": plan.inputs, "protoseg": __version__})
 
     shards = run_shards(work, _chunks(plan.items, run.shard_size), builder.shard, progress=progress,
                         on_shard_written=on_shard_written, ray=run.ray, ray_address=run.ray_address,
@@ -101,5 +102,5 @@ def build_bank(preset: BuildPreset, source: BuildSource, out: str | Path, run: R
     if progress is not None:
         progress("reduce", 1, 1)
     if not run.keep_work_dir:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
     return out

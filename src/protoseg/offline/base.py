@@ -54,10 +54,13 @@ class BuildSource:
 @dataclass
 class Plan:
     """A builder's plan: ``items`` (picklable, one unit of work each), ``settings`` (JSON-ready; recorded
-    in the manifest and, with the items, the run's fingerprint) and builder-specific ``context``."""
+    in the manifest and, with the items, the run's fingerprint), ``inputs`` (stamps of the files the
+    build reads, :func:`protoseg.runs.file_stamp`: part of the fingerprint, so a changed input file starts
+    the build fresh) and builder-specific ``context``."""
 
     items: list[Any]
     settings: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
 
 

@@ -289,7 +289,7 @@ class DpsmBuilder(Builder):
         settings = {"classes": classes, "prompts": self.preset.prompts,
                     "descriptions": str(cache) if llm else None,
                     "llm": (source.llm or self.preset.llm) if llm else None}
-        return Plan(plan_dpsm(prompts, self.preset, seed), settings, {"classes": classes})
+        return Plan(plan_dpsm(prompts, self.preset, seed), settings, context={"classes": classes})
 
     def shard(self, items: list[DpsmItem]) -> ShardResult:
         return dpsm_shard(self.preset, self.device, self.dtype, items)

@@ -34,7 +34,7 @@ from protoseg.offline.base import Builder, BuildSource, Plan
 from protoseg.offline.common import cached_model, str_array
 from protoseg.offline.parts import object_prototypes, supply_units
 from protoseg.regions import superpixels
-from protoseg.runs import Progress, ShardResult, load_shard
+from protoseg.runs import Progress, ShardResult, files_digest, load_shard
 from protoseg.windows import rescale_size, resize_image, window_grid
 
 IGNORE = 255
@@ -100,7 +100,8 @@ class ExamplesBuilder(Builder):
         items = [ExampleItem(n, s.stem, s.image, s.label, len(classes)) for n, s in enumerate(samples)]
         settings = {"source": "examples", "examples": str(Path(source.examples).resolve()),
                     "images": len(items)}
-        return Plan(items, settings, {"classes": classes})
+        files = [Path(source.examples) / "classes.txt", *(p for it in items for p in (it.image, it.mask))]
+        return Plan(items, settings, {"examples": files_digest(files)}, {"classes": classes})
 
     def _features(self) -> Any:
         from protoseg.models import load_features

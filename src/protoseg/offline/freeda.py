@@ -27,7 +27,7 @@ from protoseg.errors import ProtosegError
 from protoseg.offline.base import Builder, BuildSource, Plan
 from protoseg.offline.common import cached_model, image_features, load_synthesis_models, str_array
 from protoseg.regions import mask_weights, pool_features
-from protoseg.runs import Progress, ShardResult, derive_seed, load_shard
+from protoseg.runs import Progress, ShardResult, derive_seed, file_stamp, load_shard
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class FreedaBuilder(Builder):
             captions = captions[:source.limit]
         items = plan_freeda(captions, get_noun_extractor(self.preset.nouns), seed)
         return Plan(items, {"captions": str(source.captions), "captions_used": len(captions),
-                            "captions_with_nouns": len(items)})
+                            "captions_with_nouns": len(items)}, {"captions": file_stamp(source.captions)})
 
     def shard(self, items: list[FreedaItem]) -> ShardResult:
         return freeda_shard(self.preset, self.device, self.dtype, items)

@@ -29,7 +29,7 @@ from protoseg.bank.storage import BankManifest, complete_table, write_manifest, 
 from protoseg.config.build import BuildPreset
 from protoseg.errors import ProtosegError
 from protoseg.offline.base import Builder, BuildSource, Plan
-from protoseg.runs import Progress, ShardResult, load_shard
+from protoseg.runs import Progress, ShardResult, file_stamp, load_shard
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class FreedaImportBuilder(Builder):
         items = [ImportChunk(str(folder), start, tuple(names[start:start + chunk]))
                  for start in range(0, len(names), chunk)]
         settings = {"source": "FreeDA release", "embeddings": str(folder), "index": str(index_path)}
-        return Plan(items, settings, {"names": names, "index": index_path})
+        return Plan(items, settings, {"index": file_stamp(index_path), "embeddings": file_stamp(folder)},
+                    {"names": names, "index": index_path})
 
     def shard(self, items: list[ImportChunk]) -> ShardResult:
         block = np.stack([np.load(Path(c.folder) / n).reshape(-1) for c in items for n in c.names])

@@ -1,4 +1,4 @@
-"""Per-benchmark protocol settings, applied on top of a model preset.
+"""Per-benchmark method settings (FreeDA's superpixels, beta, K, background), applied on top of a model preset.
 
 Values follow the FreeDA fact sheet (section 1.2) and the paper:
 

@@ -55,9 +55,9 @@ def test_parts_world_split_is_generated_once_and_deterministically(tmp_path, mon
 
     original = pw.write_examples
 
-    def counting(root, count, seed, size=448):
+    def counting(root, count, seed, size=448, **world):
         calls.append((count, seed))
-        return original(root, count, seed, size=64)
+        return original(root, count, seed, size=64, **world)
 
     monkeypatch.setattr(pw, "write_examples", counting)
     a = ensure_parts_world_split(tmp_path / "a", "test", 2, 1)

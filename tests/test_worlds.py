@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from protoseg import partsworld as pw
+from protoseg.atomic import GENERATED_MARKER
 from protoseg.datasets import open_dataset
 from protoseg.datasets.examples import WORLD_SPLITS, ensure_parts_world_split, open_parts_world
 from protoseg.partsworld import (
@@ -99,13 +103,23 @@ def test_recombined_world_split_is_generated_on_demand_and_older_splits_are_rene
     assert calls == [(2, 11, "recombined", "novel")]
     open_parts_world(tmp_path, "test", "recombined")
     assert len(calls) == 1  # complete: reused
-    # a split written before object masks existed (old marker) is generated again
+    # a split protoseg generated before object masks existed (its record has no format) is generated again
     old = tmp_path / "old"
     ensure_parts_world_split(old, "test", 1, 5)
-    (old / "test" / ".complete").write_text("count=1 seed=5\n")
+    marker = old / "test" / GENERATED_MARKER
+    record = json.loads(marker.read_text())
+    del record["spec"]["format"]
+    marker.write_text(json.dumps(record))
+    (old / "test" / "objects" / "scene_00000.png").unlink()
     ensure_parts_world_split(old, "test", 1, 5)
     assert calls[-1] == (1, 5, "parts", "support") and len(calls) == 3
     assert (old / "test" / "objects" / "scene_00000.png").is_file()
+    # a split someone else made is read as it is, never regenerated
+    mine = tmp_path / "mine" / "test"
+    shutil.copytree(old / "test", mine)
+    (mine / GENERATED_MARKER).unlink()
+    ensure_parts_world_split(mine.parent, "test", 1, 6)
+    assert len(calls) == 3 and not (mine / GENERATED_MARKER).exists()
     with pytest.raises(Exception, match="split must be one of"):
         open_parts_world(tmp_path, "val", "recombined")
     with pytest.raises(Exception, match="unknown world"):

@@ -33,7 +33,9 @@ def partsworld(
         raise ProtosegError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
     check_output_dir(out, "OUT")
     splits = {"train": (train, seed), "test": (test, seed + 1)}
-    specs = {name: {"parts-world": name, "count": n, "seed": s, "size": size} for name, (n, s) in splits.items()}
+    # "format" 2: scene images carry the parts-world PNG chunk (splits written before are regenerated).
+    specs = {name: {"parts-world": name, "count": n, "seed": s, "size": size, "format": 2}
+             for name, (n, s) in splits.items()}
     for name in splits:  # refuse before writing anything
         check_generated_dir(out / name, specs[name])
     wrote = []

@@ -50,13 +50,13 @@ _SIDECAR_KIND = "protoseg segmentation"
 #: Distinct, saturated colours for the first classes of a list that is not a benchmark's (after them,
 #: golden-ratio hues at alternating lightness). Greys, white and black are left out: they vanish on photos.
 _DISTINCT = ("e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4", "42d4f4", "f032e6", "bfef45",
-             "469990", "9a6324", "800000", "808000", "000075", "fabed4", "aaffc3", "dcbeff", "ffd8b1")
+             "469990", "9a6324", "800000", "000075", "fabed4", "aaffc3")
 
 
 def palette(n: int) -> np.ndarray:
     """``[n, 3]`` uint8 distinct colours, deterministic; entry ``i`` does not depend on ``n``.
 
-    The first 18 are a hand-picked set of distinct saturated colours, the rest golden-ratio hues at
+    The first 15 are a hand-picked set of distinct saturated colours, the rest golden-ratio hues at
     alternating lightness (all distinct).
     """
     fixed = np.array([[int(h[k:k + 2], 16) for k in (0, 2, 4)] for h in _DISTINCT], np.uint8)
@@ -292,7 +292,7 @@ def legend_layout(height: int, width: int, present: list[int], classes: list[str
     panel_h = max(height, row + 2 * pad)
     per_column = max(1, (panel_h - 2 * pad) // row)
     columns = math.ceil(len(present) / per_column)
-    boxes = [(width + c * box_w, 0, width + (c + 1) * box_w, panel_h - 1) for c in range(columns)]
+    boxes = [(width + c * box_w, 0, width + (c + 1) * box_w - 1, panel_h - 1) for c in range(columns)]
     rows = [list(present[c * per_column:(c + 1) * per_column]) for c in range(columns)]
     return LegendLayout(size, row, swatch, pad, (width + columns * box_w, panel_h), boxes, rows, text_width)
 

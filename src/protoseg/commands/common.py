@@ -48,10 +48,11 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
 
 
 def check_segment_request(paths: list[Path], names: list[str], preset: str, overrides: dict[str, Any],
-                          bank: str | Path, allow_synthetic: bool = False) -> tuple[Any, Any]:
+                          bank: Any, allow_synthetic: bool = False) -> tuple[Any, Any]:
     """What ``protoseg segment`` and the demo check before a model loads, in this order: the number of
     classes, every image (readable), the preset (with ``overrides``), the hand-crafted backend only on
-    parts-world scenes unless ``allow_synthetic``, the bank, and that it serves every class.
+    parts-world scenes unless ``allow_synthetic``, the bank (a folder, or a loaded ``PrototypeBank``), and
+    that it serves every class.
 
     Returns:
         ``(Preset, PrototypeBank)``.
@@ -68,7 +69,7 @@ def check_segment_request(paths: list[Path], names: list[str], preset: str, over
         check_image(path)
     chosen = get_preset(preset, **overrides)
     check_synthetic_backend(chosen, paths, allow_synthetic)
-    loaded = PrototypeBank.load(bank)
+    loaded = bank if isinstance(bank, PrototypeBank) else PrototypeBank.load(bank)
     loaded.check_classes(names)
     return chosen, loaded
 

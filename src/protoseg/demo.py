@@ -243,9 +243,9 @@ def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCach
         downloads = [str(item.labels) for item in result.images]
         status = (f'<div class="protoseg-status">segmented {len(result.images)} image(s) in '
                   f"{result.seconds:.1f} s</div>")
-        return gallery, legend_html(result), downloads, status
+        return gr.Gallery(value=gallery, selected_index=0), legend_html(result), downloads, status
 
-    with gr.Blocks(title="protoseg demo") as app:
+    with gr.Blocks(title="protoseg demo", analytics_enabled=False) as app:
         gr.Markdown("## protoseg — open-vocabulary segmentation with prototype banks\n"
                     "Drop images, name the classes, press **Segment**: every pixel gets one of the classes.")
         with gr.Row():
@@ -260,7 +260,8 @@ def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCach
                 run = gr.Button("Segment", variant="primary", elem_id="segment")
             with gr.Column(scale=2):
                 status = gr.HTML(elem_id="status")
-                gallery = gr.Gallery(label="Input | overlay", columns=1, object_fit="contain", elem_id="overlays")
+                gallery = gr.Gallery(label="Input | overlay", preview=True, height=520, object_fit="contain",
+                                     elem_id="overlays")
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Label maps (PNG: pixel = class index)", file_count="multiple",
                                     elem_id="downloads")

@@ -192,7 +192,7 @@ def font_size_for(height: int, width: int) -> int:
 
 
 def outline_width(height: int, width: int) -> int:
-    """Width in pixels of the full-colour outline drawn inside each region's border (2 px from 300 px up)."""
+    """Width in pixels of the full-colour outline inside each region's border: 1/150 of the short side, at least 2."""
     return max(2, round(min(height, width) / 150))
 
 

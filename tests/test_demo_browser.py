@@ -11,11 +11,13 @@ import socket
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
+from skimage import data
 
 from protoseg.demo import DemoSettings, SegmenterCache, build_demo
 from protoseg.offline.examples import bank_from_examples
@@ -33,12 +35,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The demo page on a free local port, on a small parts-world bank; yields (url, scene image)."""
+    """The demo page on a free local port, on a small parts-world bank; yields (url, scene, photo)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     root = tmp_path_factory.mktemp("browser")
     write_examples(root / "train", 4, seed=7, size=224)  # seed 7: every class appears
     write_examples(root / "test", 1, seed=6, size=448)
     bank_from_examples(root / "train", "handcrafted").save(root / "demo" / "bank")
+    Image.fromarray(data.astronaut()).resize((128, 128)).save(root / "astronaut.jpg")
     before = os.getcwd()
     os.chdir(root)  # the page shows the bank as the README's commands name it: demo/bank
     app = build_demo(DemoSettings(bank="demo/bank", preset="handcrafted", device="cpu"), root / "out",
@@ -47,7 +50,7 @@ def served(tmp_path_factory):
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                allowed_paths=[str(root / "out")], footer_links=[], css=app.protoseg_css)
     try:
-        yield f"http://127.0.0.1:{port}/", root / "test" / "images" / "scene_00000.png"
+        yield f"http://127.0.0.1:{port}/", root / "test" / "images" / "scene_00000.png", root / "astronaut.jpg"
     finally:
         app.close()
         os.chdir(before)
@@ -89,7 +92,7 @@ def screenshot(driver, name: str, tmp_path: Path) -> None:
 
 
 def test_upload_classes_overlay_and_legend_in_the_browser(served, browser, tmp_path):
-    url, scene = served
+    url, scene, _ = served
     wait = WebDriverWait(browser, 120)
     browser.get(url)
     wait.until(ec.element_to_be_clickable((By.ID, "segment")))
@@ -117,16 +120,17 @@ def test_upload_classes_overlay_and_legend_in_the_browser(served, browser, tmp_p
     screenshot(browser, "demo_after.png", tmp_path)
 
 
-@pytest.mark.parametrize(("classes", "message"), [
-    (",,", "error: empty class name at position(s) 1, 2, 3"),
-    ("sky, zebra", "zebra"),
+@pytest.mark.parametrize(("image", "classes", "message"), [
+    ("scene", ",,", "error: empty class name at position(s) 1, 2, 3"),
+    ("scene", "sky, zebra", "zebra"),
+    ("photo", "sky, car", "error: preset 'handcrafted' uses the hand-crafted test backend"),  # a real photo
 ])
-def test_a_bad_request_is_one_line_in_the_page(served, browser, classes, message):
-    url, scene = served
+def test_a_bad_request_is_one_line_in_the_page(served, browser, image, classes, message):
+    url, scene, photo = served
     wait = WebDriverWait(browser, 120)
     browser.get(url)
     wait.until(ec.element_to_be_clickable((By.ID, "segment")))
-    fill(browser, wait, scene, classes)
+    fill(browser, wait, scene if image == "scene" else photo, classes)
     browser.find_element(By.ID, "segment").click()
     error = wait.until(lambda d: d.find_element(By.CLASS_NAME, "protoseg-error"))
     assert message in error.text and "\n" not in error.text and "Traceback" not in browser.page_source

@@ -21,7 +21,7 @@ from PIL import Image
 from protoseg import cli
 from protoseg.bank import PrototypeBank
 from protoseg.models import load_features
-from protoseg.partsworld import write_examples
+from protoseg.partsworld import render_scene, scene_info, write_examples
 
 TRIALS_PER_CHUNK = 60
 CHUNKS = 4
@@ -30,7 +30,9 @@ CHUNKS = 4
 def make_sandbox(root: Path) -> Path:
     """Valid inputs for every command, plus the bad files of the catalogue."""
     rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(root / "img.png")
+    scene, _ = render_scene(np.random.default_rng(0), 48)  # the handcrafted preset takes parts-world scenes
+    Image.fromarray(scene).save(root / "img.png", pnginfo=scene_info(0, 0))
+    Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(root / "photo.png")  # not a scene
     (root / "imgs").mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(root / "imgs" / name)
@@ -132,7 +134,7 @@ def slot(option, good, *kinds, extra=()):
 
 COMMANDS = {
     "segment": (["segment"], {
-        "image": slot(None, "img.png", "missing", "corrupt_file", extra=["emptydir"]),
+        "image": slot(None, "img.png", "missing", "corrupt_file", extra=["emptydir", "photo.png"]),
         "classes": slot("--classes", "sky, car", "classes", extra=["car, zebra"]),  # zebra: not in the bank
         "bank": slot("--bank", "bank", "bad_bank", extra=["nanbank"]),
         "preset": slot("--preset", "handcrafted", "preset"),

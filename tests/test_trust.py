@@ -318,7 +318,15 @@ def test_overlay_legend_moves_to_a_side_panel_when_it_does_not_fit():
     many = np.asarray(overlay(image, labels, [f"class {i}" for i in range(52)]))
     assert many.shape[0] == 64 and many.shape[1] > 80 + 3 * 40  # several columns right of the image
     blend = np.clip(0.45 * 128 + 0.55 * palette(52).astype(np.float32)[labels] + 0.5, 0, 255).astype(np.uint8)
-    assert np.abs(many[:, :80].astype(int) - blend).max() <= 1  # the image itself is not covered
+    edge = np.zeros(labels.shape, bool)  # each region's 2 px inner border is drawn in its full colour
+    for d in (1, 2):
+        rows, cols = labels[d:] != labels[:-d], labels[:, d:] != labels[:, :-d]
+        edge[d:] |= rows
+        edge[:-d] |= rows
+        edge[:, d:] |= cols
+        edge[:, :-d] |= cols
+    expected = np.where(edge[..., None], palette(52)[labels], blend)
+    assert np.abs(many[:, :80].astype(int) - expected).max() <= 1  # the image itself is not covered
     assert many[:, 80:].max() > 200  # legend text in the panel
 
 

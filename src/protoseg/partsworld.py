@@ -17,19 +17,30 @@ flower     thin green stem + ring of dotted petals (pink, yellow or white)
 Some parts deliberately resemble other classes (a crown's green is grass' green, a wheel's grey is
 the road's), so a single whole-object prototype is ambiguous where a part-level match is not.
 Everything is deterministic given the seed.
+
+Every scene image carries a PNG text chunk ``protoseg-partsworld`` (seed and index): that is how
+:func:`is_parts_world_image` tells a parts-world scene from a photo, and how ``protoseg segment`` and the
+demo keep the hand-crafted test backend away from real photos (:func:`check_synthetic_backend`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
+
+from protoseg.errors import ProtosegError
 
 #: Class names in label order (the mask value of a pixel is its index here).
 PARTS_WORLD_CLASSES: list[str] = ["sky", "grass", "road", "water", "car", "tree", "house", "flower"]
 SKY, GRASS, ROAD, WATER, CAR, TREE, HOUSE, FLOWER = range(8)
 IGNORE = 255
+
+#: PNG text chunk key marking a parts-world scene image (JSON: seed and index of the scene).
+SCENE_KEY = "protoseg-partsworld"
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray:
@@ -458,7 +469,7 @@ def write_examples(root: str | Path, count: int, seed: int = 0, size: int = 448,
         else:
             image, labels, objects = render_recombined_scene(rng, size, combos)
         stem = f"scene_{i:05d}"
-        Image.fromarray(image).save(root / "images" / f"{stem}.png")
+        Image.fromarray(image).save(root / "images" / f"{stem}.png", pnginfo=scene_info(seed, i))
         Image.fromarray(labels).save(root / "masks" / f"{stem}.png")
         Image.fromarray(objects).save(root / "objects" / f"{stem}.png")
     return root
@@ -468,3 +479,39 @@ def read_objects(path: str | Path) -> np.ndarray:
     """Oracle proposals from an ``objects/<stem>.png``: bool ``[K, H, W]``, one mask per object id."""
     objects = np.asarray(Image.open(path)).astype(np.int64)
     return objects[None] == np.unique(objects)[:, None, None]
+
+
+def scene_info(seed: int, index: int) -> PngImagePlugin.PngInfo:
+    """The PNG text chunk that marks an image as parts-world scene ``index`` of ``seed``."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(SCENE_KEY, json.dumps({"seed": seed, "index": index}))
+    return info
+
+
+def is_parts_world_image(path: str | Path) -> bool:
+    """Whether ``path`` is a parts-world scene as :func:`write_examples` wrote it (a PNG carrying the
+    :data:`SCENE_KEY` text chunk). A photo, or a scene re-saved by another program, is not."""
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and SCENE_KEY in getattr(im, "text", {})
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def check_synthetic_backend(preset: Any, images: list[Path], allowed: bool = False) -> None:
+    """Refuse a preset whose features are a parts-world stand-in (``preset.synthetic``, e.g.
+    ``handcrafted``) on images that are not parts-world scenes, unless ``allowed``
+    (``--allow-synthetic-backend``): its labels would mean nothing there.
+
+    Raises:
+        ProtosegError: naming the first such image and both ways out.
+    """
+    if allowed or not getattr(preset, "synthetic", False):
+        return
+    others = [path for path in images if not is_parts_world_image(path)]
+    if others:
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        raise ProtosegError(
+            f"preset {preset.name!r} uses the hand-crafted test backend, made for parts-world scenes "
+            f"(`protoseg partsworld`); {others[0]}{more} is not one, and its labels would mean nothing: "
+            "use a real preset (e.g. --preset freeda-b) or add --allow-synthetic-backend")

@@ -19,6 +19,10 @@ TextOption = Annotated[str | None, typer.Option(
 SamOption = Annotated[str | None, typer.Option(
     "--sam", help="SAM weights: hub id or local folder (default: the preset's).")]
 
+AllowSyntheticOption = Annotated[bool, typer.Option(
+    "--allow-synthetic-backend",
+    help="Let a hand-crafted (parts-world test) preset segment images that are not parts-world scenes.")]
+
 
 def model_overrides(features: str | None = None, text: str | None = None, sam: str | None = None) -> dict:
     """Preset field overrides for model weights given on the command line (e.g. local folders offline)."""
@@ -41,6 +45,33 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
     if required:
         raise ProtosegError('give the classes with --classes "a, b, c" or --classes-file FILE')
     return None
+
+
+def check_segment_request(paths: list[Path], names: list[str], preset: str, overrides: dict[str, Any],
+                          bank: Any, allow_synthetic: bool = False) -> tuple[Any, Any]:
+    """What ``protoseg segment`` and the demo check before a model loads, in this order: the number of
+    classes, every image (readable), the preset (with ``overrides``), the hand-crafted backend only on
+    parts-world scenes unless ``allow_synthetic``, the bank (a folder, or a loaded ``PrototypeBank``), and
+    that it serves every class.
+
+    Returns:
+        ``(Preset, PrototypeBank)``.
+    """
+    from protoseg.bank import PrototypeBank
+    from protoseg.config.segment import get_preset
+    from protoseg.images import check_image
+    from protoseg.partsworld import check_synthetic_backend
+    from protoseg.viz import MAX_CLASSES
+
+    if len(names) > MAX_CLASSES:
+        raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")
+    for path in paths:
+        check_image(path)
+    chosen = get_preset(preset, **overrides)
+    check_synthetic_backend(chosen, paths, allow_synthetic)
+    loaded = bank if isinstance(bank, PrototypeBank) else PrototypeBank.load(bank)
+    loaded.check_classes(names)
+    return chosen, loaded
 
 
 def check_device(device: str | None, dtype: str | None = None) -> Any:

@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from protoseg.commands.common import (
+    AllowSyntheticOption,
     FeaturesOption,
     SamOption,
     TextOption,
     check_device,
+    check_segment_request,
     model_overrides,
     progress_bar,
     quiet_model_loading,
@@ -36,31 +38,30 @@ def segment(
     features: FeaturesOption = None,
     text: TextOption = None,
     sam: SamOption = None,
+    side_by_side: Annotated[bool, typer.Option(
+        "--side-by-side", help="Write the input image left of the overlay in <stem>_overlay.jpg.")] = False,
+    allow_synthetic_backend: AllowSyntheticOption = False,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
-    Images whose outputs are up to date (same image, classes, bank and settings) are skipped."""
+    Images whose outputs are up to date (same image, classes, bank and settings) are skipped.
+    The hand-crafted presets (parts-world test backends) take only parts-world scenes unless
+    --allow-synthetic-backend is given."""
     from protoseg import __version__
     from protoseg.atomic import check_not_inputs, check_output_dir
-    from protoseg.bank import PrototypeBank
-    from protoseg.config.segment import get_preset
-    from protoseg.images import check_image, expand_images, load_image
+    from protoseg.images import expand_images, load_image
     from protoseg.models import ModelSet
     from protoseg.runs import file_stamp, fingerprint_of, jsonable
     from protoseg.segment import Segmenter
-    from protoseg.viz import MAX_CLASSES, output_paths, read_sidecar, save_segmentation, written_by_protoseg
+    from protoseg.viz import output_paths, read_sidecar, save_segmentation, written_by_protoseg
 
     # Everything the user controls is checked before a model loads or an image is processed.
     names = read_classes(classes, classes_file)
-    if len(names) > MAX_CLASSES:
-        raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")
     if threshold is not None and not background:
         raise ProtosegError("--threshold is the background threshold and only applies with --background; "
                             "add --background (or drop --threshold)")
     resolved = check_device(device, dtype)
     paths = expand_images(images)
-    for path in paths:
-        check_image(path)
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
@@ -68,9 +69,7 @@ def segment(
     overrides = model_overrides(features, text, sam)
     if threshold is not None:
         overrides["background_threshold"] = threshold
-    chosen = get_preset(preset, **overrides)
-    loaded = PrototypeBank.load(bank)
-    loaded.check_classes(names)
+    chosen, loaded = check_segment_request(paths, names, preset, overrides, bank, allow_synthetic_backend)
     planned = {path: output_paths(out, path.stem) for path in paths}
     bank_files = [p for p in Path(bank).rglob("*") if p.is_file()]
     inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
@@ -81,7 +80,7 @@ def segment(
                 raise ProtosegError(f"{file} exists and was not written by protoseg; protoseg replaces only its "
                                     "own outputs: move it away or choose another --out")
 
-    request = {"classes": names, "background": background, "preset": jsonable(chosen),
+    request = {"classes": names, "background": background, "side_by_side": side_by_side, "preset": jsonable(chosen),
                "bank": loaded.fingerprint(), "device": str(resolved), "dtype": dtype, "protoseg": __version__}
     meta_of = {path: {"image": str(path), "preset": preset, "bank": str(bank), "bank_id": loaded.manifest.bank_id,
                       "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
@@ -99,7 +98,7 @@ def segment(
         for path in todo:
             image = load_image(path)
             result = segmenter.segment(image, names, background=background)
-            save_segmentation(out, path.stem, image, result.labels, names, meta_of[path])
+            save_segmentation(out, path.stem, image, result.labels, names, meta_of[path], side_by_side=side_by_side)
             problems += result.diagnostics.get("transport_problems", 0)
             not_converged += result.diagnostics.get("transport_not_converged", 0)
             progress.advance(task)

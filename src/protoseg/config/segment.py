@@ -15,6 +15,10 @@ from protoseg.config.matchers import DpsmOptions, FreedaOptions, matcher_options
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
 
+#: Feature backends that are test stand-ins, built for the procedural parts world (:mod:`protoseg.partsworld`):
+#: their labels mean nothing on other images (:attr:`Preset.synthetic`).
+SYNTHETIC_FEATURES = ("handcrafted", "protoseg/handcrafted-v1")
+
 #: Model field value naming the tiny random model of that role (:mod:`protoseg.testing.tiny`), made
 #: when the model is first loaded.
 TINY = "tiny"
@@ -80,6 +84,12 @@ class Preset:
                 "None unless background_rule is 'probability'", self.area_threshold)
         require(self.area_threshold is None or 0.0 <= self.area_threshold <= 1.0, what, "area_threshold",
                 "in [0, 1] or None", self.area_threshold)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the feature backend is a parts-world test stand-in (``features="handcrafted"``): such a
+        preset segments real photos only when asked to (``--allow-synthetic-backend``)."""
+        return self.features in SYNTHETIC_FEATURES
 
     def with_options(self, **options: Any) -> Preset:
         """A copy with matcher options updated (validated)."""

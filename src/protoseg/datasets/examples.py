@@ -45,8 +45,9 @@ WORLD_SPLITS: dict[str, dict[str, dict[str, object]]] = {
 }
 #: Dataset name of each world (``protoseg eval --dataset``).
 WORLD_DATASETS = {"parts": "parts-world", "recombined": "recombined-world"}
-#: Version of the files a world split holds (2: ``objects/`` masks); older splits are regenerated.
-WORLD_FORMAT = 2
+#: Version of the files a world split holds (2: ``objects/`` masks; 3: scene PNGs carry the parts-world
+#: text chunk); splits protoseg generated in an older format are regenerated.
+WORLD_FORMAT = 3
 
 
 def open_examples(root: str | Path, name: str = "examples") -> SegDataset:

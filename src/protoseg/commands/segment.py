@@ -23,7 +23,8 @@ from protoseg.errors import ProtosegError
 def segment(
     images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to segment.",
                                                  show_default=False)],
-    bank: Annotated[Path, typer.Option(help="Prototype bank directory.")],
+    bank: Annotated[Path, typer.Option(help="Prototype bank directory, or hf://owner/name[@revision] (a Hub "
+                                            "dataset, downloaded and verified).")],
     classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
     classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
     preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",
@@ -72,7 +73,7 @@ def segment(
     loaded = PrototypeBank.load(bank)
     loaded.check_classes(names)
     planned = {path: output_paths(out, path.stem) for path in paths}
-    bank_files = [p for p in Path(bank).rglob("*") if p.is_file()]
+    bank_files = [p for p in loaded.path.rglob("*") if p.is_file()]
     inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
     check_not_inputs([f for files in planned.values() for f in files.values()], inputs)
     for files in planned.values():
@@ -83,7 +84,7 @@ def segment(
 
     request = {"classes": names, "background": background, "preset": jsonable(chosen),
                "bank": loaded.fingerprint(), "device": str(resolved), "dtype": dtype, "protoseg": __version__}
-    meta_of = {path: {"image": str(path), "preset": preset, "bank": str(bank), "bank_id": loaded.manifest.bank_id,
+    meta_of = {path: {"image": str(path), "preset": preset, "bank": loaded.source, "bank_id": loaded.manifest.bank_id,
                       "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
     todo = [path for path in paths if not _up_to_date(planned[path], meta_of[path]["fingerprint"], read_sidecar)]
     if not todo:

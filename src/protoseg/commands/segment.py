@@ -37,10 +37,19 @@ def segment(
     features: FeaturesOption = None,
     text: TextOption = None,
     sam: SamOption = None,
+    generate_missing: Annotated[bool, typer.Option(
+        "--generate-missing", help="Generate prototypes for classes the bank lacks with the bank's own build "
+                                   "recipe and add them to the bank first (a bank folder; once).")] = False,
+    diffusion: Annotated[str | None, typer.Option(
+        help="With --generate-missing: diffusion weights, hub id or local folder (default: the recipe's).")] = None,
+    llm: Annotated[str | None, typer.Option(
+        help="With --generate-missing: LLM spec for DPSM descriptions (default: the recipe's).")] = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
-    Images whose outputs are up to date (same image, classes, bank and settings) are skipped."""
+    Images whose outputs are up to date (same image, classes, bank and settings) are skipped.
+    With --generate-missing, classes the bank cannot serve are first generated with the bank's build
+    recipe (Stable Diffusion) and added to the bank, so later runs reuse them."""
     from protoseg import __version__
     from protoseg.atomic import check_not_inputs, check_output_dir
     from protoseg.bank import PrototypeBank
@@ -55,6 +64,9 @@ def segment(
     names = read_classes(classes, classes_file)
     if len(names) > MAX_CLASSES:
         raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")
+    if (diffusion is not None or llm is not None) and not generate_missing:
+        raise ProtosegError("--diffusion and --llm are models for generating prototypes; add --generate-missing "
+                            "(or drop them)")
     if threshold is not None and not background:
         raise ProtosegError("--threshold is the background threshold and only applies with --background; "
                             "add --background (or drop --threshold)")
@@ -71,6 +83,8 @@ def segment(
         overrides["background_threshold"] = threshold
     chosen = get_preset(preset, **overrides)
     loaded = PrototypeBank.load(bank)
+    if generate_missing:
+        loaded = _generate(loaded, names, chosen, device, diffusion, llm)
     loaded.check_classes(names)
     planned = {path: output_paths(out, path.stem) for path in paths}
     bank_files = [p for p in loaded.path.rglob("*") if p.is_file()]
@@ -110,6 +124,37 @@ def segment(
     if not_converged:
         typer.echo(f"warning: {not_converged} of {problems} transport problems did not converge "
                    "(raise iterations or epsilon)", err=True)
+
+
+def _generate(loaded, names: list[str], chosen, device: str, diffusion: str | None, llm: str | None):
+    """``--generate-missing``: grow the bank with the classes it lacks (progress on stderr); returns the
+    bank to segment with."""
+    import time
+
+    from rich.console import Console
+
+    from protoseg.bank import PrototypeBank
+    from protoseg.offline.ondemand import generate_missing, missing_classes
+
+    if not missing_classes(loaded, names):
+        return loaded
+    quiet_model_loading(diffusion=True)
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with progress_bar(console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"generating: {stage}", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        made = generate_missing(loaded.source, names, device=device, diffusion=diffusion, features=chosen.features,
+                                text=chosen.text, llm=llm, progress=progress)
+    grown = PrototypeBank.load(loaded.source)
+    console.print(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added "
+                  f"them to {loaded.source} ({len(grown)} prototypes now) in {time.perf_counter() - start:.1f} s")
+    return grown
 
 
 def _up_to_date(files: dict[str, Path], fingerprint: str, read_sidecar) -> bool:

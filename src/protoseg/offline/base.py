@@ -38,6 +38,7 @@ class BuildSource:
     """
 
     captions: Path | None = None
+    nouns: tuple[str, ...] | None = None
     limit: int | None = None
     classes: tuple[str, ...] | None = None
     llm: str | None = None

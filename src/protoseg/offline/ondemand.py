@@ -66,34 +66,44 @@ def _recipes(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return [settings]
 
 
+#: What the ``settings`` of banks made without a build preset name as their ``source``.
+_SOURCES = {"examples": "examples", "FreeDA release": "freeda-import"}
+
+
+def _method(recipe: dict[str, Any], manifest_method: str) -> str | None:
+    preset = recipe.get("preset")
+    if isinstance(preset, dict) and isinstance(preset.get("method"), str):
+        return preset["method"]
+    return _SOURCES.get(recipe.get("source")) or (manifest_method if manifest_method in _SOURCES.values() else None)
+
+
 def bank_recipe(bank: PrototypeBank, where: str = "the bank") -> tuple[BuildPreset, dict[str, Any]]:
     """The build preset and run settings (``seed``, ``shard_size``, ``llm``) a bank was built with.
 
     Raises:
-        ProtosegError: the manifest records no recipe (or disagreeing ones), or the recipe's method cannot
-            generate prototypes for new names (labelled examples, FreeDA's released data).
+        ProtosegError: the recipe's method cannot generate prototypes for new names (labelled examples,
+            FreeDA's released data), or the manifest records no recipe (or disagreeing ones).
     """
     recipes = _recipes(bank.manifest.settings)
-    presets = [r.get("preset") for r in recipes]
-    if not all(isinstance(p, dict) and p.get("method") for p in presets):
-        raise ProtosegError(f"{where} records no build recipe (its manifest has no build preset), so protoseg "
-                            "cannot generate prototypes like its own; build the new classes with `protoseg "
-                            "build-bank` and add them with `protoseg bank extend`")
-    method = presets[0]["method"]
-    if method == "examples":
+    methods = [_method(r, bank.manifest.method) for r in recipes]
+    if "examples" in methods:
         raise ProtosegError(f"{where} was built from labelled examples and cannot generate prototypes for new "
                             "classes; add labelled examples of them (`protoseg bank from-examples` + `protoseg bank "
                             "extend`) or use a bank built with Stable Diffusion (`protoseg build-bank`)")
-    if method not in GENERATORS:
-        raise ProtosegError(f"{where} was made by {method!r} (no generator of its own) and cannot generate "
-                            "prototypes for new classes; build them with `protoseg build-bank` and add them "
-                            "with `protoseg bank extend`")
-    keys = [(p, r.get("seed", 0), r.get("shard_size", 16)) for p, r in zip(presets, recipes, strict=True)]
+    if "freeda-import" in methods:
+        raise ProtosegError(f"{where} holds FreeDA's released prototypes, whose generator was never released, and "
+                            "cannot generate prototypes for new classes; build them with `protoseg build-bank "
+                            "--preset freeda-l` and add them with `protoseg bank extend`")
+    if not all(m in GENERATORS for m in methods):
+        raise ProtosegError(f"{where} records no build recipe (its manifest has no build preset), so protoseg "
+                            "cannot generate prototypes like its own; build the new classes with `protoseg "
+                            "build-bank` and add them with `protoseg bank extend`")
+    keys = [(r["preset"], r.get("seed", 0), r.get("shard_size", 16)) for r in recipes]
     if any(k != keys[0] for k in keys[1:]):
         raise ProtosegError(f"{where} was merged from banks built with different recipes; protoseg cannot tell "
                             "which one new classes should follow: build them with `protoseg build-bank` and "
                             "add them with `protoseg bank extend`")
-    preset = from_dict(BuildPreset, presets[0], "recorded build setting")
+    preset = from_dict(BuildPreset, keys[0][0], "recorded build setting")
     llm = next((r["llm"] for r in recipes if isinstance(r.get("llm"), str)), None)
     return preset, {"seed": int(keys[0][1]), "shard_size": int(keys[0][2]), "llm": llm}
 

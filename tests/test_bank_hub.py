@@ -92,6 +92,10 @@ def test_push_then_segment_from_the_hub_equals_the_local_bank(world, hub, run, t
     assert list((tmp_path / "hf-cache").glob("datasets--me--parts/snapshots/*/manifest.json"))
     info = run("bank", "info", "hf://me/parts")
     assert info.returncode == 0 and "handcrafted" in info.stdout
+    # offline (the Hub stops answering), the cached revision is used; an uncached one is one clear error
+    hub.stop()
+    assert PrototypeBank.load("hf://me/parts").manifest.bank_id == manifest["bank_id"]
+    _one_error(run("bank", "info", "hf://me/elsewhere"), "hf://me/elsewhere", "cannot be reached")
 
 
 def test_branches_revisions_and_unknown_repos(world, hub, run):

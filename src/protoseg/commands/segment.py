@@ -152,8 +152,8 @@ def _generate(loaded, names: list[str], chosen, device: str, diffusion: str | No
         made = generate_missing(loaded.source, names, device=device, diffusion=diffusion, features=chosen.features,
                                 text=chosen.text, llm=llm, progress=progress)
     grown = PrototypeBank.load(loaded.source)
-    console.print(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added "
-                  f"them to {loaded.source} ({len(grown)} prototypes now) in {time.perf_counter() - start:.1f} s")
+    typer.echo(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added them "
+               f"to {loaded.source} ({len(grown)} prototypes now) in {time.perf_counter() - start:.1f} s", err=True)
     return grown
 
 

@@ -69,8 +69,13 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (clients then meet a refused connection, as when offline); safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._server.server_close()
 
     # ------------------------------------------------------------------ state
     def _commit(self, repo: _Repo, parent: str | None, files: dict[str, bytes], deleted: set[str]) -> str:
@@ -114,6 +119,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
                   content_type: str = "application/json", head: bool = False) -> None:
             self.send_response(status)
+            self.send_header("Connection", "close")  # no kept-alive connection outlives a stopped server
+            self.close_connection = True
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for key, value in (headers or {}).items():

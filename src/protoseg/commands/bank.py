@@ -22,7 +22,7 @@ bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge
 
 
 @bank_app.command("info")
-def info(bank: Annotated[Path, typer.Argument(help="Bank directory or hf://owner/name[@revision].")],
+def info(bank: Annotated[Path, typer.Argument(help="Bank directory, or hf://owner/name (hf://owner/name@revision).")],
          classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False) -> None:
     """Print a summary of a bank."""
     from rich.console import Console
@@ -113,10 +113,15 @@ def import_freeda_cmd(
 ) -> None:
     """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l).
 
-    Where the files are: the README of FreeDA's official repository, https://github.com/aimagelab/freeda,
-    links them (Google Drive): faiss_index.zip, which holds knn.index, and a tar archive of the prototype
-    embeddings, extracted into a folder prototype_embeddings/ (one 1024-d DINOv2 ViT-L/14 prototype per
-    .npy file). Interrupted imports resume."""
+    Where the files are: the README of FreeDA's official repository links them (Google Drive):
+
+    https://github.com/aimagelab/freeda
+
+    faiss_index.zip holds knn.index; the tar archive of the embeddings unpacks into prototype_embeddings/
+
+    (one 1024-d DINOv2 ViT-L/14 prototype per .npy file).
+
+    Interrupted imports resume."""
     from protoseg.bank.storage import check_bank_out
     from protoseg.offline.freeda_import import import_freeda
 
@@ -138,9 +143,11 @@ def push(bank: Annotated[Path, typer.Argument(help="Bank directory to publish.")
          licence: Annotated[str, typer.Option(
              "--licence", "--license", help="Licence id of the dataset card (e.g. cc-by-4.0, openrail++).")] = "other",
          ) -> None:
-    """Upload a bank to the Hugging Face Hub as a dataset with a generated card (README.md); read it back
-    anywhere with --bank hf://owner/name[@branch]. Uses HF_TOKEN or `hf auth login`; HF_ENDPOINT picks
-    the Hub."""
+    """Upload a bank to the Hugging Face Hub as a dataset with a generated card (README.md).
+
+    Read it back anywhere with --bank hf://owner/name (or hf://owner/name@BRANCH).
+
+    Uses HF_TOKEN or `hf auth login`; HF_ENDPOINT picks the Hub."""
     from protoseg.bank.hub import hub_spec, push_bank
 
     hub_spec(f"hf://{repo}" + (f"@{branch}" if branch else ""))  # checks the address before any upload

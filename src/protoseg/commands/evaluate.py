@@ -75,7 +75,7 @@ def eval_command(
         ),
     ] = None,
     bank: Annotated[Path | None, typer.Option(
-        "--bank", help="prototype bank folder (or hf://owner/name[@revision]) to segment with")] = None,
+        "--bank", help="prototype bank folder (or hf://owner/name, hf://owner/name@revision) to segment with")] = None,
     predictions: Annotated[
         Path | None,
         typer.Option(

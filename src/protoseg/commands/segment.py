@@ -23,8 +23,8 @@ from protoseg.errors import ProtosegError
 def segment(
     images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to segment.",
                                                  show_default=False)],
-    bank: Annotated[Path, typer.Option(help="Prototype bank directory, or hf://owner/name[@revision] (a Hub "
-                                            "dataset, downloaded and verified).")],
+    bank: Annotated[Path, typer.Option(help="Prototype bank directory, or hf://owner/name (hf://owner/name@revision): "
+                                            "a Hub dataset, downloaded and verified.")],
     classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
     classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
     preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",

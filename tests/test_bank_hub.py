@@ -76,7 +76,7 @@ def test_push_then_segment_from_the_hub_equals_the_local_bank(world, hub, run, t
     front = card.split("---")[1]
     assert "license: cc-by-4.0" in front and "- protoseg" in front and "- image-segmentation" in front
     manifest = json.loads(local["manifest.json"])
-    assert manifest["bank_id"] in card and "--bank hf://me/parts" in card
+    assert manifest["bank_id"] in card and "--bank hf://me/parts --preset handcrafted" in card
     assert f"| classes | {len(manifest['classes'])} |" in card and manifest["feature_encoder"] in card
 
     image = _image(world)
@@ -159,6 +159,18 @@ def test_manifest_checksums_and_banks_without_them(tmp_path, rng):
     (tmp_path / "b" / "prototypes.npy").write_bytes(bytes(data))
     with pytest.raises(ProtosegError, match="bank_id"):
         verify_files(tmp_path / "b")
+
+
+def test_the_card_of_a_grown_bank_names_its_recipe(rng):
+    from protoseg.bank.hub import dataset_card
+
+    recipe = {"preset": {"method": "dpsm", "segment_preset": "dpsm-tiny", "diffusion": "stabilityai/sd-2-base"},
+              "llm": "smollm2", "seed": 0}
+    parts = [PrototypeBank.create(rng.normal(size=(2, 4)), {"label": [name] * 2}, method="dpsm", feature_encoder="enc",
+                                  settings=recipe) for name in ("a", "b")]
+    card = dataset_card(PrototypeBank.merge(parts), "me/grown", "openrail++")
+    assert "license: openrail++" in card and "`stabilityai/sd-2-base`" in card and "`smollm2`" in card
+    assert "--bank hf://me/grown --preset dpsm-tiny" in card and "| classes | 2 |" in card
 
 
 def test_hub_addresses():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protoseg.bank.storage import _DATA_FILES, PrototypeBank, file_problem, verify_files
+from protoseg.bank.storage import _DATA_FILES, PrototypeBank, build_records, file_problem, verify_files
 from protoseg.errors import ProtosegError
 
 PREFIX = "hf://"
@@ -120,18 +120,20 @@ def dataset_card(bank: PrototypeBank, repo_id: str, licence: str) -> str:
     is, how it was built and how to segment with it."""
     m = bank.manifest
     summary = bank.summary()
-    recipe = m.settings.get("preset") if isinstance(m.settings.get("preset"), dict) else {}
+    records = build_records(m.settings)
+    recipe = next((r["preset"] for r in records if isinstance(r.get("preset"), dict)), {})
+    llm = next((r["llm"] for r in records if isinstance(r.get("llm"), str)), None)
     preset = recipe.get("segment_preset")
     models = [("dense features", m.feature_encoder), ("text keys", m.text_encoder),
-              ("diffusion", recipe.get("diffusion")), ("LLM", m.settings.get("llm"))]
+              ("diffusion", recipe.get("diffusion")), ("LLM", llm)]
     per_class = summary["per_class"]
     shown = list(per_class.items())[:100]
     lines = [
         "---", f"license: {licence}", "tags:", "- protoseg", "- image-segmentation", "- prototypes",
         "task_categories:", "- image-segmentation", f"pretty_name: protoseg bank {repo_id}", "---", "",
         f"# protoseg prototype bank `{repo_id}`", "",
-        f"A {m.method} prototype bank of [protoseg](https://pypi.org/project/protoseg/) (training-free "
-        "open-vocabulary semantic segmentation with visual prototypes generated offline).", "",
+        f"A {m.method} prototype bank of protoseg (training-free open-vocabulary semantic segmentation with "
+        "visual prototypes generated offline).", "",
         "| | |", "|---|---|",
         f"| method | {m.method} |",
         *(f"| {role} | `{name}` |" for role, name in models if name),

@@ -85,6 +85,16 @@ class BankManifest:
     files: dict[str, str] = field(default_factory=dict)
 
 
+def build_records(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The build settings of each part of a bank, from its manifest ``settings``: the settings themselves,
+    or — for a bank grown by merging or extending — those of every bank it was merged from (recursively,
+    ``merged_from``), in row order."""
+    parts = settings.get("merged_from")
+    if isinstance(parts, list):
+        return [r for part in parts if isinstance(part, dict) for r in build_records(part)]
+    return [settings]
+
+
 #: Type(s) each manifest field must have (``None`` allowed where the default is ``None``).
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "feature_encoder": (str,), "feature_dim": (int,), "count": (int,), "classes": (list,),

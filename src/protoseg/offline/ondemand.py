@@ -31,7 +31,7 @@ from typing import Any
 
 from protoseg.bank import PrototypeBank
 from protoseg.bank.hub import hub_spec
-from protoseg.bank.storage import check_bank_out
+from protoseg.bank.storage import build_records, check_bank_out
 from protoseg.classes import ClassList, ClassSpec, normalize_classes
 from protoseg.config.build import BuildPreset
 from protoseg.config.fields import from_dict, given, override
@@ -59,13 +59,6 @@ def generate_work_dir(bank: str | Path) -> Path:
     return bank.with_name(bank.name + ".generate.partial")
 
 
-def _recipes(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    parts = settings.get("merged_from")
-    if isinstance(parts, list):
-        return [r for part in parts if isinstance(part, dict) for r in _recipes(part)]
-    return [settings]
-
-
 #: What the ``settings`` of banks made without a build preset name as their ``source``.
 _SOURCES = {"examples": "examples", "FreeDA release": "freeda-import"}
 
@@ -84,7 +77,7 @@ def bank_recipe(bank: PrototypeBank, where: str = "the bank") -> tuple[BuildPres
         ProtosegError: the recipe's method cannot generate prototypes for new names (labelled examples,
             FreeDA's released data), or the manifest records no recipe (or disagreeing ones).
     """
-    recipes = _recipes(bank.manifest.settings)
+    recipes = build_records(bank.manifest.settings)
     methods = [_method(r, bank.manifest.method) for r in recipes]
     if "examples" in methods:
         raise ProtosegError(f"{where} was built from labelled examples and cannot generate prototypes for new "

@@ -174,6 +174,18 @@ def test_recipe_models_that_cannot_load_give_one_line_and_leave_the_bank(work, r
     _one_error(lonely, "--generate-missing")
 
 
+def test_a_recipe_llm_that_cannot_load_names_the_llm_option(work, run):
+    bank = work / "dpsm"
+    manifest = json.loads((bank / "manifest.json").read_text())
+    manifest["settings"]["preset"].update(prompts="llm", llm="gguf:/nowhere/model.gguf")  # a recipe with an LLM
+    (bank / "manifest.json").write_text(json.dumps(manifest))
+    stamps = _stamps(bank)
+    result = run("segment", work / "photo.png", "--preset", "dpsm-tiny", "--bank", bank, "--classes", "cat, dog",
+                 "--device", "cpu", "--out", work / "out", "--generate-missing")
+    _one_error(result, "DPSM descriptions of 'dog'", "/nowhere/model.gguf", "--llm SPEC")
+    assert _stamps(bank) == stamps and not (work / "dpsm.descriptions.json").exists()
+
+
 def test_banks_from_examples_cannot_generate(tmp_path, run):
     write_examples(tmp_path / "ex", 1, seed=7, size=96)
     made = run("bank", "from-examples", tmp_path / "ex", "--preset", "handcrafted", "--out", tmp_path / "bank")

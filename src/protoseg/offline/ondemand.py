@@ -156,7 +156,21 @@ def generate_missing(bank: str | Path, classes: Sequence[ClassSpec] | ClassList,
         source = BuildSource(nouns=tuple(missing))
     run = RunOptions(work_dir=work, shard_size=recorded["shard_size"], seed=recorded["seed"], device=device,
                      dtype=dtype)
-    builder, shards, plan, work = run_build(preset, source, folder, run, progress)
+    stages: set[str] = set()
+
+    def report(stage: str, done: int, total: int) -> None:
+        stages.add(stage)
+        if progress is not None:
+            progress(stage, done, total)
+
+    try:
+        builder, shards, plan, work = run_build(preset, source, folder, run, report)
+    except ProtosegError as exc:
+        if preset.method != "dpsm" or preset.prompts != "llm" or "shards" in stages:
+            raise
+        raise ProtosegError(f"cannot write the DPSM descriptions of {', '.join(map(repr, missing))} with the "
+                            f"recipe's LLM {source.llm!r}: {exc} (to generate, --llm SPEC gives another description "
+                            "model, e.g. a local folder hf:/models/llm or gguf:FILE)") from None
     if progress is not None:
         progress("reduce", 0, 1)
     new = builder.reduce(shards, plan, run.seed)

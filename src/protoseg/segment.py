@@ -126,15 +126,45 @@ class Segmenter:
 
     def __init__(self, preset: Preset, bank: PrototypeBank, models: ModelSet | None = None):
         self.preset = preset
-        self.bank = bank
         self.models = models or ModelSet(preset.features, preset.text, preset.sam)
+        self._use_bank(bank)
+
+    def _use_bank(self, bank: PrototypeBank) -> None:
         features = self.models.features
         text = self.models.names["clip"]
         uses_keys = bank.keys is not None and text is not None
         bank.check_compatible(features.encoder_id, features.dim, text if uses_keys else None)
-        self.matcher: Matcher = build_matcher(preset.matcher, bank, self.models, preset.matcher_options,
-                                              superpixels=preset.superpixels)
+        self.bank = bank
+        self.matcher: Matcher = build_matcher(self.preset.matcher, bank, self.models, self.preset.matcher_options,
+                                              superpixels=self.preset.superpixels)
         self._prepared: tuple[tuple[ClassList, tuple[str, ...]], Query] | None = None
+
+    def ensure_classes(self, classes: Sequence[ClassSpec] | ClassList, *, diffusion: str | None = None,
+                       llm: str | None = None, dtype: str | None = None, progress: Any = None) -> list[str]:
+        """Generate prototypes for the ``classes`` the bank cannot serve, with the bank's own build recipe,
+        add them to the bank folder (atomically) and segment with the grown bank from now on; returns the
+        class names generated — empty when the bank already serves every class (then nothing is done, so
+        a second call never regenerates). See :mod:`protoseg.offline.ondemand`.
+
+        The recipe's feature and text models are this segmenter's (``preset.features`` / ``preset.text``);
+        ``diffusion`` and ``llm`` replace the recipe's diffusion model and DPSM LLM (e.g. local folders),
+        ``dtype`` is the diffusion dtype, ``progress(stage, done, total)`` reports the work.
+
+        Raises:
+            ProtosegError: the bank is on the Hub or only in memory, records no usable recipe (built from
+                labelled examples, imported), or the recipe's models cannot be loaded.
+        """
+        from protoseg.offline.ondemand import generate_missing
+
+        if self.bank.source is None:
+            raise ProtosegError("this bank exists only in memory; save it to a folder and load it from there to "
+                                "add generated classes")
+        made = generate_missing(self.bank.source, classes, device=str(self.device), dtype=dtype,
+                                diffusion=diffusion, features=self.preset.features, text=self.preset.text,
+                                llm=llm, progress=progress)
+        if made:
+            self._use_bank(PrototypeBank.load(self.bank.source))
+        return made
 
     @classmethod
     def from_preset(cls, name: str, bank: str | Path | PrototypeBank, device: str | torch.device | None = None,

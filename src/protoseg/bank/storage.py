@@ -9,10 +9,12 @@ A bank is a directory (no pickle anywhere)::
       keys.npy           [P, Dk] float32 L2-normalised text keys            (optional)
       keys.faiss         faiss index over keys.npy                          (optional)
 
-Row ``i`` of every file describes the same prototype. Banks are written to a temporary sibling
-directory and renamed into place, so an interrupted save never leaves a directory that loads. The
-manifest's ``bank_id`` is a hash of the other files' contents, written last: it names the bank in run
-fingerprints and segmentation sidecars, so results computed with another bank are never reused.
+Row ``i`` of every file describes the same prototype. The manifest lists the SHA-256 of every data file
+(``files``; :func:`verify_files` checks the contents against them, e.g. after a download). Banks are
+written to a temporary sibling directory and renamed into place, so an interrupted save never leaves a
+directory that loads. The manifest's ``bank_id`` is a hash of the other files' contents, written last: it
+names the bank in run fingerprints and segmentation sidecars, so results computed with another bank are
+never reused.
 
 :meth:`PrototypeBank.load` validates everything before a model loads: the manifest's schema and types
 (unknown keys of a newer minor version are tolerated), that prototypes, table, keys and faiss index have
@@ -80,13 +82,24 @@ class BankManifest:
     settings: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     bank_id: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def build_records(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The build settings of each part of a bank, from its manifest ``settings``: the settings themselves,
+    or — for a bank grown by merging or extending — those of every bank it was merged from (recursively,
+    ``merged_from``), in row order."""
+    parts = settings.get("merged_from")
+    if isinstance(parts, list):
+        return [r for part in parts if isinstance(part, dict) for r in build_records(part)]
+    return [settings]
 
 
 #: Type(s) each manifest field must have (``None`` allowed where the default is ``None``).
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "feature_encoder": (str,), "feature_dim": (int,), "count": (int,), "classes": (list,),
     "dtype": (str,), "text_encoder": (str,), "key_dim": (int,), "index_kind": (str,), "ef_search": (int,),
-    "settings": (dict,), "format_version": (int,), "bank_id": (str,),
+    "settings": (dict,), "format_version": (int,), "bank_id": (str,), "files": (dict,),
 }
 
 #: Files whose contents the ``bank_id`` covers, in hashing order.
@@ -143,19 +156,58 @@ def read_manifest(path: str | Path) -> BankManifest:
         raise _damaged(bank, f"manifest.json dtype is {m.dtype!r}, expected float16 or float32")
     if not all(isinstance(c, str) for c in m.classes):
         raise _damaged(bank, "manifest.json classes must be a list of names")
+    if not all(name in _DATA_FILES and isinstance(digest, str) for name, digest in m.files.items()):
+        raise _damaged(bank, f"manifest.json files must map {', '.join(_DATA_FILES)} to SHA-256 digests")
     return m
 
 
-def content_id(folder: str | Path) -> str:
-    """SHA-256 of the data files of a bank folder (:data:`_DATA_FILES` present, names and bytes)."""
-    h = hashlib.sha256()
+def file_digests(folder: str | Path) -> dict[str, str]:
+    """SHA-256 (hex) of each data file of a bank folder (:data:`_DATA_FILES` present), in hashing order."""
+    digests = {}
     for name in _DATA_FILES:
         path = Path(folder) / name
         if path.is_file():
-            h.update(name.encode() + b"\0")
             with open(path, "rb") as handle:
-                h.update(hashlib.file_digest(handle, "sha256").digest())
+                digests[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def content_id(folder: str | Path, digests: dict[str, str] | None = None) -> str:
+    """SHA-256 of the data files of a bank folder (:data:`_DATA_FILES` present, names and bytes); from
+    their :func:`file_digests` when given."""
+    h = hashlib.sha256()
+    for name, digest in (file_digests(folder) if digests is None else digests).items():
+        h.update(name.encode() + b"\0")
+        h.update(bytes.fromhex(digest))
     return h.hexdigest()
+
+
+def file_problem(path: str | Path) -> str | None:
+    """What is wrong with a bank's file *contents* against its manifest, or ``None`` (reads every byte;
+    :meth:`PrototypeBank.load` checks only structure): each data file against its SHA-256 in ``files``
+    (banks written before the manifest listed them: against ``bank_id``), and no unlisted data file."""
+    bank = Path(path)
+    manifest = read_manifest(bank)
+    digests = file_digests(bank)
+    if manifest.files:
+        for name, expected in manifest.files.items():
+            if name not in digests:
+                return f"{name} is missing"
+            if digests[name] != expected:
+                return f"{name} does not match its SHA-256 in manifest.json"
+        unlisted = [name for name in digests if name not in manifest.files]
+        if unlisted:
+            return f"{unlisted[0]} is not listed in manifest.json"
+    if manifest.bank_id is not None and content_id(bank, digests) != manifest.bank_id:
+        return "its files do not match the bank_id of manifest.json"
+    return None
+
+
+def verify_files(path: str | Path) -> None:
+    """Raise :class:`ProtosegError` naming the first :func:`file_problem` of the bank at ``path``."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise _damaged(Path(path), problem)
 
 
 def check_bank_out(path: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
@@ -200,9 +252,10 @@ def write_table(table: dict[str, np.ndarray], path: Path) -> None:
 
 
 def write_manifest(manifest: BankManifest, path: Path) -> None:
-    """Write ``manifest.json`` last, after the bank's data files beside it: sets ``manifest.bank_id`` to
-    the hash of their contents (:func:`content_id`)."""
-    manifest.bank_id = content_id(Path(path).parent)
+    """Write ``manifest.json`` last, after the bank's data files beside it: sets ``manifest.files`` to their
+    SHA-256 digests and ``manifest.bank_id`` to the hash of their contents (:func:`content_id`)."""
+    manifest.files = file_digests(Path(path).parent)
+    manifest.bank_id = content_id(Path(path).parent, manifest.files)
     path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
 
 
@@ -269,6 +322,7 @@ class PrototypeBank:
         self.keys = keys
         self._index = index
         self.path: Path | None = None  # the folder it was loaded from
+        self.source: str | None = None  # what it was loaded as: that folder, or hf://owner/name[@revision]
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -325,10 +379,20 @@ class PrototypeBank:
     def load(cls, path: str | Path, mmap: bool = True) -> PrototypeBank:
         """Read and validate a bank directory; prototypes are memory-mapped unless ``mmap=False``.
 
+        ``path`` may also be ``hf://owner/name[@revision]``: a Hugging Face dataset repository, downloaded
+        into the Hugging Face cache and verified against its manifest first (:mod:`protoseg.bank.hub`).
+        ``bank.source`` keeps what was given, ``bank.path`` the folder read.
+
         Raises:
             ProtosegError: not a bank, another format version, or a damaged bank (manifest schema, row
                 counts or dimensions that disagree, an unreadable file or faiss index) — with the fix.
         """
+        from protoseg.bank.hub import fetch_bank, hub_spec
+
+        source = str(path)
+        spec = hub_spec(path)
+        if spec is not None:
+            source, path = spec.uri, fetch_bank(spec)
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ProtosegError(f"{path} is a file; a prototype bank is a folder (with manifest.json)")
@@ -366,7 +430,7 @@ class PrototypeBank:
                 raise ProtosegError(f"bank {path}: keys.faiss holds {len(index)} {index.dim}-d keys, the bank has "
                                     f"{manifest.count} {expected_dim}-d keys; {_index_fix(keys)}")
         bank = cls(prototypes, table, manifest, keys, index)
-        bank.path = path
+        bank.path, bank.source = path, source
         return bank
 
     def fingerprint(self) -> dict[str, Any]:

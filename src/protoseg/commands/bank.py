@@ -16,12 +16,13 @@ from protoseg.commands.common import (
     progress_bar,
     quiet_model_loading,
 )
+from protoseg.errors import ProtosegError
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
 
 @bank_app.command("info")
-def info(bank: Annotated[Path, typer.Argument(help="Bank directory.")],
+def info(bank: Annotated[Path, typer.Argument(help="Bank directory, or hf://owner/name (hf://owner/name@revision).")],
          classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False) -> None:
     """Print a summary of a bank."""
     from rich.console import Console
@@ -112,8 +113,15 @@ def import_freeda_cmd(
 ) -> None:
     """Turn FreeDA's released embeddings + faiss index into a bank (use with --preset freeda-l).
 
-    The files are linked from the README of FreeDA's official repository (aimagelab/freeda):
-    prototype_embeddings/ and knn.index. Interrupted imports resume."""
+    Where the files are: the README of FreeDA's official repository links them (Google Drive):
+
+    https://github.com/aimagelab/freeda
+
+    faiss_index.zip holds knn.index; the tar archive of the embeddings unpacks into prototype_embeddings/
+
+    (one 1024-d DINOv2 ViT-L/14 prototype per .npy file).
+
+    Interrupted imports resume."""
     from protoseg.bank.storage import check_bank_out
     from protoseg.offline.freeda_import import import_freeda
 
@@ -124,6 +132,29 @@ def import_freeda_cmd(
                       progress=lambda stage, done, total: stage == "shards" and progress.update(
                           task, completed=done, total=total))
     typer.echo(f"wrote {out}")
+
+
+@bank_app.command("push")
+def push(bank: Annotated[Path, typer.Argument(help="Bank directory to publish.")],
+         repo: Annotated[str, typer.Argument(help="Hub dataset repository, owner/name (created when missing).")],
+         private: Annotated[bool, typer.Option(help="Create the repository private.")] = False,
+         branch: Annotated[str | None, typer.Option(
+             "--branch", "--revision", help="Branch to commit to (created from main when missing).")] = None,
+         licence: Annotated[str, typer.Option(
+             "--licence", "--license", help="Licence id of the dataset card (e.g. cc-by-4.0, openrail++).")] = "other",
+         ) -> None:
+    """Upload a bank to the Hugging Face Hub as a dataset with a generated card (README.md).
+
+    Read it back anywhere with --bank hf://owner/name (or hf://owner/name@BRANCH).
+
+    Uses HF_TOKEN or `hf auth login`; HF_ENDPOINT picks the Hub."""
+    from protoseg.bank.hub import hub_spec, push_bank
+
+    hub_spec(f"hf://{repo}" + (f"@{branch}" if branch else ""))  # checks the address before any upload
+    if hub_spec(bank) is not None:
+        raise ProtosegError(f"{bank} is already on the Hub; push a local bank folder")
+    pushed = push_bank(bank, repo, private=private, branch=branch, licence=licence)
+    typer.echo(f"pushed {bank} to {pushed['url']}; segment with --bank {pushed['uri']}")
 
 
 def register(app: typer.Typer) -> None:

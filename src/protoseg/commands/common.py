@@ -3,6 +3,7 @@ progress bars."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,11 +49,13 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
 
 
 def check_segment_request(paths: list[Path], names: list[str], preset: str, overrides: dict[str, Any],
-                          bank: Any, allow_synthetic: bool = False) -> tuple[Any, Any]:
+                          bank: Any, allow_synthetic: bool = False,
+                          grow: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
     """What ``protoseg segment`` and the demo check before a model loads, in this order: the number of
     classes, every image (readable), the preset (with ``overrides``), the hand-crafted backend only on
-    parts-world scenes unless ``allow_synthetic``, the bank (a folder, or a loaded ``PrototypeBank``), and
-    that it serves every class.
+    parts-world scenes unless ``allow_synthetic``, the bank (a folder, ``hf://`` id, or a loaded
+    ``PrototypeBank``), and that it serves every class — after ``grow(bank, preset)`` (``--generate-missing``)
+    returned the bank with the missing classes added.
 
     Returns:
         ``(Preset, PrototypeBank)``.
@@ -70,6 +73,8 @@ def check_segment_request(paths: list[Path], names: list[str], preset: str, over
     chosen = get_preset(preset, **overrides)
     check_synthetic_backend(chosen, paths, allow_synthetic)
     loaded = bank if isinstance(bank, PrototypeBank) else PrototypeBank.load(bank)
+    if grow is not None:
+        loaded = grow(loaded, chosen)
     loaded.check_classes(names)
     return chosen, loaded
 

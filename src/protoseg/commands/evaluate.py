@@ -74,7 +74,8 @@ def eval_command(
             help="dataset folder (MMSeg layout); optional for parts-world (generated into ~/.cache/protoseg)",
         ),
     ] = None,
-    bank: Annotated[Path | None, typer.Option("--bank", help="prototype bank folder to segment with")] = None,
+    bank: Annotated[Path | None, typer.Option(
+        "--bank", help="prototype bank folder (or hf://owner/name, hf://owner/name@revision) to segment with")] = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -207,7 +208,9 @@ def eval_command(
         name = query.preset_name
         model_preset = query.preset
         loaded = PrototypeBank.load(bank)
-        inputs += [p for p in Path(bank).rglob("*") if p.is_file()]
+        # hf:// banks are named by their address (a Ray worker downloads its own copy), folders by their path
+        bank_ref = loaded.source if loaded.source.startswith("hf://") else str(Path(bank).resolve())
+        inputs += [p for p in loaded.path.rglob("*") if p.is_file()]
     data = open_dataset(dataset, data_root).limit(limit)
     data.check_files(images=bank is not None)
     inputs += [p for sample in data.samples for p in (sample.image, sample.label)]
@@ -245,7 +248,7 @@ def eval_command(
         segmenter = Segmenter(model_preset, loaded, models)
         description = {
             "preset": name,
-            "bank": str(Path(bank).resolve()),
+            "bank": bank_ref,
             "beta_source": beta_source,
             "settings": model_preset.to_dict(),
             "device": str(models.device),
@@ -253,7 +256,7 @@ def eval_command(
             "save_predictions": str(save_predictions.resolve()) if save_predictions is not None else None,
         }
         # The recipe rebuilds the segmenter in a Ray worker; the query (plain data) travels with the predictor.
-        recipe = {"preset": model_preset.to_dict(), "bank": str(Path(bank).resolve()), "device": device}
+        recipe = {"preset": model_preset.to_dict(), "bank": bank_ref, "device": device}
         predictor = SegmenterPredictor(segmenter, data, description, save_predictions, recipe=recipe, query=query)
     run_dir = run_dir or out.parent / f"{out.stem}.run-{run_id(data, predictor, shard_size)}"
     with progress_bar(console) as progress:

@@ -25,7 +25,8 @@ from protoseg.errors import ProtosegError
 def segment(
     images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to segment.",
                                                  show_default=False)],
-    bank: Annotated[Path, typer.Option(help="Prototype bank directory.")],
+    bank: Annotated[Path, typer.Option(help="Prototype bank directory, or hf://owner/name (hf://owner/name@revision): "
+                                            "a Hub dataset, downloaded and verified.")],
     classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
     classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
     preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",
@@ -41,12 +42,21 @@ def segment(
     side_by_side: Annotated[bool, typer.Option(
         "--side-by-side", help="Write the input image left of the overlay in <stem>_overlay.jpg.")] = False,
     allow_synthetic_backend: AllowSyntheticOption = False,
+    generate_missing: Annotated[bool, typer.Option(
+        "--generate-missing", help="Generate prototypes for classes the bank lacks with the bank's own build "
+                                   "recipe and add them to the bank first (a bank folder; once).")] = False,
+    diffusion: Annotated[str | None, typer.Option(
+        help="With --generate-missing: diffusion weights, hub id or local folder (default: the recipe's).")] = None,
+    llm: Annotated[str | None, typer.Option(
+        help="With --generate-missing: LLM spec for DPSM descriptions (default: the recipe's).")] = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
     Images whose outputs are up to date (same image, classes, bank and settings) are skipped.
     The hand-crafted presets (parts-world test backends) take only parts-world scenes unless
-    --allow-synthetic-backend is given."""
+    --allow-synthetic-backend is given.
+    With --generate-missing, classes the bank cannot serve are first generated with the bank's build
+    recipe (Stable Diffusion) and added to the bank, so later runs reuse them."""
     from protoseg import __version__
     from protoseg.atomic import check_not_inputs, check_output_dir
     from protoseg.images import expand_images, load_image
@@ -57,6 +67,9 @@ def segment(
 
     # Everything the user controls is checked before a model loads or an image is processed.
     names = read_classes(classes, classes_file)
+    if (diffusion is not None or llm is not None) and not generate_missing:
+        raise ProtosegError("--diffusion and --llm are models for generating prototypes; add --generate-missing "
+                            "(or drop them)")
     if threshold is not None and not background:
         raise ProtosegError("--threshold is the background threshold and only applies with --background; "
                             "add --background (or drop --threshold)")
@@ -69,9 +82,10 @@ def segment(
     overrides = model_overrides(features, text, sam)
     if threshold is not None:
         overrides["background_threshold"] = threshold
-    chosen, loaded = check_segment_request(paths, names, preset, overrides, bank, allow_synthetic_backend)
+    grow = (lambda found, chosen: _generate(found, names, chosen, device, diffusion, llm)) if generate_missing else None
+    chosen, loaded = check_segment_request(paths, names, preset, overrides, bank, allow_synthetic_backend, grow)
     planned = {path: output_paths(out, path.stem) for path in paths}
-    bank_files = [p for p in Path(bank).rglob("*") if p.is_file()]
+    bank_files = [p for p in loaded.path.rglob("*") if p.is_file()]
     inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
     check_not_inputs([f for files in planned.values() for f in files.values()], inputs)
     for files in planned.values():
@@ -82,7 +96,7 @@ def segment(
 
     request = {"classes": names, "background": background, "side_by_side": side_by_side, "preset": jsonable(chosen),
                "bank": loaded.fingerprint(), "device": str(resolved), "dtype": dtype, "protoseg": __version__}
-    meta_of = {path: {"image": str(path), "preset": preset, "bank": str(bank), "bank_id": loaded.manifest.bank_id,
+    meta_of = {path: {"image": str(path), "preset": preset, "bank": loaded.source, "bank_id": loaded.manifest.bank_id,
                       "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
     todo = [path for path in paths if not _up_to_date(planned[path], meta_of[path]["fingerprint"], read_sidecar)]
     if not todo:
@@ -108,6 +122,37 @@ def segment(
     if not_converged:
         typer.echo(f"warning: {not_converged} of {problems} transport problems did not converge "
                    "(raise iterations or epsilon)", err=True)
+
+
+def _generate(loaded, names: list[str], chosen, device: str, diffusion: str | None, llm: str | None):
+    """``--generate-missing``: grow the bank with the classes it lacks (progress on stderr); returns the
+    bank to segment with."""
+    import time
+
+    from rich.console import Console
+
+    from protoseg.bank import PrototypeBank
+    from protoseg.offline.ondemand import generate_missing, missing_classes
+
+    if not missing_classes(loaded, names):
+        return loaded
+    quiet_model_loading(diffusion=True)
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with progress_bar(console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"generating: {stage}", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        made = generate_missing(loaded.source, names, device=device, diffusion=diffusion, features=chosen.features,
+                                text=chosen.text, llm=llm, progress=progress)
+    grown = PrototypeBank.load(loaded.source)
+    typer.echo(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added them "
+               f"to {loaded.source} ({len(grown)} prototypes now) in {time.perf_counter() - start:.1f} s", err=True)
+    return grown
 
 
 def _up_to_date(files: dict[str, Path], fingerprint: str, read_sidecar) -> bool:

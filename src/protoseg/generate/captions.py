@@ -90,3 +90,24 @@ def _parse_coco_json(text: str, path: Path) -> list[Caption]:
         captions.append(Caption(caption_id=entry["id"], image_id=entry["image_id"],
                                 text=_normalise(entry["caption"])))
     return captions
+
+
+#: Captions written for a noun no caption source mentions (FreeDA prototypes made on demand, see
+#: :mod:`protoseg.offline.ondemand`): everyday scenes in the style of COCO captions, one image each.
+NOUN_CAPTIONS = (
+    "{a} {noun} in a photo.",
+    "a photo of {a} {noun}.",
+    "{a} {noun} in the middle of a street.",
+    "{a} {noun} inside a room.",
+    "{a} {noun} next to some other objects.",
+    "a close up of {a} {noun}.",
+    "{a} {noun} seen from far away.",
+    "{a} {noun} outside on a sunny day.",
+)
+
+
+def noun_captions(noun: str) -> list[str]:
+    """:data:`NOUN_CAPTIONS` for ``noun``; each holds ``noun`` verbatim (the word whose attention is taken)."""
+    from protoseg.generate.prompts import indefinite_article
+
+    return [template.format(a=indefinite_article(noun), noun=noun) for template in NOUN_CAPTIONS]

@@ -82,5 +82,7 @@ def _lookup(bank: PrototypeBank, classes: list[str], text_vectors: np.ndarray | 
         raise ProtosegError(
             f"the bank has no prototypes for {', '.join(repr(m) for m in missing)}; it serves "
             f"{len(available)} classes ({', '.join(available[:12])}{', …' if len(available) > 12 else ''}). "
-            "Extend it with `protoseg build-bank` / `protoseg bank from-examples`, or use a bank with text keys")
+            "Generate them with the bank's build recipe: `protoseg segment --generate-missing` (Python: "
+            "`segmenter.ensure_classes(classes)`), extend it with `protoseg build-bank` / `protoseg bank "
+            "from-examples` + `protoseg bank extend`, or use a bank with text keys")
     return rows

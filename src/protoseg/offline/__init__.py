@@ -28,7 +28,7 @@ from protoseg.offline.base import BUILDERS, Builder, BuildSource, Plan, get_buil
 from protoseg.runs import Progress, fingerprint_of, prepare_work_dir, remove_work_dir, run_shards
 
 __all__ = ["BUILDERS", "BUILD_PRESETS", "BuildPreset", "BuildSource", "Builder", "Plan", "RunOptions",
-           "build_bank", "default_work_dir", "examples_preset", "get_build_preset", "register_builder"]
+           "build_bank", "default_work_dir", "examples_preset", "get_build_preset", "register_builder", "run_build"]
 
 
 def default_work_dir(out: str | Path) -> Path:
@@ -80,6 +80,23 @@ def build_bank(preset: BuildPreset, source: BuildSource, out: str | Path, run: R
     out = Path(out)
     if out.exists() and not run.overwrite:
         raise ProtosegError(f"{out} already exists; choose another --out or remove it")
+    builder, shards, plan, work = run_build(preset, source, out, run, progress, on_shard_written)
+    if progress is not None:
+        progress("reduce", 0, 1)
+    builder.write(shards, plan, run.seed, out, overwrite=run.overwrite)
+    if progress is not None:
+        progress("reduce", 1, 1)
+    if not run.keep_work_dir:
+        remove_work_dir(work)
+    return out
+
+
+def run_build(preset: BuildPreset, source: BuildSource, out: Path, run: RunOptions,
+              progress: Progress | None = None, on_shard_written: Callable[[int], None] | None = None
+              ) -> tuple[Builder, list[Path], Plan, Path]:
+    """Plan and run the shards of a build (resuming finished ones); returns ``(builder, shard files, plan,
+    work dir)`` for the caller to reduce. ``out`` is where the bank will live (DPSM keeps its description
+    cache beside it); nothing is written there."""
     if run.shard_size < 1:
         raise ProtosegError("--shard-size must be at least 1")
     builder = get_builder(preset, run.device, run.dtype)
@@ -95,12 +112,4 @@ def build_bank(preset: BuildPreset, source: BuildSource, out: str | Path, run: R
     shards = run_shards(work, _chunks(plan.items, run.shard_size), builder.shard, progress=progress,
                         on_shard_written=on_shard_written, ray=run.ray, ray_address=run.ray_address,
                         ray_init=run.ray_init, task_threads=run.ray_task_threads)
-
-    if progress is not None:
-        progress("reduce", 0, 1)
-    builder.write(shards, plan, run.seed, out, overwrite=run.overwrite)
-    if progress is not None:
-        progress("reduce", 1, 1)
-    if not run.keep_work_dir:
-        remove_work_dir(work)
-    return out
+    return builder, shards, plan, work

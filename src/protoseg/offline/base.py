@@ -29,6 +29,8 @@ class BuildSource:
 
     Attributes:
         captions: FreeDA: COCO-Captions JSON or a text file, one caption a line.
+        nouns: FreeDA: nouns to make prototypes of without a caption source (captions written for them,
+            :func:`protoseg.generate.captions.noun_captions`; prototypes made on demand).
         limit: FreeDA: use only the first ``limit`` captions.
         classes: DPSM: class names.
         llm: DPSM: chat model spec overriding the preset's.
@@ -38,6 +40,7 @@ class BuildSource:
     """
 
     captions: Path | None = None
+    nouns: tuple[str, ...] | None = None
     limit: int | None = None
     classes: tuple[str, ...] | None = None
     llm: str | None = None

@@ -1,7 +1,9 @@
 """FreeDA's offline stage (Sec. 3.1 of the paper): captions in, a bank with text keys out.
 
 Plan (driver): read captions, extract nouns, drop captions without nouns; caption ``n`` of the source
-gets the synthesis seed ``derive_seed(seed, n)``.
+gets the synthesis seed ``derive_seed(seed, n)``. Without a caption source, given nouns (prototypes made on
+demand for new classes) get the captions :func:`~protoseg.generate.captions.noun_captions`, caption ``j`` of
+noun ``w`` the seed ``derive_seed(seed, w, j)``, so a noun's prototypes do not depend on the other nouns.
 Shard (worker): one Stable Diffusion image per caption with cross-attention attributions of its nouns;
 per noun the FreeDA mask (``sigmoid(minmax to [-1, 1]) > γ``); DINOv2 features pooled on the mask
 (eq. 2, the mask resized to the feature grid with the preset's ``pooling``); the text key
@@ -58,6 +60,18 @@ def plan_freeda(captions: list[Any], extractor: Any, seed: int) -> list[FreedaIt
     if not items:
         raise ProtosegError("no caption mentions a noun the extractor knows; check the caption file or use "
                             "another noun extractor (--nouns spacy)")
+    return items
+
+
+def plan_nouns(nouns: list[str], seed: int) -> list[FreedaItem]:
+    """Work items for ``nouns`` without a caption source: their :func:`noun_captions`, one image each."""
+    from protoseg.generate.captions import noun_captions
+
+    items = []
+    for noun in nouns:
+        for j, caption in enumerate(noun_captions(noun)):
+            items.append(FreedaItem(index=len(items), image_id=-1, caption=caption, nouns=(noun,), words=(noun,),
+                                    seed=derive_seed(seed, noun, j)))
     return items
 
 
@@ -136,14 +150,20 @@ class FreedaBuilder(Builder):
     """FreeDA's offline stage as plan -> shard -> reduce (module docstring)."""
 
     method = "freeda"
-    sources = frozenset({"captions"})
+    sources = frozenset({"captions", "nouns"})
     needs = "captions: pass --captions FILE (COCO-Captions JSON or one caption a line)"
 
     def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
+        from protoseg.classes import validate_classes
         from protoseg.generate.captions import read_captions
         from protoseg.generate.nouns import get_noun_extractor
 
         self.check_source(source)
+        if source.nouns is not None:
+            if source.captions is not None:
+                raise ProtosegError("a FreeDA bank is built from captions or from nouns, not both")
+            nouns = validate_classes(list(source.nouns))
+            return Plan(plan_nouns(nouns, seed), {"nouns": nouns, "captions": "noun_captions"})
         captions = read_captions(source.captions)
         if source.limit is not None:
             captions = captions[:source.limit]

@@ -202,3 +202,23 @@ def test_missing_classes_reads_synonyms(work):
     bank = PrototypeBank.load(work / "dpsm")
     assert missing_classes(bank, [["kitty", "cat"], "dog", ["puppy", "hound"]]) == ["dog", "puppy"]
     assert missing_classes(bank, ["cat"]) == []
+
+
+def test_the_demo_generates_missing_classes_when_asked(work):
+    """The demo's switch grows the bank like `segment --generate-missing`; without it the page shows the
+    one-line error naming the switch, and the grown bank is what the next request loads."""
+    from protoseg.demo import SegmenterCache, run_demo_request
+
+    bank, cache = work / "dpsm", SegmenterCache()
+    ask = dict(images=[work / "photo.png"], classes_text="cat, dog", preset="dpsm-tiny", bank=bank,
+               out_dir=work / "demo", cache=cache, device="cpu")
+    with pytest.raises(ProtosegError, match="--generate-missing"):
+        run_demo_request(**ask)
+    stages = []
+    result = run_demo_request(**ask, generate_missing=True, progress=lambda f, d: stages.append(d))
+    assert PrototypeBank.load(bank).classes == ["cat", "dog"]
+    assert any(d.startswith("generating prototypes") for d in stages)
+    assert {e.name for e in result.images[0].legend} == {"cat", "dog"}
+    stamps = _stamps(bank)
+    run_demo_request(**ask, generate_missing=True)  # nothing missing now: nothing regenerated
+    assert _stamps(bank) == stamps

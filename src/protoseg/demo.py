@@ -88,15 +88,18 @@ class SegmenterCache:
         self.loads = 0
 
     def bank(self, folder: str | Path) -> Any:
-        """The bank in ``folder`` (validated when first loaded)."""
+        """The bank in ``folder`` or at an ``hf://owner/name[@revision]`` id (validated when first loaded;
+        a folder whose manifest changed, e.g. grown by ``generate_missing``, is loaded again)."""
         from protoseg.bank import PrototypeBank
+        from protoseg.bank.hub import hub_spec
 
-        path = Path(folder).expanduser()
-        manifest = path / "manifest.json"
-        stamp = (manifest.stat().st_size, manifest.stat().st_mtime_ns) if manifest.is_file() else None
-        key = (str(path.resolve()), stamp)
+        hub = hub_spec(folder) is not None  # a Hub revision's files never change once fetched
+        path = str(folder) if hub else Path(folder).expanduser()
+        manifest = None if hub else Path(path) / "manifest.json"
+        stamp = (manifest.stat().st_size, manifest.stat().st_mtime_ns) if manifest and manifest.is_file() else None
+        key = (str(folder) if hub else str(Path(path).resolve()), stamp)
         with self._lock:
-            if key not in self._banks or stamp is None:
+            if key not in self._banks or (stamp is None and not hub):  # no manifest: load to report why
                 self._banks[key] = PrototypeBank.load(path)
             return self._banks[key]
 
@@ -135,13 +138,15 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 def run_demo_request(images: Sequence[str | Path] | None, classes_text: str | None, preset: str,
                      bank: str | Path | None, out_dir: str | Path, cache: SegmenterCache, *,
                      features: str | None = None, text: str | None = None, sam: str | None = None,
-                     device: str = "auto", allow_synthetic: bool = False,
+                     device: str = "auto", allow_synthetic: bool = False, generate_missing: bool = False,
                      progress: ProgressFn | None = None) -> DemoResult:
     """Segment ``images`` into the classes typed in ``classes_text`` (``"sky, grass, car"``, parsed as
     ``protoseg segment --classes``) with ``preset`` and the bank in folder ``bank``.
 
     Writes, per image, ``<stem>.png`` (label map), ``<stem>_overlay.jpg`` (input | overlay) and
-    ``<stem>.json`` into a new folder under ``out_dir``.
+    ``<stem>.json`` into a new folder under ``out_dir``. With ``generate_missing`` the classes the bank
+    lacks are first generated with the bank's build recipe and added to it
+    (:func:`protoseg.offline.ondemand.generate_missing`, as ``protoseg segment --generate-missing``).
 
     Raises:
         ProtosegError: anything the user can fix — no images, bad classes, an unknown preset, a bad bank or
@@ -165,8 +170,17 @@ def run_demo_request(images: Sequence[str | Path] | None, classes_text: str | No
     resolved = str(check_device(device))
     report(0.0, "checking the request")
     loaded = cache.bank(str(bank).strip())
+
+    def grow(found: Any, chosen: Any) -> Any:
+        from protoseg.offline.ondemand import generate_missing as generate
+
+        made = generate(str(bank).strip(), names, device=resolved, features=chosen.features, text=chosen.text,
+                        progress=lambda stage, done, total: report(0.05 * done / max(total, 1),
+                                                                   f"generating prototypes: {stage}"))
+        return cache.bank(str(bank).strip()) if made else found
+
     chosen, loaded = check_segment_request(paths, names, preset, model_overrides(features, text, sam), loaded,
-                                           allow_synthetic)
+                                           allow_synthetic, grow if generate_missing else None)
     segmenter = cache.segmenter(chosen, loaded, resolved, on_load=lambda: report(0.05, "loading the models"))
     segmenter.prepare(names)
     out = Path(out_dir) / f"request-{next(_request_ids)}"
@@ -228,12 +242,13 @@ def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCach
     if settings.preset not in presets:
         presets.append(settings.preset)
 
-    def segment(files: list[str] | None, classes_text: str, preset: str, bank: str, allow: bool,
+    def segment(files: list[str] | None, classes_text: str, preset: str, bank: str, allow: bool, generate: bool,
                 progress: gr.Progress = gr.Progress()) -> tuple[Any, str, Any, str]:  # noqa: B008 (gradio)
         try:
             result = run_demo_request(files, classes_text, preset, bank, out_dir, cache, features=settings.features,
                                       text=settings.text, sam=settings.sam, device=settings.device,
-                                      allow_synthetic=allow, progress=lambda f, d: progress(f, desc=d))
+                                      allow_synthetic=allow, generate_missing=generate,
+                                      progress=lambda f, d: progress(f, desc=d))
         except ProtosegError as exc:
             return None, "", None, error_html(str(exc))
         except OSError as exc:  # the system refused a file, as the CLI reports it
@@ -254,9 +269,11 @@ def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCach
                 classes = gr.Textbox(label="Classes (comma-separated)", placeholder="sky, grass, road, car",
                                      elem_id="classes")
                 preset = gr.Dropdown(choices=presets, value=settings.preset, label="Preset", elem_id="preset")
-                bank = gr.Textbox(label="Bank folder", value=settings.bank, elem_id="bank")
+                bank = gr.Textbox(label="Bank folder or hf://owner/name", value=settings.bank, elem_id="bank")
                 allow = gr.Checkbox(label="Allow the hand-crafted (parts-world) backend on other images",
                                     value=settings.allow_synthetic, elem_id="allow")
+                generate = gr.Checkbox(label="Generate missing classes with the bank's recipe (Stable Diffusion; "
+                                             "added to the bank)", value=False, elem_id="generate")
                 run = gr.Button("Segment", variant="primary", elem_id="segment")
             with gr.Column(scale=2):
                 status = gr.HTML(elem_id="status")
@@ -265,7 +282,7 @@ def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCach
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Label maps (PNG: pixel = class index)", file_count="multiple",
                                     elem_id="downloads")
-        run.click(segment, [files, classes, preset, bank, allow], [gallery, legend, downloads, status])
+        run.click(segment, [files, classes, preset, bank, allow, generate], [gallery, legend, downloads, status])
     app.protoseg_css = _CSS
     return app
 

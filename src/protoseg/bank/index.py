@@ -1,13 +1,29 @@
-"""Text-key retrieval with faiss (inner product on L2-normalised keys = cosine)."""
+"""Text-key retrieval: inner product on L2-normalised keys (= cosine).
+
+- :class:`FlatKeys` is the exact search of a flat bank: it reads the keys (``keys.npy``, memory-mapped or
+  in memory) in blocks of rows, scores each block with one matrix product (float32 accumulation, also for
+  float16 keys) and keeps the running top-``k``; nothing is read whole, so a bank of millions of keys
+  opens at once and its search holds one block in memory. It returns what faiss ``IndexFlatIP`` returns
+  on the same keys, with ties ordered by row (lower first).
+- :class:`KeyIndex` wraps a faiss index — the approximate HNSW graph of a bank built with
+  ``index_kind="hnsw"`` (or FreeDA's released ``knn.index``), read with its vectors memory-mapped.
+"""
 
 from __future__ import annotations
 
+import mmap
+import os
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 INDEX_KINDS = ("flat", "hnsw")
+
+#: Bytes of keys one search step reads (and holds) at a time.
+BLOCK_BYTES = 64 << 20
 
 
 class KeyIndex:
@@ -40,8 +56,11 @@ class KeyIndex:
         return cls(index, ef_search=ef_search)
 
     @classmethod
-    def read(cls, path: str | Path, ef_search: int = 50000) -> KeyIndex:
-        return cls(faiss.read_index(str(path)), ef_search=ef_search)
+    def read(cls, path: str | Path, ef_search: int = 50000, mmap: bool = True) -> KeyIndex:
+        """Read a faiss index; with ``mmap`` its stored vectors stay in the file (memory-mapped) where
+        this faiss supports it (``IO_FLAG_MMAP_IFC``)."""
+        flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0
+        return cls(faiss.read_index(str(path), flags), ef_search=ef_search)
 
     def write(self, path: str | Path) -> None:
         faiss.write_index(self.index, str(path))
@@ -70,6 +89,130 @@ class KeyIndex:
         k = min(int(k), len(self))
         scores, ids = self.index.search(queries, k)
         return scores, ids
+
+
+class FlatKeys:
+    """Exact inner-product search over keys ``[P, Dk]`` (L2-normalised), read in blocks of rows.
+
+    Args:
+        keys: the keys, float32 or float16 — an array or a read-only memory map of a ``.npy`` file.
+        block_bytes: bytes of keys per block.
+
+    A memory-mapped file is scored straight from the mapping; each block is announced to the kernel before
+    it is needed (read-ahead) and released from the process after it is scored, so a search of a file of
+    many gigabytes holds about one block in memory.
+    """
+
+    kind = "flat"
+
+    def __init__(self, keys: np.ndarray, block_bytes: int = BLOCK_BYTES):
+        if keys.ndim != 2:
+            raise ValueError(f"keys must be [P, Dk], got shape {keys.shape}")
+        self.keys = keys
+        self.block_rows = max(1, int(block_bytes) // max(1, keys.shape[1] * keys.dtype.itemsize))
+
+    @classmethod
+    def of(cls, keys: np.ndarray, block_bytes: int = BLOCK_BYTES) -> FlatKeys:
+        return cls(keys, block_bytes)
+
+    @property
+    def dim(self) -> int:
+        return int(self.keys.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def _mapping(self) -> tuple[mmap.mmap, int] | None:
+        """The mapping of a C-ordered memory map and the byte offset of row 0 in it, if there is one."""
+        keys = self.keys
+        mapping = getattr(keys, "_mmap", None)
+        if not isinstance(keys, np.memmap) or mapping is None or not keys.flags.c_contiguous:
+            return None
+        if not hasattr(mmap, "MADV_DONTNEED") or not hasattr(mapping, "madvise"):
+            return None
+        base = np.frombuffer(mapping, dtype=np.uint8)
+        offset = keys.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        return mapping, offset
+
+    def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, block [n, Dk])`` over all rows, in order (float16 blocks are converted to float32)."""
+        count, rows = len(self), self.block_rows
+        mapped = self._mapping()
+        row_bytes = self.dim * self.keys.dtype.itemsize
+        page = mmap.PAGESIZE
+
+        def advise(advice: int, first: int, last: int, inner: bool = False) -> None:
+            begin, end = mapped[1] + first * row_bytes, mapped[1] + last * row_bytes
+            if inner:  # only whole pages inside the range (never drop a page the next block shares)
+                begin, end = -(-begin // page) * page, end // page * page
+            else:
+                begin -= begin % page
+            if end > begin:
+                try:
+                    mapped[0].madvise(advice, begin, end - begin)
+                except (OSError, ValueError):
+                    pass
+
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            if mapped is not None and stop < count and hasattr(mmap, "MADV_WILLNEED"):
+                advise(mmap.MADV_WILLNEED, stop, min(stop + rows, count))
+            block = self.keys[start:stop]
+            yield start, np.asarray(block, dtype=np.float32) if block.dtype != np.float32 else block
+            if mapped is not None:
+                advise(mmap.MADV_DONTNEED, start, stop, inner=True)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` keys per query: ``queries [Q, Dk]`` -> ``(scores [Q, k], ids [Q, k])``, best first;
+        equal scores in row order (lower row first). ``k`` is capped at the number of keys."""
+        queries = _normalise(queries)
+        Q, k = len(queries), min(int(k), len(self))
+        best_scores = [np.zeros(0, np.float32) for _ in range(Q)]
+        best_ids = [np.zeros(0, np.int64) for _ in range(Q)]
+        if k <= 0:
+            return np.zeros((Q, 0), np.float32), np.zeros((Q, 0), np.int64)
+        for start, block in self._blocks():
+            scores = (block @ queries.T).T  # [Q, n], float32 accumulation
+            for q in range(Q):
+                row = scores[q]
+                # rows that can enter the top k: at least the current k-th best (ties kept: lower ids win)
+                threshold = best_scores[q][-1] if len(best_scores[q]) == k else -np.inf
+                candidates = np.flatnonzero(row >= threshold)
+                if len(candidates) > k:
+                    kth = np.partition(row[candidates], len(candidates) - k)[len(candidates) - k]
+                    candidates = candidates[row[candidates] >= kth]
+                if not len(candidates):
+                    continue
+                s = np.concatenate([best_scores[q], row[candidates]])
+                i = np.concatenate([best_ids[q], candidates + start])
+                order = np.lexsort((i, -s))[:k]
+                best_scores[q], best_ids[q] = s[order], i[order]
+        return np.stack(best_scores), np.stack(best_ids)
+
+
+def flat_header(path: str | Path) -> tuple[int, int]:
+    """``(dim, count)`` of a faiss ``IndexFlatIP`` file, checked against the file's size, without reading
+    its vectors.
+
+    Raises:
+        ValueError: not a flat inner-product index, or a file whose size does not match its header.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(45)
+    if len(head) < 45 or head[:4] != b"IxFI":
+        raise ValueError("not a flat inner-product faiss index")
+    dim, count, _, _, _, metric = struct.unpack("<iqqq?i", head[4:37])
+    (nbytes,) = struct.unpack("<Q", head[37:45])
+    if metric != faiss.METRIC_INNER_PRODUCT or dim <= 0 or count < 0 or nbytes != dim * count * 4:
+        raise ValueError("inconsistent flat index header")
+    if os.path.getsize(path) != 45 + nbytes:
+        raise ValueError("the index file is truncated")
+    return dim, count
+
+
+def is_flat_file(path: str | Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"IxFI"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

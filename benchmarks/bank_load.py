@@ -88,7 +88,7 @@ def build(folder: Path, count: int, feature_dim: int, key_dim: int, seed: int = 
     block = 100_000
     protos = np.lib.format.open_memmap(tmp / "prototypes.npy", "w+", np.float16, (count, feature_dim))
     keys = np.lib.format.open_memmap(tmp / "keys.npy", "w+", np.float32, (count, key_dim))
-    # keys.faiss of an exact IndexFlatIP, as older protoseg wrote it: header, byte count, float32 rows
+    # keys.faiss of an exact IndexFlatIP, as older protoseg wrote it: header, float count, float32 rows
     with open(tmp / "keys.faiss", "wb") as index:
         header = faiss.IndexFlatIP(key_dim)
         faiss.write_index(header, str(tmp / "empty.faiss"))
@@ -96,7 +96,7 @@ def build(folder: Path, count: int, feature_dim: int, key_dim: int, seed: int = 
         (tmp / "empty.faiss").unlink()
         fixed = bytearray(empty[:-8])  # header of an empty index, then its (zero) byte count
         fixed[8:16] = np.int64(count).tobytes()  # ntotal follows the fourcc and d
-        index.write(bytes(fixed) + np.uint64(count * key_dim * 4).tobytes())
+        index.write(bytes(fixed) + np.uint64(count * key_dim).tobytes())  # float count
         for start in range(0, count, block):
             n = min(block, count - start)
             protos[start:start + n] = rng.standard_normal((n, feature_dim), dtype=np.float32)

@@ -202,10 +202,10 @@ def flat_header(path: str | Path) -> tuple[int, int]:
     if len(head) < 45 or head[:4] != b"IxFI":
         raise ValueError("not a flat inner-product faiss index")
     dim, count, _, _, _, metric = struct.unpack("<iqqq?i", head[4:37])
-    (nbytes,) = struct.unpack("<Q", head[37:45])
-    if metric != faiss.METRIC_INNER_PRODUCT or dim <= 0 or count < 0 or nbytes != dim * count * 4:
+    (floats,) = struct.unpack("<Q", head[37:45])
+    if metric != faiss.METRIC_INNER_PRODUCT or dim <= 0 or count < 0 or floats != dim * count:
         raise ValueError("inconsistent flat index header")
-    if os.path.getsize(path) != 45 + nbytes:
+    if os.path.getsize(path) != 45 + 4 * floats:
         raise ValueError("the index file is truncated")
     return dim, count
 

@@ -18,7 +18,8 @@ importing torch), and prints::
 
     python benchmarks/bank_load.py [--cache DIR] [--count 2000000] [--runs 2] [--src SRC] [--rss-limit-mb MB]
 
-``--src`` runs the measurement with another checkout's ``src`` folder (e.g. an older protoseg). A
+``--src`` runs the measurement with another checkout's ``src`` folder (e.g. an older protoseg); ``--bank``
+measures an existing bank instead (e.g. the synthetic one saved again by this protoseg). A
 measurement whose resident memory passes ``--rss-limit-mb`` (default 16000) stops with an ``aborted:``
 line instead of pushing a shared machine out of memory.
 The bank takes ``count * (2 * 1024 + 2 * 4 * 768)`` bytes on disk (16.4 GB by default).
@@ -142,10 +143,11 @@ def main() -> None:
     parser.add_argument("--rss-limit-mb", type=float, default=16000,
                         help="abort a measurement whose resident memory passes this (0: no limit)")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="protoseg source folder to measure")
+    parser.add_argument("--bank", type=Path, default=None, help="measure this bank instead of the synthetic one")
     args = parser.parse_args()
 
-    folder = args.cache / f"bank-{args.count}-{args.feature_dim}-{args.key_dim}"
-    if not (folder / "manifest.json").is_file():
+    folder = args.bank or args.cache / f"bank-{args.count}-{args.feature_dim}-{args.key_dim}"
+    if args.bank is None and not (folder / "manifest.json").is_file():
         print(f"building {folder} (once)", flush=True)
         start = time.perf_counter()
         build(folder, args.count, args.feature_dim, args.key_dim)

@@ -122,45 +122,10 @@ class FlatKeys:
     def __len__(self) -> int:
         return int(self.keys.shape[0])
 
-    def _mapping(self) -> tuple[mmap.mmap, int] | None:
-        """The mapping of a C-ordered memory map and the byte offset of row 0 in it, if there is one."""
-        keys = self.keys
-        mapping = getattr(keys, "_mmap", None)
-        if not isinstance(keys, np.memmap) or mapping is None or not keys.flags.c_contiguous:
-            return None
-        if not hasattr(mmap, "MADV_DONTNEED") or not hasattr(mapping, "madvise"):
-            return None
-        base = np.frombuffer(mapping, dtype=np.uint8)
-        offset = keys.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        return mapping, offset
-
     def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, block [n, Dk])`` over all rows, in order (float16 blocks are converted to float32)."""
-        count, rows = len(self), self.block_rows
-        mapped = self._mapping()
-        row_bytes = self.dim * self.keys.dtype.itemsize
-        page = mmap.PAGESIZE
-
-        def advise(advice: int, first: int, last: int, inner: bool = False) -> None:
-            begin, end = mapped[1] + first * row_bytes, mapped[1] + last * row_bytes
-            if inner:  # only whole pages inside the range (never drop a page the next block shares)
-                begin, end = -(-begin // page) * page, end // page * page
-            else:
-                begin -= begin % page
-            if end > begin:
-                try:
-                    mapped[0].madvise(advice, begin, end - begin)
-                except (OSError, ValueError):
-                    pass
-
-        for start in range(0, count, rows):
-            stop = min(start + rows, count)
-            if mapped is not None and stop < count and hasattr(mmap, "MADV_WILLNEED"):
-                advise(mmap.MADV_WILLNEED, stop, min(stop + rows, count))
-            block = self.keys[start:stop]
-            yield start, np.asarray(block, dtype=np.float32) if block.dtype != np.float32 else block
-            if mapped is not None:
-                advise(mmap.MADV_DONTNEED, start, stop, inner=True)
+        """``(start, float32 block [n, Dk])`` over all rows, in order."""
+        for start, block in row_blocks(self.keys, self.block_rows):
+            yield start, block if block.dtype == np.float32 else np.asarray(block, dtype=np.float32)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` keys per query: ``queries [Q, Dk]`` -> ``(scores [Q, k], ids [Q, k])``, best first;
@@ -188,6 +153,51 @@ class FlatKeys:
                 order = np.lexsort((i, -s))[:k]
                 best_scores[q], best_ids[q] = s[order], i[order]
         return np.stack(best_scores), np.stack(best_ids)
+
+
+def _mapping(rows: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The mapping under a C-ordered read-only memory map and the byte offset of its row 0, if there is one
+    (pages of a writable or copy-on-write map are never dropped: they may hold changes)."""
+    mapping = getattr(rows, "_mmap", None)
+    if not isinstance(rows, np.memmap) or mapping is None or not rows.flags.c_contiguous:
+        return None
+    if getattr(rows, "mode", None) != "r":
+        return None
+    if not hasattr(mmap, "MADV_DONTNEED") or not hasattr(mapping, "madvise"):
+        return None
+    base = np.frombuffer(mapping, dtype=np.uint8)
+    return mapping, rows.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+
+
+def row_blocks(rows: np.ndarray, per_block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, rows[start:start + per_block])`` over all rows, in order.
+
+    For a memory map, each block is announced to the kernel before it is needed (read-ahead) and its pages
+    are released from the process once the caller has moved on, so walking a file of many gigabytes keeps
+    about one block resident.
+    """
+    count = len(rows)
+    mapped = _mapping(rows)
+    row_bytes = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.dtype.itemsize
+    page = mmap.PAGESIZE
+
+    def advise(advice: int, first: int, last: int) -> None:
+        assert mapped is not None
+        begin, end = mapped[1] + first * row_bytes, mapped[1] + last * row_bytes
+        begin -= begin % page
+        if end > begin:
+            try:
+                mapped[0].madvise(advice, begin, end - begin)
+            except (OSError, ValueError):
+                pass
+
+    for start in range(0, count, per_block):
+        stop = min(start + per_block, count)
+        if mapped is not None and stop < count and hasattr(mmap, "MADV_WILLNEED"):
+            advise(mmap.MADV_WILLNEED, stop, min(stop + per_block, count))
+        yield start, rows[start:stop]
+        if mapped is not None:  # a read-only file mapping: dropped pages are read again if ever needed
+            advise(mmap.MADV_DONTNEED, start, stop)
 
 
 def flat_header(path: str | Path) -> tuple[int, int]:

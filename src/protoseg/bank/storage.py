@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from protoseg.atomic import atomic_dir, check_output_dir
 from protoseg.bank.columns import Categories
-from protoseg.bank.index import BLOCK_BYTES, FlatKeys, KeyIndex, flat_header, is_flat_file
+from protoseg.bank.index import BLOCK_BYTES, FlatKeys, KeyIndex, flat_header, is_flat_file, row_blocks
 from protoseg.errors import ProtosegError
 
 FORMAT_VERSION = 1
@@ -248,8 +248,8 @@ def _write_rows(path: Path, rows: np.ndarray, dtype: Any, block_bytes: int = BLO
     with open(path, "wb") as handle:
         np.lib.format.write_array_header_1_0(
             handle, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
-        for start in range(0, shape[0], step):
-            handle.write(np.ascontiguousarray(rows[start:start + step], dtype=dtype).tobytes())
+        for _, block in row_blocks(rows, step):
+            handle.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
 #: Columns read when first used rather than at load: captions / descriptions, one per row and mostly

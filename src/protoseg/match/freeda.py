@@ -26,6 +26,7 @@ scoring up to float rounding of batched matrix products.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -59,6 +60,7 @@ class FreeDAMatcher:
         self.superpixel_params = superpixels
         self.batch_size = int(batch_size)
         self._workers: ThreadPoolExecutor | None = None
+        self._workers_pid = 0
         self.prototypes: torch.Tensor | None = None  # [C, M, D] L2-normalised
         self.text_vectors: torch.Tensor | None = None  # [C, Dt] L2-normalised
 
@@ -100,8 +102,9 @@ class FreeDAMatcher:
 
     def _superpixels_async(self, crops: torch.Tensor) -> list[Future]:
         """Start the superpixels of ``crops [B, 3, h, w]`` on the worker thread."""
-        if self._workers is None:
+        if self._workers is None or self._workers_pid != os.getpid():  # threads do not survive a fork
             self._workers = ThreadPoolExecutor(1, thread_name_prefix="protoseg-superpixels")
+            self._workers_pid = os.getpid()
         return [self._workers.submit(self._superpixels, crop) for crop in crops]
 
     def local_scores(self, crop: torch.Tensor, feats: torch.Tensor,

@@ -113,7 +113,7 @@ class Categories:
         return np.isin(self.codes, np.asarray(wanted, dtype=np.int32))
 
     def counts(self) -> dict[str, int]:
-        """Rows per name, for the names some row has (in name order of first code)."""
+        """Rows per name, for the names some row has (in the order of the names)."""
         counts = np.bincount(self.codes, minlength=len(self._arrow))
         present = np.flatnonzero(counts)
         return dict(zip(self.names[present].tolist(), counts[present].tolist(), strict=True))

@@ -9,7 +9,15 @@ methods; everything else (resize, windows, superpixels, pooling, retrieval, aggr
 
     python benchmarks/freeda_speed.py [--runs 3] [--model-dir DIR]
 
-The last line is ``total <s> forwards <s> other <s> other_share <pct>`` (median over runs).
+The windows go through the models ``--batch-size`` at a time (the matcher's ``batch_size``; superpixels
+run on a worker thread meanwhile, so their time overlaps the forwards and is listed for information).
+Each run prints the time per part; the last line is::
+
+    total T forwards F other O other_share P
+
+with ``T``, ``F``, ``O`` in seconds (medians over runs of the total, of the forwards, and ``O = T - F``)
+and ``P = O / T`` as a **percentage**. Both parts are timed in the same run, so on a CPU shared with
+other work the share stays comparable even when the absolute times are not.
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--model-dir", type=Path, default=None, help="reuse/keep the random checkpoints here")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per forward (default: the matcher's)")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of one run here")
     args = parser.parse_args()
     if args.threads:
@@ -121,8 +130,9 @@ def main() -> None:
         folder = args.model_dir or Path(tmp)
         dinov2_dir, clip_dir = build_models(folder)
         bank = random_bank(dinov2_dir, clip_dir, args.bank_size)
+        options = {"k": args.k} | ({"batch_size": args.batch_size} if args.batch_size else {})
         seg = Segmenter.from_preset("freeda-b", bank=bank, device="cpu", features=str(dinov2_dir),
-                                    text=str(clip_dir), matcher_options={"k": args.k})
+                                    text=str(clip_dir), matcher_options=options)
         image = test_image()
         classes = CLASSES[: args.classes]
         seg.segment(image, classes)  # warm-up (also builds the faiss index)
@@ -144,7 +154,7 @@ def main() -> None:
                   + f" total {total:.3f}", flush=True)
     total, fwd = statistics.median(totals), statistics.median(forwards)
     print(f"image {image.shape[0]}x{image.shape[1]} classes {len(classes)} bank {args.bank_size} k {args.k} "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()} batch_size {seg.matcher.batch_size}")
     other = total - fwd
     print(f"total {total:.3f} forwards {fwd:.3f} other {other:.3f} other_share {100 * other / total:.1f}")
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from protoseg import cli
-from protoseg.bank import PrototypeBank
+from protoseg.bank import KeyIndex, PrototypeBank
 from protoseg.models import load_features
 from protoseg.partsworld import render_scene, scene_info, write_examples
 
@@ -58,6 +58,7 @@ def make_sandbox(root: Path) -> Path:
     bank(root / "bank2", ["sky", "car"] * 2)
     bank(root / "bank3", ["tree"] * 2)
     keyed = bank(root / "keybank", ["sky", "car"] * 2, keys=True)
+    KeyIndex.build(np.load(keyed / "keys.npy")).write(keyed / "keys.faiss")  # as older banks carry it
     for name in ("listbank", "truncbank", "shortbank", "nanbank"):
         (root / name).mkdir()
         for f in keyed.iterdir():

@@ -11,6 +11,7 @@ from tiny_models import tiny_clip, tiny_dinov2
 from protoseg.bank import PrototypeBank
 from protoseg.models.clip import ClipModel
 from protoseg.segment import BACKGROUND, Segmenter
+from protoseg.windows import rescale_size, resize_image, slide, window_grid
 
 CLASSES = ["cat", "dog", "sky"]
 DISTRACTORS = ["car", "tree", "road", "person", "sofa", "grass"]
@@ -119,3 +120,33 @@ def test_prototype_equal_to_region_feature_wins(folders, bank_and_rows):
     seg.matcher.prototypes[2, 0] = F.normalize(feat, dim=0)
     labels = seg.segment(image, CLASSES).labels
     assert (labels == 2).all()
+
+
+def test_batched_windows_equal_window_by_window(folders, bank_and_rows):
+    """Windows scored in batches (one DINOv2 / CLIP forward each, superpixels on the worker thread) give
+    the scores of window-by-window scoring; the last batch may be partial."""
+    dinov2_dir, clip_dir = folders
+    bank, _, _ = bank_and_rows
+    seg = Segmenter.from_preset("freeda-b", bank=bank, device="cpu", features=str(dinov2_dir),
+                                text=str(clip_dir), matcher_options={"k": ROWS_PER_CLASS})
+    assert seg.matcher.batch_size == 4  # the documented default
+    image = _image(90, 400)  # 448 x 1991 after the resize: 8 windows
+    seg.prepare(CLASSES)
+    resized = resize_image(image, rescale_size(*image.shape[:2]))
+    assert len(window_grid(*resized.shape[-2:])) == 8
+    one_by_one = slide(resized, seg.matcher, len(CLASSES))  # the matcher's per-window call
+    for batch in (1, 3, 4, 8):
+        seg.matcher.batch_size = batch
+        torch.testing.assert_close(seg.window_scores(image, CLASSES), one_by_one, atol=1e-5, rtol=1e-5)
+    with_background = seg.window_scores(image, CLASSES, background=True)
+    torch.testing.assert_close(with_background[1:], one_by_one, atol=1e-5, rtol=1e-5)
+    assert (with_background[0] == seg.preset.background_threshold).all()
+
+
+def test_batch_size_is_a_validated_option():
+    from protoseg.config.matchers import FreedaOptions
+    from protoseg.errors import ProtosegError
+
+    assert FreedaOptions(batch_size=8).batch_size == 8
+    with pytest.raises(ProtosegError, match="batch_size"):
+        FreedaOptions(batch_size=0)

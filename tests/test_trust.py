@@ -16,7 +16,7 @@ from PIL import Image
 
 from protoseg import cli
 from protoseg.atomic import GENERATED_MARKER, atomic_path
-from protoseg.bank import PrototypeBank
+from protoseg.bank import KeyIndex, PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.models import load_features
 from protoseg.models.hub import from_pretrained
@@ -251,6 +251,7 @@ def test_damaged_banks_are_named_before_anything_runs(world, tmp_path, run):
                                  method="test", feature_encoder="x", keys=rng.normal(size=(6, 3)),
                                  text_encoder="y")
     keyed.save(tmp_path / "k")
+    KeyIndex.build(keyed.keys).write(tmp_path / "k" / "keys.faiss")  # the exact index older banks carry
     truncated = copy_bank(tmp_path / "k", tmp_path / "truncated")
     data = (truncated / "keys.faiss").read_bytes()
     (truncated / "keys.faiss").write_bytes(data[: len(data) // 2])

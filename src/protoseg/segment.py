@@ -48,7 +48,7 @@ from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
-from protoseg.windows import rescale_size, resize_image, slide
+from protoseg.windows import rescale_size, resize_image, slide, slide_batches
 
 #: Label value for pixels assigned to background (no class scored above the threshold).
 BACKGROUND = -1
@@ -247,13 +247,25 @@ class Segmenter:
             masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
             resized = torch.cat([resized, masks.to(resized)])  # cropped together with the image
 
+        channels = len(query.names) + int(constant)
+        batched = getattr(self.matcher, "score_windows", None)
+        if batched is not None:  # the matcher scores several windows per model forward
+            def score_batch(crops: torch.Tensor) -> torch.Tensor:
+                s = batched(crops)
+                if constant:
+                    s = torch.cat([torch.full_like(s[:, :1], threshold), s], 1)
+                return s
+
+            return slide_batches(resized, score_batch, channels, self.preset.crop, self.preset.stride,
+                                 getattr(self.matcher, "batch_size", 1))
+
         def score(crop: torch.Tensor) -> torch.Tensor:
             s = self.matcher(crop) if proposals is None else self.matcher(crop[:3], proposals=crop[3:] > 0.5)
             if constant:
                 s = torch.cat([torch.full_like(s[:1], threshold), s])
             return s
 
-        return slide(resized, score, len(query.names) + int(constant), self.preset.crop, self.preset.stride)
+        return slide(resized, score, channels, self.preset.crop, self.preset.stride)
 
     @torch.no_grad()
     def segment(self, image: np.ndarray, classes: Sequence[ClassSpec] | ClassList,

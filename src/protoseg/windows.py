@@ -5,7 +5,8 @@
 - :func:`window_grid` reproduces mmseg 0.27 ``slide_inference``: per axis
   ``max(L - crop + stride - 1, 0) // stride + 1`` windows, the last one clamped to the image edge.
 - :func:`resize_image` is mmcv's cv2 bilinear resize.
-- :func:`slide` sums window scores, divides by the per-pixel overlap count.
+- :func:`slide` sums window scores, divides by the per-pixel overlap count; :func:`slide_batches` does
+  the same with windows scored in batches (one model forward for several windows).
 """
 
 from __future__ import annotations
@@ -65,15 +66,41 @@ def slide(image: torch.Tensor, score_fn: Callable[[torch.Tensor], torch.Tensor],
     Returns:
         ``[C, H, W]`` float32 on the device ``score_fn`` returns.
     """
+    return slide_batches(image, lambda crops: torch.stack([score_fn(c) for c in crops]), num_channels, crop,
+                         stride, batch_size=1)
+
+
+def slide_batches(image: torch.Tensor, score_fn: Callable[[torch.Tensor], torch.Tensor], num_channels: int,
+                  crop: int = 448, stride: int = 224, batch_size: int = 1) -> torch.Tensor:
+    """:func:`slide` with windows scored ``batch_size`` at a time (in mmseg's order).
+
+    Every window of an image has the same size (``min(crop, H) x min(crop, W)``: the last one is clamped
+    to the edge, not cut), so a batch is one tensor.
+
+    Args:
+        image: float ``[3, H, W]``.
+        score_fn: crops ``[B, 3, h, w]`` -> scores ``[B, C, h, w]``.
+        num_channels: ``C``.
+        batch_size: windows per call of ``score_fn``.
+
+    Returns:
+        ``[C, H, W]`` float32 on the device ``score_fn`` returns.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     H, W = image.shape[-2:]
     total = None
     count = torch.zeros(1, H, W)
-    for y1, y2, x1, x2 in window_grid(H, W, crop, stride):
-        scores = score_fn(image[:, y1:y2, x1:x2])
+    grid = window_grid(H, W, crop, stride)
+    for first in range(0, len(grid), batch_size):
+        spans = grid[first:first + batch_size]
+        crops = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in spans])
+        scores = score_fn(crops)
         if total is None:
             total = torch.zeros(num_channels, H, W, device=scores.device)
             count = count.to(scores.device)
-        total[:, y1:y2, x1:x2] += scores.float()
-        count[:, y1:y2, x1:x2] += 1
+        for (y1, y2, x1, x2), window in zip(spans, scores, strict=True):
+            total[:, y1:y2, x1:x2] += window.float()
+            count[:, y1:y2, x1:x2] += 1
     assert total is not None
     return total / count

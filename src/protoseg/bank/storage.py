@@ -5,9 +5,10 @@ A bank is a directory (no pickle anywhere)::
     BANK/
       manifest.json      format version, encoders, dims, dtype, counts, classes, build settings
       prototypes.npy     [P, D] float16/float32 visual prototypes (memory-mapped on load)
-      table.parquet      one row per prototype, columnar metadata (see TABLE_COLUMNS)
-      keys.npy           [P, Dk] float32 L2-normalised text keys            (optional)
-      keys.faiss         faiss index over keys.npy                          (optional)
+      table.parquet      one row per prototype, columnar metadata (see TABLE_COLUMNS); string
+                         columns dictionary-encoded (codes + distinct names)
+      keys.npy           [P, Dk] float32 L2-normalised text keys (memory-mapped)     (optional)
+      keys.faiss         approximate (HNSW) faiss index over keys.npy                (optional)
 
 Row ``i`` of every file describes the same prototype. The manifest lists the SHA-256 of every data file
 (``files``; :func:`verify_files` checks the contents against them, e.g. after a download). Banks are
@@ -19,13 +20,21 @@ never reused.
 :meth:`PrototypeBank.load` validates everything before a model loads: the manifest's schema and types
 (unknown keys of a newer minor version are tolerated), that prototypes, table, keys and faiss index have
 the same row count and the stated dimensions, and that the index is readable.
+
+Loading reads no bulk data: prototypes and keys are memory maps, string columns become
+:class:`~protoseg.bank.columns.Categories` (int32 codes + distinct names, so a label lookup compares
+integers), a flat bank is searched block by block straight from ``keys.npy``
+(:class:`~protoseg.bank.index.FlatKeys`) and an HNSW index is read with its vectors memory-mapped. Flat
+banks are no longer written with a ``keys.faiss`` (it duplicated ``keys.npy``); one written by an older
+protoseg is checked from its header and size and otherwise left unread. :meth:`PrototypeBank.save`
+streams arrays into the new files block by block.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,7 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from protoseg.atomic import atomic_dir, check_output_dir
-from protoseg.bank.index import KeyIndex
+from protoseg.bank.columns import Categories
+from protoseg.bank.index import BLOCK_BYTES, FlatKeys, KeyIndex, flat_header, is_flat_file, row_blocks
 from protoseg.errors import ProtosegError
 
 FORMAT_VERSION = 1
@@ -228,27 +238,34 @@ def check_bank_out(path: str | Path, overwrite: bool = False, option: str = "--o
     return path
 
 
-def complete_table(table: dict[str, Any], count: int) -> dict[str, np.ndarray]:
-    """Columns of :data:`TABLE_COLUMNS` with their dtypes; missing ones filled with defaults."""
+def complete_table(table: dict[str, Any], count: int) -> dict[str, Any]:
+    """Columns of :data:`TABLE_COLUMNS` with their dtypes — string columns as
+    :class:`~protoseg.bank.columns.Categories` — missing ones filled with defaults."""
     unknown = set(table) - set(TABLE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown bank table columns {sorted(unknown)}; known: {list(TABLE_COLUMNS)}")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for name, dtype in TABLE_COLUMNS.items():
-        if name in table:
-            col = np.asarray(table[name], dtype=object if dtype is str else dtype)
+        if dtype is str:
+            col = (Categories.encode(table[name]) if name in table
+                   else Categories(np.zeros(count, np.int32), [_DEFAULTS[name]]))
+        elif name in table:
+            col = np.asarray(table[name], dtype=dtype)
         else:
-            col = np.full(count, _DEFAULTS[name], dtype=object if dtype is str else dtype)
+            col = np.full(count, _DEFAULTS[name], dtype=dtype)
         if col.shape != (count,):
             raise ValueError(f"bank column {name!r} has shape {col.shape}, expected ({count},)")
         out[name] = col
     return out
 
 
-def write_table(table: dict[str, np.ndarray], path: Path) -> None:
-    """Write complete metadata columns (:data:`TABLE_COLUMNS`) as parquet."""
-    columns = {name: pa.array(col.tolist() if TABLE_COLUMNS[name] is str else col) for name, col in table.items()}
-    pq.write_table(pa.table(columns), path)
+def write_table(table: dict[str, Any], path: Path) -> None:
+    """Write complete metadata columns (:data:`TABLE_COLUMNS`) as parquet; string columns are written as
+    dictionary pages (codes + distinct names). The parquet holds no Arrow schema, so every reader sees
+    plain string columns."""
+    columns = {name: Categories.encode(col).to_arrow() if TABLE_COLUMNS[name] is str else pa.array(col)
+               for name, col in table.items()}
+    pq.write_table(pa.table(columns), path, store_schema=False)
 
 
 def write_manifest(manifest: BankManifest, path: Path) -> None:
@@ -275,33 +292,104 @@ def _index_fix(keys: np.ndarray | None) -> str:
     return "copy the bank again (or import it again: its keys exist only in that index)"
 
 
-def _read_table(bank: Path, count: int) -> dict[str, np.ndarray]:
-    path = bank / "table.parquet"
-    if not path.is_file():
-        raise _damaged(bank, "table.parquet is missing")
+def _write_rows(path: Path, rows: np.ndarray, dtype: Any, block_bytes: int = BLOCK_BYTES) -> None:
+    """``np.save(path, rows.astype(dtype))`` block by block: no whole copy of ``rows`` is ever made."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in rows.shape)
+    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * max(dtype.itemsize, rows.dtype.itemsize))
+    step = max(1, block_bytes // per_row)
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+        for _, block in row_blocks(rows, step):
+            handle.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+
+
+#: Columns read when first used rather than at load: captions / descriptions, one per row and mostly
+#: distinct, are the bulk of a large table and no matcher reads them.
+_LAZY_COLUMNS = ("text",)
+
+
+class BankTable(Mapping[str, Any]):
+    """The metadata columns of a bank on disk (:data:`TABLE_COLUMNS`), a read-only mapping.
+
+    Columns are read from the open parquet file at load, except :data:`_LAZY_COLUMNS`, read on first
+    access (from the file as it was at load, even if the bank is replaced meanwhile).
+    """
+
+    def __init__(self, bank: Path, source: pq.ParquetFile, columns: dict[str, Any]):
+        self._bank, self._source, self._columns = bank, source, columns
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._columns:
+            if name not in TABLE_COLUMNS:
+                raise KeyError(name)
+            self._columns.update(_read_columns(self._bank, self._source, [name]))
+        return self._columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLE_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(TABLE_COLUMNS)
+
+
+def _read_columns(bank: Path, source: pq.ParquetFile, names: list[str]) -> dict[str, Any]:
+    strings = [name for name in names if TABLE_COLUMNS[name] is str]
     try:
-        arrow = pq.read_table(path)
+        arrow = source.read(columns=names)
+        if strings:  # dictionary-decoded: codes + distinct names, no Python string per row
+            arrow = arrow.cast(pa.schema([pa.field(n, pa.dictionary(pa.int32(), pa.string()))
+                                          if n in strings else arrow.schema.field(n) for n in arrow.column_names]))
     except (OSError, pa.ArrowException) as exc:
         raise _damaged(bank, f"table.parquet is unreadable ({exc})") from None
-    if arrow.num_rows != count:
-        raise _damaged(bank, f"table.parquet has {arrow.num_rows} rows, the bank has {count} prototypes")
-    missing = [name for name in TABLE_COLUMNS if name not in arrow.column_names]
-    if missing:
-        raise _damaged(bank, f"table.parquet lacks the column(s) {', '.join(missing)}")
-    for name, dtype in TABLE_COLUMNS.items() if count else ():  # an empty table's columns have no type
-        kind = arrow.schema.field(name).type
-        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        if (dtype is str) != text or (not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind))):
-            raise _damaged(bank, f"table.parquet column {name!r} has type {kind}")
+    for name in names:
         if arrow[name].null_count:
             raise _damaged(bank, f"table.parquet column {name!r} has empty cells")
     try:
-        table = {name: (np.asarray(arrow[name].to_pylist(), dtype=object) if TABLE_COLUMNS[name] is str
-                        else arrow[name].to_numpy().astype(TABLE_COLUMNS[name], copy=False))
-                 for name in TABLE_COLUMNS}
+        return {name: (Categories.from_arrow(arrow[name]) if TABLE_COLUMNS[name] is str
+                       else arrow[name].to_numpy().astype(TABLE_COLUMNS[name], copy=False))
+                for name in names}
     except (ValueError, TypeError, pa.ArrowException) as exc:
         raise _damaged(bank, f"table.parquet has a column of the wrong type ({exc})") from None
-    return table
+
+
+def _read_table(bank: Path, count: int) -> BankTable:
+    path = bank / "table.parquet"
+    if not path.is_file():
+        raise _damaged(bank, "table.parquet is missing")
+    strings = [name for name, dtype in TABLE_COLUMNS.items() if dtype is str]
+    try:
+        source = pq.ParquetFile(path, read_dictionary=strings)
+        schema = source.schema_arrow
+        rows = source.metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise _damaged(bank, f"table.parquet is unreadable ({exc})") from None
+    if rows != count:
+        raise _damaged(bank, f"table.parquet has {rows} rows, the bank has {count} prototypes")
+    missing = [name for name in TABLE_COLUMNS if name not in schema.names]
+    if missing:
+        raise _damaged(bank, f"table.parquet lacks the column(s) {', '.join(missing)}")
+    for name, dtype in TABLE_COLUMNS.items() if count else ():  # an empty table's columns have no type
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if (dtype is str) != text or (not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind))):
+            raise _damaged(bank, f"table.parquet column {name!r} has type {kind}")
+    lazy = [name for name in _LAZY_COLUMNS if _null_free(source, schema.names.index(name))]
+    columns = _read_columns(bank, source, [name for name in TABLE_COLUMNS if name not in lazy])
+    return BankTable(bank, source, columns)
+
+
+def _null_free(source: pq.ParquetFile, column: int) -> bool:
+    """Whether the parquet statistics show that column ``column`` has no empty cell (no statistics: unknown)."""
+    meta = source.metadata
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True
 
 
 class PrototypeBank:
@@ -309,13 +397,14 @@ class PrototypeBank:
 
     Attributes:
         prototypes: ``[P, D]`` float16/float32 (possibly a read-only memory map).
-        table: column name -> ``[P]`` array (``TABLE_COLUMNS``).
-        keys: ``[P, Dk]`` float32 L2-normalised text keys, or ``None``.
+        table: column name -> ``[P]`` array (``TABLE_COLUMNS``); string columns are
+            :class:`~protoseg.bank.columns.Categories`.
+        keys: ``[P, Dk]`` float32 L2-normalised text keys (possibly a read-only memory map), or ``None``.
         manifest: :class:`BankManifest`.
     """
 
-    def __init__(self, prototypes: np.ndarray, table: dict[str, np.ndarray], manifest: BankManifest,
-                 keys: np.ndarray | None = None, index: KeyIndex | None = None):
+    def __init__(self, prototypes: np.ndarray, table: dict[str, Any], manifest: BankManifest,
+                 keys: np.ndarray | None = None, index: KeyIndex | FlatKeys | None = None):
         self.prototypes = prototypes
         self.table = table
         self.manifest = manifest
@@ -338,7 +427,7 @@ class PrototypeBank:
             raise ValueError(f"bank dtype must be float16 or float32, got {dtype!r}")
         count = prototypes.shape[0]
         full = complete_table(table, count)
-        finite = np.isfinite(prototypes.astype(np.float32)).all(1)
+        finite = np.isfinite(prototypes).all(1)
         if not finite.all():
             raise ValueError(f"{int((~finite).sum())} prototypes contain non-finite values")
         if keys is not None:
@@ -354,7 +443,7 @@ class PrototypeBank:
             index_kind=index_kind if keys is not None else None, ef_search=ef_search,
             settings=dict(settings or {}),
         )
-        return cls(prototypes.astype(dtype), full, manifest, keys)
+        return cls(prototypes.astype(dtype, copy=False), full, manifest, keys)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -367,11 +456,12 @@ class PrototypeBank:
         if path.exists():
             check_bank_out(path, overwrite)
         with atomic_dir(path, replace=True) as tmp:
-            np.save(tmp / "prototypes.npy", np.ascontiguousarray(self.prototypes, dtype=self.manifest.dtype))
+            _write_rows(tmp / "prototypes.npy", self.prototypes, self.manifest.dtype)
             write_table(self.table, tmp / "table.parquet")
             if self.keys is not None:
-                np.save(tmp / "keys.npy", self.keys.astype(np.float32))
-                self.index.write(tmp / "keys.faiss")
+                _write_rows(tmp / "keys.npy", self.keys, np.float32)
+                if (self.manifest.index_kind or "flat") != "flat":  # flat banks are searched from keys.npy
+                    self.index.write(tmp / "keys.faiss")
             write_manifest(self.manifest, tmp / "manifest.json")
         return path
 
@@ -416,18 +506,26 @@ class PrototypeBank:
                 raise _damaged(path, f"keys.npy holds {keys.shape[1]}-d keys, the manifest says {manifest.key_dim}")
         elif manifest.key_dim is not None:
             raise _damaged(path, "keys.npy is missing although the manifest lists text keys")
-        index = None
+        if keys is not None and keys.dtype not in (np.float16, np.float32):
+            raise _damaged(path, f"keys.npy holds {keys.dtype}, expected float32 or float16")
+        index: KeyIndex | FlatKeys | None = None
         if (path / "keys.faiss").is_file():
             if keys is None and manifest.key_dim is None:
                 raise _damaged(path, "keys.faiss is present but the bank has no text keys (keys.npy)")
+            unreadable = ProtosegError(f"bank {path}: keys.faiss is unreadable (truncated, or not a faiss index); "
+                                       f"{_index_fix(keys)}")
             try:
-                index = KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
-            except (RuntimeError, OSError):
-                raise ProtosegError(f"bank {path}: keys.faiss is unreadable (truncated, or not a faiss index); "
-                                    f"{_index_fix(keys)}") from None
+                flat = is_flat_file(path / "keys.faiss")
+                if flat and keys is not None:  # an older bank's exact index: the same keys as keys.npy
+                    dim, ntotal = flat_header(path / "keys.faiss")
+                else:
+                    index = KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
+                    dim, ntotal = index.dim, len(index)
+            except (RuntimeError, OSError, ValueError):
+                raise unreadable from None
             expected_dim = keys.shape[1] if keys is not None else manifest.key_dim
-            if len(index) != manifest.count or index.dim != expected_dim:
-                raise ProtosegError(f"bank {path}: keys.faiss holds {len(index)} {index.dim}-d keys, the bank has "
+            if ntotal != manifest.count or dim != expected_dim:
+                raise ProtosegError(f"bank {path}: keys.faiss holds {ntotal} {dim}-d keys, the bank has "
                                     f"{manifest.count} {expected_dim}-d keys; {_index_fix(keys)}")
         bank = cls(prototypes, table, manifest, keys, index)
         bank.path, bank.source = path, source
@@ -442,7 +540,7 @@ class PrototypeBank:
         if self.path is not None:
             return {"bank_id": self.manifest.bank_id, "files": tree_digest(self.path)}
         h = hashlib.sha256(np.ascontiguousarray(self.prototypes).tobytes())
-        h.update("\0".join(map(str, self.table["label"])).encode())
+        h.update("\0".join(self.table["label"].tolist()).encode())
         if self.keys is not None:
             h.update(np.ascontiguousarray(self.keys).tobytes())
         return {"bank_id": None, "content": h.hexdigest()}
@@ -487,7 +585,7 @@ class PrototypeBank:
         return self.manifest.count
 
     @property
-    def labels(self) -> np.ndarray:
+    def labels(self) -> Categories:
         return self.table["label"]
 
     @property
@@ -495,18 +593,21 @@ class PrototypeBank:
         return list(self.manifest.classes)
 
     @property
-    def index(self) -> KeyIndex:
-        """The faiss index over the text keys (built lazily when missing)."""
+    def index(self) -> KeyIndex | FlatKeys:
+        """The search over the text keys: exact block search of the keys for a flat bank
+        (:class:`~protoseg.bank.index.FlatKeys`), the faiss index otherwise (built when missing)."""
         if self.keys is None:
             raise ProtosegError("this bank has no text keys; it can only serve classes by name "
                                 f"({', '.join(self.classes[:10])}{'…' if len(self.classes) > 10 else ''})")
         if self._index is None:
-            self._index = KeyIndex.build(self.keys, kind=self.manifest.index_kind or "flat",
-                                         ef_search=self.manifest.ef_search)
+            kind = self.manifest.index_kind or "flat"
+            self._index = (FlatKeys.of(self.keys) if kind == "flat"
+                           else KeyIndex.build(self.keys, kind=kind, ef_search=self.manifest.ef_search))
         return self._index
 
     def rows_of(self, label: str, level: str | None = None) -> np.ndarray:
-        """Row indices whose ``label`` equals ``label`` (and ``level``, when given)."""
+        """Row indices whose ``label`` equals ``label`` (and ``level``, when given); compares category
+        codes, not strings."""
         hit = self.table["label"] == label
         if level is not None:
             hit &= self.table["level"] == level
@@ -523,21 +624,20 @@ class PrototypeBank:
 
     def summary(self) -> dict[str, Any]:
         """Counts and settings for `protoseg bank info`."""
-        named = self.table["label"][self.table["label"] != ""].astype(str)
-        labels, counts = np.unique(named, return_counts=True)
-        levels, level_counts = np.unique(self.table["level"].astype(str), return_counts=True)
+        per_class = {name: n for name, n in sorted(self.table["label"].counts().items()) if name != ""}
+        levels = dict(sorted(self.table["level"].counts().items()))
         return {
             "method": self.manifest.method,
             "prototypes": len(self),
-            "classes": len(labels),
+            "classes": len(per_class),
             "feature_encoder": self.manifest.feature_encoder,
             "feature_dim": self.manifest.feature_dim,
             "dtype": self.manifest.dtype,
             "text_encoder": self.manifest.text_encoder,
             "text_keys": self.keys is not None,
             "index": self.manifest.index_kind,
-            "levels": dict(zip(levels.tolist(), level_counts.tolist(), strict=True)),
-            "per_class": dict(zip(labels.tolist(), counts.tolist(), strict=True)),
+            "levels": levels,
+            "per_class": per_class,
             "support_images": int(len(np.unique(self.table["image_id"]))),
             "settings": self.manifest.settings,
         }
@@ -555,7 +655,7 @@ class PrototypeBank:
             if not replace_existing:
                 raise ProtosegError(f"classes already in the bank: {', '.join(overlap)}; pass "
                                     "replace_existing=True (--replace) to rebuild them, or merge instead")
-            keep = np.flatnonzero(~np.isin(self.table["label"], overlap))
+            keep = np.flatnonzero(~self.table["label"].isin(overlap))
             base = self.subset(keep)
         return PrototypeBank.merge([base, other])
 
@@ -580,7 +680,7 @@ class PrototypeBank:
             b.check_compatible(first.feature_encoder, first.feature_dim, first.text_encoder)
             if (b.keys is None) != (banks[0].keys is None):
                 raise ProtosegError("cannot merge a bank with text keys and a bank without them")
-        table: dict[str, list[np.ndarray]] = {k: [] for k in TABLE_COLUMNS}
+        table: dict[str, list[Any]] = {k: [] for k in TABLE_COLUMNS}
         offset = 0
         for b in banks:
             for k in TABLE_COLUMNS:
@@ -590,9 +690,10 @@ class PrototypeBank:
                 table[k].append(col)
             offset = max(offset, int(table["image_id"][-1].max(initial=-1)) + 1)
         methods = sorted({b.manifest.method for b in banks})
+        dtype = np.result_type(*[b.prototypes.dtype for b in banks])
         return PrototypeBank.create(
-            np.concatenate([np.asarray(b.prototypes, np.float32) for b in banks]),
-            {k: np.concatenate(v) for k, v in table.items()},
+            np.concatenate([np.asarray(b.prototypes, dtype) for b in banks]),
+            {k: Categories.concat(v) if TABLE_COLUMNS[k] is str else np.concatenate(v) for k, v in table.items()},
             method=methods[0] if len(methods) == 1 else "+".join(methods),
             feature_encoder=first.feature_encoder,
             keys=None if banks[0].keys is None else np.concatenate([b.keys for b in banks]),

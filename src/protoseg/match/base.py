@@ -27,7 +27,9 @@ class Matcher(Protocol):
     ``reset_stats()``); :class:`protoseg.segment.Segmenter` resets them per image and reports them as
     ``Segmentation.diagnostics``. And it may say which names it can score (``serves(names) -> list[bool]``,
     for banks that look prototypes up by exact label): the segmenter then drops a class's unserved
-    synonyms, so a class is served when any of its names is.
+    synonyms, so a class is served when any of its names is. A matcher that can score several windows at
+    once has ``score_windows(crops [B, 3, h, w]) -> [B, C, h, w]`` and ``batch_size``; the segmenter then
+    passes it its windows in batches of that size.
     """
 
     def prepare(self, classes: list[str]) -> None: ...

@@ -17,10 +17,17 @@ averaging the retrieved prototypes (or k-means centroids; max over centroids).
 Switches for every documented deviation: ``use_superpixels``, ``use_global``, ``pooling``,
 ``aggregation``/``clusters``, ``local_sigmoid``, ``global_sigmoid`` (the paper's comparable-scale
 reading), ``normalize_templates`` (per-template L2 before the template mean).
+
+Windows are scored ``batch_size`` at a time (:meth:`FreeDAMatcher.score_windows`): one DINOv2 and one
+CLIP forward per batch, with the superpixels of the batch computed on a worker thread while the models
+run (Felzenszwalb is CPU work, the forwards release the interpreter). Scores equal window-by-window
+scoring up to float rounding of batched matrix products.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,7 +45,7 @@ class FreeDAMatcher:
     def __init__(self, bank: PrototypeBank, models: Any, *, k: int = 350, beta: float = 0.8,
                  aggregation: str = "mean", clusters: int = 1, pooling: str = "point",
                  use_superpixels: bool = True, use_global: bool = True, local_sigmoid: bool = True,
-                 global_sigmoid: bool = False, normalize_templates: bool = False,
+                 global_sigmoid: bool = False, normalize_templates: bool = False, batch_size: int = 4,
                  superpixels: SuperpixelParams = SuperpixelParams()):
         if use_global and models.clip is None:
             raise ValueError("use_global=True needs a CLIP model (preset field `text`)")
@@ -51,6 +58,9 @@ class FreeDAMatcher:
         self.local_sigmoid, self.global_sigmoid = local_sigmoid, global_sigmoid
         self.normalize_templates = normalize_templates
         self.superpixel_params = superpixels
+        self.batch_size = int(batch_size)
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_pid = 0
         self.prototypes: torch.Tensor | None = None  # [C, M, D] L2-normalised
         self.text_vectors: torch.Tensor | None = None  # [C, Dt] L2-normalised
 
@@ -85,8 +95,22 @@ class FreeDAMatcher:
     def _squash(self, x: torch.Tensor, on: bool) -> torch.Tensor:
         return torch.sigmoid(x) if on else x
 
-    def local_scores(self, crop: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """Local similarity ``[C, h, w]`` of one crop from its patch features ``feats [D, gh, gw]``."""
+    def _superpixels(self, crop: torch.Tensor) -> np.ndarray:
+        """Felzenszwalb labels ``int64 [h, w]`` of a crop (float ``[3, h, w]`` 0-255)."""
+        image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
+        return superpixels(image, self.superpixel_params)
+
+    def _superpixels_async(self, crops: torch.Tensor) -> list[Future]:
+        """Start the superpixels of ``crops [B, 3, h, w]`` on the worker thread."""
+        if self._workers is None or self._workers_pid != os.getpid():  # threads do not survive a fork
+            self._workers = ThreadPoolExecutor(1, thread_name_prefix="protoseg-superpixels")
+            self._workers_pid = os.getpid()
+        return [self._workers.submit(self._superpixels, crop) for crop in crops]
+
+    def local_scores(self, crop: torch.Tensor, feats: torch.Tensor,
+                     labels: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """Local similarity ``[C, h, w]`` of one crop from its patch features ``feats [D, gh, gw]``
+        (``labels``: its superpixels, computed here when not given)."""
         D, gh, gw = feats.shape
         h, w = crop.shape[-2:]
         dense = self._squash(self._cosine(feats.reshape(D, -1).T), self.local_sigmoid)  # [gh*gw, C]
@@ -94,8 +118,9 @@ class FreeDAMatcher:
         dense = F.interpolate(dense, size=(h, w), mode="bilinear", align_corners=True)[0]
         if not self.use_superpixels:
             return dense
-        image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
-        labels = torch.from_numpy(superpixels(image, self.superpixel_params)).to(feats.device)
+        if labels is None:
+            labels = self._superpixels(crop)
+        labels = torch.as_tensor(labels).to(feats.device)
         weights = region_weights(labels, (gh, gw), self.pooling)
         pooled, mass = pool_features(feats, weights)
         region = self._squash(self._cosine(pooled), self.local_sigmoid)  # [R, C]
@@ -103,10 +128,33 @@ class FreeDAMatcher:
         painted = region[labels].permute(2, 0, 1)  # [C, h, w]
         return torch.where(covered[None], painted, dense)
 
-    def global_scores(self, crop: torch.Tensor) -> torch.Tensor:
-        """Global similarity ``[C]``: CLIP image embedding of the whole crop vs the class text vectors."""
-        image = self.models.clip.encode_images(crop[None])  # [1, Dt] normalised
-        return self._squash(image.float() @ self.text_vectors.float().T, self.global_sigmoid)[0]
+    def global_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        """Global similarity ``[C]`` of a crop ``[3, h, w]`` (``[B, C]`` of crops ``[B, 3, h, w]``): CLIP image
+        embedding of the whole crop vs the class text vectors."""
+        single = crops.dim() == 3
+        image = self.models.clip.encode_images(crops[None] if single else crops)  # [B, Dt] normalised
+        scores = self._squash(image.float() @ self.text_vectors.float().T, self.global_sigmoid)
+        return scores[0] if single else scores
+
+    @torch.no_grad()
+    def score_windows(self, crops: torch.Tensor) -> torch.Tensor:
+        """Windows of one size ``crops`` float ``[B, 3, h, w]`` RGB 0-255 -> ``[B, C, h, w]``, one DINOv2 and
+        one CLIP forward for the batch; superpixels run on a worker thread meanwhile."""
+        pending = self._superpixels_async(crops) if self.use_superpixels else [None] * len(crops)
+        try:
+            feats = self.models.features(crops)
+            glob = self.global_scores(crops) if self.use_global else None
+        except BaseException:
+            for job in pending:
+                if job is not None:
+                    job.cancel()
+            raise
+        out = []
+        for i, crop in enumerate(crops):
+            labels = pending[i].result() if pending[i] is not None else None
+            local = self.local_scores(crop, feats[i], labels)
+            out.append(local if glob is None else self.beta * local + (1 - self.beta) * glob[i][:, None, None])
+        return torch.stack(out)
 
     @torch.no_grad()
     def __call__(self, crop: torch.Tensor) -> torch.Tensor:

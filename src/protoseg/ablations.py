@@ -150,7 +150,7 @@ def build_parts_world_bank(
     root = Path(data_root).expanduser() if data_root else default_parts_world_root(world)
     spec = WORLD_SPLITS[world]["train"]
     train = ensure_parts_world_split(root, "train", int(spec["count"]), int(spec["seed"]), world,
-                                     str(spec["combos"]))
+                                     str(spec["combos"]), renew=not data_root)
     digest = files_digest(sorted(p for p in train.rglob("*") if p.is_file()))[:16]
     cached = default_parts_world_root().parent / "support-banks" / f"{preset_name}-{digest}"
     if cached.is_dir():

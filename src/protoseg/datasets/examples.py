@@ -104,26 +104,28 @@ def world_spec(split: str, count: int, seed: int, size: int = 448, world: str = 
 
 
 def ensure_parts_world_split(root: Path, split: str, count: int, seed: int, world: str = "parts",
-                             combos: str = "support") -> Path:
-    """``root/<split>`` of ``world``, generated deterministically unless protoseg already generated it with
-    the same settings; returns its path.
+                             combos: str = "support", renew: bool = False) -> Path:
+    """``root/<split>`` of ``world``, generated deterministically when it does not exist; returns its path.
 
-    A split someone else made (not marked as protoseg's) is read as it is and never modified. A missing
-    one, or one protoseg generated with other settings or an older file format, is generated into a
-    temporary sibling folder, marked as protoseg's and renamed into place, so an interrupted run leaves
-    nothing half-written.
+    An existing split is read as it is and never regenerated or modified — whoever made it (``protoseg
+    partsworld``, an earlier run, the user) — except with ``renew`` (protoseg's own cache folder): then a
+    split protoseg generated with other settings or an older file format (:data:`WORLD_FORMAT`) is
+    generated again, and one holding files protoseg did not write is refused. A missing split is generated
+    into a temporary sibling folder, marked as protoseg's and renamed into place, so an interrupted run
+    leaves nothing half-written.
 
     Raises:
-        ProtosegError: ``root`` or ``root/<split>`` is a file, or a generated split now holds other files.
+        ProtosegError: ``root`` or ``root/<split>`` is a file, or (``renew``) a generated split now holds
+            other files.
     """
-    from protoseg.atomic import generated_dir, generated_record
+    from protoseg.atomic import generated_dir
     from protoseg.partsworld import write_examples
 
     target = Path(root) / split
     for path in (Path(root), target):
         if path.exists() and not path.is_dir():
             raise ProtosegError(f"parts-world: {path} is a file; give the folder holding train/ and test/")
-    if target.exists() and generated_record(target) is None:
+    if target.exists() and not renew:
         return target
     generated_dir(target, world_spec(split, count, seed, world=world, combos=combos),
                   lambda tmp: write_examples(tmp, count=count, seed=seed, world=world, combos=combos))
@@ -141,5 +143,6 @@ def open_parts_world(data_root: str | Path | None = None, split: str = "test", w
         raise ProtosegError(f"{WORLD_DATASETS[world]} split must be one of {', '.join(WORLD_SPLITS[world])}, "
                             f"got {split!r}")
     spec = WORLD_SPLITS[world][split]
-    path = ensure_parts_world_split(root, split, int(spec["count"]), int(spec["seed"]), world, str(spec["combos"]))
+    path = ensure_parts_world_split(root, split, int(spec["count"]), int(spec["seed"]), world, str(spec["combos"]),
+                                    renew=not data_root)
     return open_examples(path, name=WORLD_DATASETS[world])

@@ -216,6 +216,12 @@ class Segmenter:
                                     f"{image.shape[0]} image; got shape {tuple(masks.shape)}")
             masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
             resized = torch.cat([resized, masks.to(resized)])  # cropped together with the image
+        else:  # a matcher that proposes regions once per image (DPSM sam_scope="image"): cropped the same way
+            image_proposals = getattr(self.matcher, "image_proposals", None)
+            masks = image_proposals(resized) if image_proposals is not None else None
+            if masks is not None:
+                proposals = masks
+                resized = torch.cat([resized, masks.to(resized)])
 
         def score(crop: torch.Tensor) -> torch.Tensor:
             s = self.matcher(crop) if proposals is None else self.matcher(crop[:3], proposals=crop[3:] > 0.5)

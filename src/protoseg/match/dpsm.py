@@ -29,7 +29,10 @@ Per window (``crop [3, h, w]``):
      Iterations stop at ``iterations`` or once the marginal L2 error of the real sub-regions is below
      ``stop_thr`` (the dustbin's error is minus their sum, as rows are exact after every iteration; its
      large demand is left out of the test because ``float32`` cannot resolve it to ``1e-4``). Problems
-     that hit the cap are counted in ``stats``.
+     that hit the cap are counted in ``stats``. Proposals are solved in buckets of similar sub-region
+     counts with costs built per chunk (:meth:`DPSMMatcher.buckets`); ``prune_keep`` keeps each
+     proposal's cheapest prototypes exactly and merges each class's others into one aggregate supplier
+     (:func:`~protoseg.match.transport.aggregate_suppliers`, which states when that is exact).
    - ``"nearest-part"`` (reference, not in the paper): every sub-region gives its demand to the class of
      its nearest part prototype — the limit of ``"subregion-ot"`` as ``capacity`` grows without bound.
 
@@ -64,6 +67,10 @@ Per window (``crop [3, h, w]``):
    ``"confident"`` — the covering proposal with the highest top score decides; ``"confident-smallest"``
    — SAM's order: the most confident covering proposal, the smaller one among equally confident ones
    (top scores within ``1e-6``).
+
+With ``proposals="sam"`` and ``sam_scope="image"`` (default) SAM runs once on the whole resized image
+(:meth:`DPSMMatcher.image_proposals`, called by the segmenter) and every window gets its crop of those
+masks; ``sam_scope="window"`` runs SAM on each window.
 
 Proposals may also come from the caller (``proposals="given"``): ``__call__(crop, proposals=masks)``
 with bool ``[N, h, w]`` masks of the window (:meth:`protoseg.segment.Segmenter.segment` takes

@@ -27,9 +27,12 @@ Two evaluation schemes of the very same iterates:
 - ``method="log-stabilized"`` (default): the log-domain absorption scheme (Schmitzer 2019, POT's
   ``sinkhorn_stabilized``): potentials ``(f, g)`` are kept in the log domain and the kernel
   ``K~_ij = exp((f_i + g_j - M_ij) / eps)`` is materialised once; iterations update scalings
-  ``u = a / (K~ v)``, ``v = b / (K~^T u)`` with two batched mat-vecs (no ``exp``), and whenever a scaling
-  leaves ``[1/tau, tau]`` it is absorbed into the potentials (``f += eps log u``, ...) and ``K~`` is
-  rebuilt (and a marginal fit that underflows in ``float32`` is redone exactly in the log domain). The
+  ``u = a / (K~ v)``, ``v = b / (K~^T u)`` with two batched mat-vecs (no ``exp``), and when a scaling
+  has left ``[1/tau, tau]`` it is absorbed into the potentials (``f += eps log u``, ...) and ``K~`` is
+  rebuilt. These checks run once per block of ``check_every`` iterations, with the error check (one host
+  synchronisation per block); a block whose scalings over- or underflowed is redone from its start with
+  the checks after every iteration (a marginal fit that underflows in ``float32`` is then redone exactly
+  in the log domain). The
   batch is solved in chunks small enough for one chunk's kernel to stay in the CPU cache. On a CPU with
   few cores, set ``OMP_WAIT_POLICY=PASSIVE`` before torch starts: spinning OpenMP threads otherwise
   stall the loop's many small operations (measured 10x slower on 2 cores).

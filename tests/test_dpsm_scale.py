@@ -15,11 +15,11 @@ from tiny_models import tiny_sam
 from protoseg.ablations import SUITES
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
+from protoseg.errors import ProtosegError
 from protoseg.match.dpsm import DPSMMatcher, SubRegions
 from protoseg.match.transport import aggregate_suppliers, sinkhorn_grouped_mass
 from protoseg.models.sam import SamPredictor
 from protoseg.proposals import MaskGenerationSettings, generate_masks
-from protoseg.proposals.amg import box_iou, masks_to_boxes
 from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
@@ -218,7 +218,6 @@ def test_stop_criterion_measures_the_real_sub_regions():
 
 def test_prune_keep_is_validated():
     from protoseg.config.matchers import DpsmOptions
-    from protoseg.errors import ProtosegError
 
     with pytest.raises(ProtosegError, match="prune_keep"):
         DpsmOptions(prune_keep=1.5)
@@ -274,6 +273,9 @@ def test_sam_scope_image_runs_the_encoder_once_for_a_two_window_image(tmp_path):
         assert result.labels.shape == (64, 96)
         torch.testing.assert_close(result.scores.sum(0), torch.ones(64, 96), atol=1e-3, rtol=0)
     assert passes == {"image": 1, "window": 2}
+    with pytest.raises(ProtosegError, match="makes its own"):
+        _sam_segmenter(tmp_path / "given", "image").segment(image, ["red", "blue"],
+                                                             proposals=np.ones((1, 64, 96), bool))
 
 
 # ---------------------------------------------------------------- low-resolution filtering
@@ -341,8 +343,6 @@ class _BlobPredictor:
 
 
 def test_filter_resolution_is_validated():
-    from protoseg.errors import ProtosegError
-
     with pytest.raises(ProtosegError, match="filter_resolution"):
         MaskGenerationSettings(filter_resolution="half")
 

@@ -209,6 +209,9 @@ class Segmenter:
         size = rescale_size(*image.shape[:2], self.preset.scale)
         resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
+        if proposals is not None and getattr(self.matcher, "image_scope", False):
+            raise ProtosegError("proposals were passed but this dpsm matcher makes its own ('sam'); set matcher "
+                                "option proposals='given'")
         if proposals is not None:
             masks = torch.as_tensor(np.asarray(proposals)).bool()
             if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(image.shape[:2]):

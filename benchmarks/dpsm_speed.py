@@ -9,13 +9,17 @@ usual thresholds (0.88 / 0.95) few or no masks survive. The benchmark therefore 
 to 0 by default (``--pred-iou-thresh`` / ``--stability-thresh`` restore them) so that NMS, sub-regions and
 transport see a realistic number of proposals; the number of proposals is printed.
 
-The bank is random at a configurable scale (default: ADE20K-like 150 classes x 64 coarse clusters x 8
-fused parts). The image is a 448 x 448 parts-world scene (one sliding window).
+The bank is random at paper scale by default (ADE20K: 150 classes x 64 coarse clusters x 8 fused parts =
+76,800 part prototypes). The image is a 448 x 672 parts-world scene: two sliding windows (``--windows 1``:
+448 x 448). SAM runs once per image (``sam_scope="image"``; ``--sam-scope window`` for once per window).
 
-Printed: model forwards (SAM image encoder, SAM prompt encoder + mask decoder over the 32 x 32 point grid,
-DINOv2) and the rest (mask upscaling, filtering, NMS, superpixels, sub-regions, transport, composition).
+Printed: model forwards (SAM image encoder, SAM prompt encoder + mask decoder over the point grid, DINOv2)
+and the rest (mask upscaling, filtering, NMS, superpixels, sub-regions, transport, composition); the SAM
+encoder passes; the peak resident memory of the process; last line
+``total T forwards F other O other_share P`` (seconds; P = O / T).
 
-Usage: ``python benchmarks/dpsm_speed.py [--classes 150 --clusters 64 --parts 8 --repeats 1]``.
+Usage: ``python benchmarks/dpsm_speed.py [--classes 150 --clusters 64 --parts 8 --windows 2 --repeats 1
+--sam-scope image --points-per-side 32 --filter-resolution low --dtype float32]``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -39,6 +44,7 @@ import protoseg.match.dpsm as dpsm_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
+from protoseg.models.sam import keep_freed_memory  # noqa: E402
 from protoseg.partsworld import render_scene  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 
@@ -104,22 +110,43 @@ def main() -> None:
     parser.add_argument("--max-proposals", type=int, default=None,
                         help="keep at most this many SAM proposals (best predicted IoU first)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--windows", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--sam-scope", choices=("image", "window"), default="image")
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--filter-resolution", choices=("low", "full"), default="low")
+    parser.add_argument("--prune-keep", type=float, default=None, help="default: the matcher's")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16 (both models)")
+    parser.add_argument("--no-keep-freed-memory", action="store_true",
+                        help="leave glibc's allocator settings alone")
     parser.add_argument("--model-dir", type=Path, default=None)
     args = parser.parse_args()
+    if not args.no_keep_freed_memory:
+        keep_freed_memory()
     folder = args.model_dir or Path(tempfile.mkdtemp(prefix="dpsm-speed-"))
     if not (folder / "sam-vit-base" / "config.json").is_file():
         save_models(folder)
     sam_dir, dino_dir = folder / "sam-vit-base", folder / "dinov2-base"
-    preset = get_preset("dpsm", features=str(dino_dir), sam=str(sam_dir), matcher_options={
-        "max_proposals": args.max_proposals,
-        "sam_options": {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
-                        "box_nms_thresh": args.box_nms_thresh}})
-    models = ModelSet(preset.features, None, preset.sam, device="cpu")
+    options = {"max_proposals": args.max_proposals, "sam_scope": args.sam_scope,
+               "sam_options": {"pred_iou_thresh": args.pred_iou_thresh,
+                               "stability_score_thresh": args.stability_thresh,
+                               "box_nms_thresh": args.box_nms_thresh, "points_per_side": args.points_per_side,
+                               "filter_resolution": args.filter_resolution}}
+    if args.prune_keep is not None:
+        options["prune_keep"] = args.prune_keep
+    preset = get_preset("dpsm", features=str(dino_dir), sam=str(sam_dir), matcher_options=options)
+    models = ModelSet(preset.features, None, preset.sam, device="cpu", dtype=args.dtype)
     features = models.features
     bank = random_bank(features.encoder_id, features.dim, args.classes, args.clusters, args.parts)
     seg = Segmenter(preset, bank, models)
     sam = models.sam
-    sam.model.get_image_embeddings = timed("SAM image encoder", sam.model.get_image_embeddings)
+    passes = [0]
+    encode = timed("SAM image encoder", sam.model.get_image_embeddings)
+
+    def counted(*a, **k):
+        passes[0] += 1
+        return encode(*a, **k)
+
+    sam.model.get_image_embeddings = counted
     sam.model.forward = timed("SAM prompt encoder + mask decoder", sam.model.forward)
     features.__class__.__call__ = timed("DINOv2", features.__class__.__call__)
     proposals = []
@@ -131,16 +158,22 @@ def main() -> None:
     seg.matcher.proposal_scores = (lambda f: lambda sub: matched.append(len(sub.masks)) or f(sub))(
         seg.matcher.proposal_scores)
     classes = [f"class{c}" for c in range(args.classes)]
-    image, _ = render_scene(np.random.default_rng(0), 448)
+    width = 448 if args.windows == 1 else 672
+    image = render_scene(np.random.default_rng(0), width)[0][:448]
     seg.prepare(classes)
     print(f"SAM-B (random, SamConfig()) + DINOv2-B (random, Dinov2Config()) from {folder}; bank "
           f"{args.classes} classes x {args.clusters} clusters x {args.parts} parts = "
-          f"{int((bank.table['level'] == 'part').sum())} part prototypes; image 448x448 (1 window); "
-          f"torch threads {torch.get_num_threads()}; SAM thresholds iou {args.pred_iou_thresh} "
-          f"stability {args.stability_thresh}")
+          f"{int((bank.table['level'] == 'part').sum())} part prototypes; image 448x{width} ({args.windows} "
+          f"window{'s' if args.windows > 1 else ''}); sam_scope {args.sam_scope}; {args.points_per_side}x"
+          f"{args.points_per_side} points; filtering at {args.filter_resolution} resolution; dtype {args.dtype}; "
+          f"prune_keep {seg.matcher.prune_keep}; torch threads {torch.get_num_threads()}; SAM thresholds iou "
+          f"{args.pred_iou_thresh} stability {args.stability_thresh}")
     totals = []
     for _ in range(args.repeats):
         TIMES.clear()
+        passes[0] = 0
+        proposals.clear()
+        matched.clear()
         t0 = time.perf_counter()
         seg.segment(image, classes)
         totals.append(time.perf_counter() - t0)
@@ -148,9 +181,14 @@ def main() -> None:
     forwards = sum(v for k, v in TIMES.items() if "(rest)" not in k)
     for name, value in TIMES.items():
         print(f"  {name}: {value:.2f} s")
-    print(f"SAM proposals after NMS: {proposals[-1]} (32x32 points, 3 masks each); matched proposals incl. "
-          f"fallback (uncovered parts of superpixels): {matched[-1]}")
-    print(f"per image: total {total:.2f} s, model forwards {forwards:.2f} s, rest {total - forwards:.2f} s")
+    print(f"SAM proposals after NMS per SAM run: {proposals}; matched proposals per window incl. fallback "
+          f"(uncovered parts of superpixels): {matched}; transport problems not converged: "
+          f"{seg.matcher.stats['transport_not_converged']}/{seg.matcher.stats['transport_problems']}")
+    print(f"sam_encoder_passes {passes[0]}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"peak_memory_gib {peak:.2f}")
+    other = total - forwards
+    print(f"total {total:.2f} forwards {forwards:.2f} other {other:.2f} other_share {other / total:.3f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ with ``proposals="oracle"``, the world's object masks (a perfect class-agnostic 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,14 @@ DPSM_ABLATIONS: tuple[Ablation, ...] = (
 )
 
 #: Ablation suites by name (``protoseg ablate --suite``).
-SUITES: dict[str, tuple[Ablation, ...]] = {"freeda": ABLATIONS, "dpsm": DPSM_ABLATIONS}
+#: SAM's prompt grid (8 / 16 / 32 points per side, the paper's thresholds) as DPSM's proposals, on the
+#: ``handcrafted-dpsm`` preset; needs SAM weights (``run_ablations(sam=...)``, ``protoseg ablate --sam``).
+SAM_GRID_ABLATIONS: tuple[Ablation, ...] = tuple(
+    Ablation(f"SAM grid {side}x{side}", {"proposals": "sam", "sam_options": {"points_per_side": side}},
+             preset="handcrafted-dpsm")
+    for side in (8, 16, 32))
+
+SUITES: dict[str, tuple[Ablation, ...]] = {"freeda": ABLATIONS, "dpsm": DPSM_ABLATIONS, "sam-grid": SAM_GRID_ABLATIONS}
 
 
 class ObjectProposalPredictor(SegmenterPredictor):
@@ -176,6 +183,7 @@ def run_ablations(
     split: str = "test",
     proposals: str = "superpixels",
     run_root: str | Path | None = None,
+    sam: str | None = None,
 ) -> list[tuple[Ablation, EvalResult]]:
     """Evaluate every ablation row on a world's ``split``; returns ``(row, result)`` pairs.
 
@@ -185,13 +193,15 @@ def run_ablations(
     (a rerun skips finished shards). ``progress(stage, done, total)`` reports bank building
     (``stage="bank"``) and each row (its name). Each result's ``config`` records the row, the proposal
     source and ``seconds_per_image`` (wall time over the images this call segmented; ``None`` when a
-    resumed run segmented none).
+    resumed run segmented none). ``sam``: SAM weights (hub id or folder) for rows with SAM proposals.
     """
     from protoseg.models import ModelSet
     from protoseg.segment import Segmenter
 
     if proposals not in PROPOSAL_SOURCES:
         raise ProtosegError(f"proposals must be one of {', '.join(PROPOSAL_SOURCES)}; got {proposals!r}")
+    if sam is None and any(row.options.get("proposals") == "sam" for row in ablations):
+        raise ProtosegError("rows with SAM proposals (the sam-grid suite) need SAM weights: --sam HUB_ID_OR_FOLDER")
     if bank is None:
         bank_progress = (lambda stage, d, t: stage == "shards" and progress("bank", d, t)) if progress else None
         bank = build_parts_world_bank(data_root, progress=bank_progress, world=world)
@@ -202,10 +212,13 @@ def run_ablations(
     for row in ablations:
         options = dict(row.options)
         preset = protocol.apply(row.preset, matcher_options=options)
-        oracle = proposals == "oracle" and preset.matcher == "dpsm"
+        if options.get("proposals") == "sam":
+            preset = replace(preset, sam=sam)
+        oracle = proposals == "oracle" and preset.matcher == "dpsm" and options.get("proposals") != "sam"
         if oracle:
             preset = preset.with_options(proposals="given")
-        models = models or ModelSet(preset.features, preset.text, preset.sam)
+        if models is None or (preset.sam is not None and models.names.get("sam") is None):
+            models = ModelSet(preset.features, preset.text, preset.sam)
         segmenter = Segmenter(preset, bank, models)
         description = {"preset": row.preset, "options": options, "proposals": "objects" if oracle else "own"}
         predictor = (ObjectProposalPredictor if oracle else SegmenterPredictor)(segmenter, dataset, description)

@@ -239,6 +239,9 @@ class Segmenter:
         size = rescale_size(*image.shape[:2], self.preset.scale)
         resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
+        if proposals is not None and getattr(self.matcher, "image_scope", False):
+            raise ProtosegError("proposals were passed but this dpsm matcher makes its own ('sam'); set matcher "
+                                "option proposals='given'")
         if proposals is not None:
             masks = torch.as_tensor(np.asarray(proposals)).bool()
             if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(image.shape[:2]):
@@ -246,6 +249,12 @@ class Segmenter:
                                     f"{image.shape[0]} image; got shape {tuple(masks.shape)}")
             masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
             resized = torch.cat([resized, masks.to(resized)])  # cropped together with the image
+        else:  # a matcher that proposes regions once per image (DPSM sam_scope="image"): cropped the same way
+            image_proposals = getattr(self.matcher, "image_proposals", None)
+            masks = image_proposals(resized) if image_proposals is not None else None
+            if masks is not None:
+                proposals = masks
+                resized = torch.cat([resized, masks.to(resized)])
 
         channels = len(query.names) + int(constant)
         batched = getattr(self.matcher, "score_windows", None)

@@ -315,7 +315,8 @@ def ablate_command(
     workers: Annotated[int, typer.Option("--workers", help="data-loading threads")] = 2,
     out: Annotated[Path | None, typer.Option("--out", help="also write the table as Markdown here")] = None,
     suite: Annotated[
-        str, typer.Option("--suite", help="freeda (aggregation, superpixels, pooling) or dpsm (Table 3 + switches)")
+        str, typer.Option("--suite", help="freeda (aggregation, superpixels, pooling), dpsm (Table 3 + switches) or "
+                                       "sam-grid (SAM 8/16/32 points per side; needs --sam)")
     ] = "freeda",
     world: Annotated[str, typer.Option("--world", help="parts or recombined")] = "parts",
     split: Annotated[str, typer.Option("--split", help="test (held out) or dev (for choosing settings)")] = "test",
@@ -327,6 +328,9 @@ def ablate_command(
     ] = None,
     run_root: Annotated[
         Path | None, typer.Option("--run-root", help="keep resumable per-row runs here (reruns skip finished work)")
+    ] = None,
+    sam: Annotated[
+        str | None, typer.Option("--sam", help="SAM weights (hub id or folder) for the sam-grid suite")
     ] = None,
 ) -> None:
     """Run an ablation suite on a procedural world: FreeDA's factors, or every DPSM Table 3 row and switch."""
@@ -359,7 +363,7 @@ def ablate_command(
             progress.update(tasks[stage], completed=done, total=total)
 
         results = run_ablations(data_root, chosen, limit=limit, workers=workers, progress=update, world=world,
-                                split=split, proposals=proposals, run_root=run_root)
+                                split=split, proposals=proposals, run_root=run_root, sam=sam)
     images = results[0][1].images
     title = f"{suite} ablations on the {world} world ({split}, {images} images, proposals: {proposals})"
     table = Table(title=title)

@@ -79,6 +79,12 @@ class DpsmOptions:
         sam_options: SAM automatic-mask-generation settings (e.g. ``points_per_side``).
         max_proposals: keep at most this many proposals (largest predicted IoU first).
         chunk_bytes: memory budget of one transport chunk (``"auto"`` or bytes).
+        prune_keep: Sinkhorn ``subregion-ot`` only: fraction of the part prototypes kept exactly per
+            proposal (its cheapest); each class's other prototypes are merged into one aggregate supplier
+            (``0`` disables; README "DPSM" has the measured error).
+        transport_dtype: precision of the Sinkhorn iterations of ``subregion-ot``.
+        sam_scope: ``"image"``: SAM runs once on the whole resized image and its masks are cropped per
+            sliding window; ``"window"``: once per window.
     """
 
     mode: Literal["image-to-image", "single", "image-to-class", "subregion-ot", "nearest-part"] = "subregion-ot"
@@ -99,9 +105,13 @@ class DpsmOptions:
     sam_options: dict[str, Any] | None = None
     max_proposals: int | None = None
     chunk_bytes: int | Literal["auto"] | None = "auto"
+    prune_keep: float = 0.05
+    transport_dtype: Literal["float32", "float64"] = "float32"
+    sam_scope: Literal["image", "window"] = "image"
 
     def __post_init__(self) -> None:
         checked(self, "dpsm option")
+        require(0 <= self.prune_keep < 1, "dpsm option", "prune_keep", "in [0, 1) (0: off)", self.prune_keep)
         require(self.epsilon == "auto" or self.epsilon > 0, "dpsm option", "epsilon", "> 0 or 'auto'",
                 self.epsilon)
         require(self.epsilon_ratio > 0, "dpsm option", "epsilon_ratio", "> 0", self.epsilon_ratio)

@@ -29,7 +29,10 @@ Per window (``crop [3, h, w]``):
      Iterations stop at ``iterations`` or once the marginal L2 error of the real sub-regions is below
      ``stop_thr`` (the dustbin's error is minus their sum, as rows are exact after every iteration; its
      large demand is left out of the test because ``float32`` cannot resolve it to ``1e-4``). Problems
-     that hit the cap are counted in ``stats``.
+     that hit the cap are counted in ``stats``. Proposals are solved in buckets of similar sub-region
+     counts with costs built per chunk (:meth:`DPSMMatcher.buckets`); ``prune_keep`` keeps each
+     proposal's cheapest prototypes exactly and merges each class's others into one aggregate supplier
+     (:func:`~protoseg.match.transport.aggregate_suppliers`, which states when that is exact).
    - ``"nearest-part"`` (reference, not in the paper): every sub-region gives its demand to the class of
      its nearest part prototype — the limit of ``"subregion-ot"`` as ``capacity`` grows without bound.
 
@@ -65,6 +68,10 @@ Per window (``crop [3, h, w]``):
    — SAM's order: the most confident covering proposal, the smaller one among equally confident ones
    (top scores within ``1e-6``).
 
+With ``proposals="sam"`` and ``sam_scope="image"`` (default) SAM runs once on the whole resized image
+(:meth:`DPSMMatcher.image_proposals`, called by the segmenter) and every window gets its crop of those
+masks; ``sam_scope="window"`` runs SAM on each window.
+
 Proposals may also come from the caller (``proposals="given"``): ``__call__(crop, proposals=masks)``
 with bool ``[N, h, w]`` masks of the window (:meth:`protoseg.segment.Segmenter.segment` takes
 whole-image masks and crops them per window) — e.g. an external mask generator's output, or a test
@@ -80,6 +87,7 @@ Scores are "higher = more likely": probabilities for ``"subregion-ot"`` and ``"n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +98,13 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import class_rows, served_names
-from protoseg.match.transport import SinkhornResult, plan_from_potentials, sinkhorn_grouped_mass, sinkhorn_log
+from protoseg.match.transport import (
+    SinkhornResult,
+    aggregate_suppliers,
+    plan_from_potentials,
+    sinkhorn_grouped_mass,
+    sinkhorn_log,
+)
 from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
 from protoseg.regions import (
     SuperpixelParams,
@@ -107,6 +121,10 @@ COMPOSITIONS = ("mean", "smallest", "confident", "confident-smallest")
 FALLBACKS = ("superpixels", "none")
 EMD_SOLVERS = ("sinkhorn", "exact")
 SUPPLIES = ("class", "view", "cluster")
+TRANSPORT_DTYPES = ("float32", "float64")
+SAM_SCOPES = ("image", "window")
+#: ``prune_keep`` keeps at least this many prototypes per proposal (smaller banks are solved unpruned).
+PRUNE_MIN = 256
 #: Top scores closer than this count as equally confident (``composition="confident-smallest"``).
 CONFIDENCE_TIE = 1e-6
 FINE_SUPERPIXELS = SuperpixelParams()
@@ -144,11 +162,14 @@ class DPSMMatcher:
                  proposal_superpixels: SuperpixelParams = PROPOSAL_SUPERPIXELS,
                  pooling: str = "area", composition: str = "mean", fallback: str = "superpixels",
                  emd_solver: str = "sinkhorn", sam_options: dict[str, Any] | None = None,
-                 max_proposals: int | None = None, chunk_bytes: int | None | str = "auto"):
+                 max_proposals: int | None = None, chunk_bytes: int | None | str = "auto",
+                 prune_keep: float = 0.05, transport_dtype: str = "float32", sam_scope: str = "image",
+                 cost_chunk_bytes: int = 64 << 20, prune_min: int = PRUNE_MIN):
         choices = (("mode", mode, MODES), ("proposals", proposals, PROPOSAL_SOURCES),
                    ("composition", composition, COMPOSITIONS), ("fallback", fallback, FALLBACKS),
                    ("emd_solver", emd_solver, EMD_SOLVERS), ("pooling", pooling, ("area", "point")),
-                   ("supply", supply, SUPPLIES))
+                   ("supply", supply, SUPPLIES), ("transport_dtype", transport_dtype, TRANSPORT_DTYPES),
+                   ("sam_scope", sam_scope, SAM_SCOPES))
         for name, value, allowed in choices:
             if value not in allowed:
                 raise ProtosegError(f"dpsm {name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -160,6 +181,8 @@ class DPSMMatcher:
         if epsilon == "auto" and mode in ("single", "image-to-class") and emd_solver == "sinkhorn":
             raise ProtosegError(f"dpsm epsilon='auto' is a per-proposal scale of mode 'subregion-ot'; give mode "
                                 f"{mode!r} a number (or emd_solver='exact')")
+        if not 0 <= float(prune_keep or 0.0) < 1:
+            raise ProtosegError(f"dpsm prune_keep must be in [0, 1) (0 disables pruning); got {prune_keep!r}")
         if not capacity >= 1:
             raise ProtosegError(f"dpsm capacity must be >= 1; got {capacity!r}")
         self.bank, self.models = bank, models
@@ -171,6 +194,8 @@ class DPSMMatcher:
         self.superpixel_params, self.proposal_superpixel_params = superpixels, proposal_superpixels
         self.pooling, self.composition, self.fallback = pooling, composition, fallback
         self.emd_solver, self.max_proposals, self.chunk_bytes = emd_solver, max_proposals, chunk_bytes
+        self.prune_keep, self.transport_dtype = float(prune_keep or 0.0), transport_dtype
+        self.sam_scope, self.cost_chunk_bytes, self.prune_min = sam_scope, int(cost_chunk_bytes), int(prune_min)
         # Passed with every call: the SAM predictor of a shared ModelSet is never changed.
         self.sam_settings = MaskGenerationSettings.from_options(sam_options)
         self.classes: list[str] = []
@@ -250,9 +275,24 @@ class DPSMMatcher:
         return labels[np.searchsorted(ids, views)]
 
     # ------------------------------------------------------------------ proposals and sub-regions
+    @property
+    def image_scope(self) -> bool:
+        """SAM runs once per image (``proposals="sam"``, ``sam_scope="image"``), its masks cropped per window."""
+        return self.proposals == "sam" and self.sam_scope == "image"
+
+    @torch.no_grad()
+    def image_proposals(self, image: torch.Tensor) -> torch.Tensor | None:
+        """SAM masks ``bool [N, H, W]`` of the whole (resized) image ``[3, H, W]`` with ``sam_scope="image"``
+        (the segmenter crops them with every window and passes them to :meth:`__call__`); ``None`` otherwise."""
+        if not self.image_scope:
+            return None
+        masks, _ = generate_masks(self.models.sam, image, self.sam_settings)
+        return masks.to(image.device)
+
     def propose(self, crop: torch.Tensor, image: np.ndarray, given: torch.Tensor | None = None) -> torch.Tensor:
-        """Class-agnostic proposals ``bool [N, h, w]`` of a crop (``given``: the caller's, ``proposals="given"``)."""
-        if self.proposals == "given":
+        """Class-agnostic proposals ``bool [N, h, w]`` of a crop (``given``: the caller's, ``proposals="given"``,
+        or this window's crop of the image-level SAM masks, ``sam_scope="image"``)."""
+        if self.proposals == "given" or (self.image_scope and given is not None):
             if given is None:
                 raise ProtosegError("dpsm with proposals='given' needs the proposals of every image: "
                                     "Segmenter.segment(image, classes, proposals=masks)")
@@ -337,34 +377,106 @@ class DPSMMatcher:
         """DPSM eq. 10-11: ``[N, C]`` class probabilities (each row sums to 1).
 
         Suppliers: the ``m`` part prototypes with ``self.supply [m]`` (total ``S``: ``C`` in the paper's
-        setting, times ``capacity``); demanders: each proposal's ``n`` sub-regions (``sub.demand [N, n]``,
-        rows summing to 1) and a dustbin demanding ``S - 1`` at cost 0; cost ``[N, n, m]`` = 1 - cosine.
+        setting, times ``capacity``); demanders: each proposal's sub-regions (``sub.demand``, rows summing
+        to 1) and a dustbin demanding ``S - 1`` at cost 0; cost = 1 - cosine. Proposals are solved in
+        buckets of similar sub-region counts (:meth:`buckets`), each bucket's costs built on their own
+        (never the whole padded ``[N, n, m]`` tensor) and, with ``prune_keep``, reduced to each proposal's
+        cheapest prototypes plus one aggregate per class (:func:`aggregate_suppliers`).
         """
-        C = len(self.classes)
-        N, n, _ = sub.features.shape
-        m = len(self.prototypes)
-        dev = sub.features.device
         if self.emd_solver == "exact":
             return self._exact_subregion_ot(sub)
-        cost = 1.0 - sub.features @ self.prototypes.T  # [N, n, m] (eq. 6)
+        C = len(self.classes)
+        N = len(sub.features)
+        m = len(self.prototypes)
+        dev = sub.features.device
+        out = torch.zeros(N, C, device=dev)
+        keep = self.pruned_count(m)
+        suppliers = m if keep is None else keep + C
+        for idx, n in self.buckets(sub.valid.sum(1), suppliers):
+            # costs for at most cost_chunk_bytes at a time; pruned problems of a bucket are solved together
+            step = max(1, self.cost_chunk_bytes // max(n * m * 4, 1))
+            parts = [self._bucket_problem(sub, idx[s:s + step], n, keep) for s in range(0, len(idx), step)]
+            if keep is None:
+                for part_idx, problem in zip([idx[s:s + step] for s in range(0, len(idx), step)], parts,
+                                             strict=True):
+                    out[part_idx] = self._solve(*problem).to(out.dtype)
+            else:
+                problem = [torch.cat(x) if isinstance(x[0], torch.Tensor) else x[0] for x in zip(*parts, strict=True)]
+                out[idx] = self._solve(*problem).to(out.dtype)
+        return out
+
+    def _bucket_problem(self, sub: SubRegions, idx: torch.Tensor, n: int, keep: int | None) -> tuple:
+        """Eq. 10 for proposals ``idx`` padded to ``n`` sub-regions: ``(supply, cost [b, n, k], groups,
+        demand [b, n], valid [b, n], eps)`` — with ``keep``, each proposal's ``keep`` cheapest prototypes
+        plus one aggregate per class (:func:`aggregate_suppliers`)."""
+        valid, demand = sub.valid[idx, :n], sub.demand[idx, :n]
+        cost = self.costs(sub.features[idx, :n])  # [b, n, m] (eq. 6)
         eps = self.epsilon
         if eps == "auto":  # the same problem with costs M / eps_p and eps = 1
-            cost = cost / self.proposal_epsilon(cost, sub)[:, None, None]
+            cost = cost.div_(self.proposal_epsilon(cost, demand)[:, None, None])
             eps = 1.0
-        Mt = torch.cat([cost, torch.zeros(N, 1, m, device=dev)], dim=1)
+        supply, groups = self.supply, self.prototype_class
+        if keep is not None:
+            supply, cost, groups = aggregate_suppliers(cost, supply, groups, len(self.classes), keep, float(eps),
+                                                       valid)
+            groups = groups.contiguous()
+        else:
+            supply = supply.expand(len(idx), -1)
+        return supply, cost, groups, demand, valid, float(eps)
+
+    def costs(self, features: torch.Tensor) -> torch.Tensor:
+        """``1 - cosine`` ``[b, n, m]`` between sub-region features ``[b, n, D]`` and every part prototype."""
+        return (features @ self.prototypes.T).neg_().add_(1.0)
+
+    def _solve(self, supply, cost, groups, demand, valid, eps) -> torch.Tensor:
+        """Sinkhorn on problems with a dustbin appended: class masses to the real sub-regions ``[b, C]``."""
+        dev = cost.device
+        dtype = torch.float64 if self.transport_dtype == "float64" else torch.float32
+        b, _, k = cost.shape
         dustbin = float(self.supply.double().sum()) - 1.0
-        demand = torch.cat([sub.demand, torch.full((N, 1), dustbin, device=dev)], dim=1)
-        mask = torch.cat([sub.valid, torch.ones(N, 1, dtype=torch.bool, device=dev)], dim=1)
-        real = torch.cat([sub.valid, torch.zeros(N, 1, dtype=torch.bool, device=dev)], dim=1)
-        probs, result = sinkhorn_grouped_mass(self.supply, demand, Mt.transpose(1, 2), eps,
-                                              self.prototype_class, C, real, mask=mask,
-                                              num_iter_max=self.iterations, stop_thr=self.stop_thr,
-                                              chunk_bytes=self.chunk_bytes, measured=real)
+        Mt = torch.cat([cost, torch.zeros(b, 1, k, device=dev, dtype=cost.dtype)], dim=1).to(dtype)
+        demand = torch.cat([demand, torch.full((b, 1), dustbin, device=dev)], dim=1).to(dtype)
+        mask = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=dev)], dim=1)
+        real = torch.cat([valid, torch.zeros(b, 1, dtype=torch.bool, device=dev)], dim=1)
+        probs, result = sinkhorn_grouped_mass(supply.to(dtype), demand, Mt.transpose(1, 2), eps, groups,
+                                              len(self.classes), real, mask=mask, num_iter_max=self.iterations,
+                                              stop_thr=self.stop_thr, chunk_bytes=self.chunk_bytes, measured=real)
         self._count(result)
         return probs
 
-    def proposal_epsilon(self, cost: torch.Tensor, sub: SubRegions) -> torch.Tensor:
-        """``epsilon="auto"``: ``[N]`` per-proposal ε from costs ``[N, n, m]`` (module docstring)."""
+    def pruned_count(self, m: int) -> int | None:
+        """Prototypes kept exactly per proposal under ``prune_keep``, at least ``prune_min`` (``None``: no
+        pruning — off, or a bank too small for it to shrink the problem)."""
+        if not self.prune_keep:
+            return None
+        keep = max(self.prune_min, math.ceil(self.prune_keep * m))
+        return keep if keep + len(self.classes) < m else None
+
+    def buckets(self, counts: torch.Tensor, m: int) -> list[tuple[torch.Tensor, int]]:
+        """Proposals grouped by sub-region count: ``[(indices, padded count)]``.
+
+        Proposals are sorted by count; a bucket grows while the next count is within 25 % (+ 2) of the
+        bucket's smallest and its transport problems ``[b, n, m]`` (``m`` suppliers after pruning) stay
+        within ``4 * cost_chunk_bytes``.
+        """
+        order = torch.argsort(counts, stable=True)
+        sizes = counts[order].tolist()
+        out, start = [], 0
+        while start < len(sizes):
+            end = start + 1
+            limit = sizes[start] * 1.25 + 2
+            while (end < len(sizes) and sizes[end] <= limit
+                   and (end + 1 - start) * sizes[end] * m * 4 <= 4 * self.cost_chunk_bytes):
+                end += 1
+            out.append((order[start:end], int(sizes[end - 1])))
+            start = end
+        return out
+
+    def proposal_epsilon(self, cost: torch.Tensor, demand: torch.Tensor | SubRegions) -> torch.Tensor:
+        """``epsilon="auto"``: ``[N]`` per-proposal ε from costs ``[N, n, m]`` and demands ``[N, n]``
+        (module docstring)."""
+        if isinstance(demand, SubRegions):
+            demand = demand.demand
         C = len(self.classes)
         N, n, m = cost.shape
         if C < 2:
@@ -372,7 +484,7 @@ class DPSMMatcher:
         best = torch.full((N, n, C), torch.inf, device=cost.device)
         best = best.scatter_reduce(2, self.prototype_class.expand(N, n, m), cost, "amin")  # [N, n, C]
         two = best.topk(2, dim=2, largest=False).values
-        spread = ((two[..., 1] - two[..., 0]) * sub.demand).sum(1)  # padding has demand 0
+        spread = ((two[..., 1] - two[..., 0]) * demand).sum(1)  # padding has demand 0
         return (self.epsilon_ratio * spread).clamp_min(self.epsilon_floor)
 
     def _exact_subregion_ot(self, sub: SubRegions) -> torch.Tensor:
@@ -472,11 +584,12 @@ class DPSMMatcher:
     def __call__(self, crop: torch.Tensor, proposals: torch.Tensor | None = None) -> torch.Tensor:
         """``crop`` float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]``.
 
-        ``proposals``: bool ``[N, h, w]`` masks of this window, with ``proposals="given"`` only.
+        ``proposals``: bool ``[N, h, w]`` masks of this window, with ``proposals="given"`` (or the window's
+        crop of :meth:`image_proposals`; without them, ``sam_scope="image"`` runs SAM on the crop).
         """
         if not self.classes:
             raise ProtosegError("call prepare(classes) before matching")
-        if proposals is not None and self.proposals != "given":
+        if proposals is not None and self.proposals != "given" and not self.image_scope:
             raise ProtosegError(f"proposals were passed but this dpsm matcher makes its own ({self.proposals!r}); "
                                 "set matcher option proposals='given'")
         feats = self.models.features(crop[None])[0].float()

@@ -27,9 +27,12 @@ Two evaluation schemes of the very same iterates:
 - ``method="log-stabilized"`` (default): the log-domain absorption scheme (Schmitzer 2019, POT's
   ``sinkhorn_stabilized``): potentials ``(f, g)`` are kept in the log domain and the kernel
   ``K~_ij = exp((f_i + g_j - M_ij) / eps)`` is materialised once; iterations update scalings
-  ``u = a / (K~ v)``, ``v = b / (K~^T u)`` with two batched mat-vecs (no ``exp``), and whenever a scaling
-  leaves ``[1/tau, tau]`` it is absorbed into the potentials (``f += eps log u``, ...) and ``K~`` is
-  rebuilt (and a marginal fit that underflows in ``float32`` is redone exactly in the log domain). The
+  ``u = a / (K~ v)``, ``v = b / (K~^T u)`` with two batched mat-vecs (no ``exp``), and when a scaling
+  has left ``[1/tau, tau]`` it is absorbed into the potentials (``f += eps log u``, ...) and ``K~`` is
+  rebuilt. These checks run once per block of ``check_every`` iterations, with the error check (one host
+  synchronisation per block); a block whose scalings over- or underflowed is redone from its start with
+  the checks after every iteration (a marginal fit that underflows in ``float32`` is then redone exactly
+  in the log domain). The
   batch is solved in chunks small enough for one chunk's kernel to stay in the CPU cache. On a CPU with
   few cores, set ``OMP_WAIT_POLICY=PASSIVE`` before torch starts: spinning OpenMP threads otherwise
   stall the loop's many small operations (measured 10x slower on 2 cores).
@@ -263,7 +266,14 @@ def _kernel_t(f: torch.Tensor, g: torch.Tensor, Mt: torch.Tensor, eps: float) ->
 
 def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau, measured=None
                      ) -> tuple[SinkhornResult, _ScaledState]:
-    """Scaling iterations with log-domain absorption on one chunk (``Mt [B, n, m]``)."""
+    """Scaling iterations with log-domain absorption on one chunk (``Mt [B, n, m]``).
+
+    The loop body is two batched mat-vecs: overflow / underflow of the scalings and the absorption
+    threshold are checked once per block of ``check_every`` iterations, together with the marginal error
+    (one host synchronisation per block). A block whose scalings stopped being finite is redone from its
+    start with the checks after every iteration (and exact log-domain fits where a marginal underflows),
+    so the iterates are those of the checked loop.
+    """
     B, n, m = Mt.shape
     live_a, live_b = a > 0, b > 0
     log_a, log_b = _log_marginal(a), _log_marginal(b)
@@ -274,30 +284,55 @@ def _sinkhorn_absorb(a, b, Mt, eps, num_iter_max, stop_thr, check_every, tau, me
     g = torch.where(live_b, Mt.amin(dim=2), torch.full_like(b, ninf))
     st = _ScaledState(f=f, g=g, u=torch.where(live_a, torch.full_like(a, 1.0 / m), torch.zeros_like(a)),
                       v=live_b.to(b.dtype), Kt=_kernel_t(f, g, Mt, eps))
+    zeros_a, zeros_b = torch.zeros_like(a), torch.zeros_like(b)
+    ones_a, ones_b = torch.ones_like(a), torch.ones_like(b)
     err = torch.full((B,), math.inf, dtype=Mt.dtype, device=Mt.device)
+    step = max(1, int(check_every))
     it = 0
     while it < num_iter_max:
-        kt_u = torch.bmm(st.Kt, st.u[:, :, None])[..., 0]  # [B, n] = K~^T u
-        st.v = torch.where(live_b, b / kt_u, torch.zeros_like(b))
-        if not bool(torch.isfinite(st.v).all()):  # a column underflowed: exact log-domain fit instead
-            st.g = _marginal_fit(log_b, st.f + eps * _log_marginal(st.u), Mt, eps, other_dim=2)
-            st.v, st.Kt = live_b.to(b.dtype), _kernel_t(st.f, st.g, Mt, eps)
-        k_v = torch.bmm(st.v[:, None, :], st.Kt)[:, 0]  # [B, m] = K~ v
-        st.u = torch.where(live_a, a / k_v, torch.zeros_like(a))
-        if not bool(torch.isfinite(st.u).all()):  # a row underflowed
-            st.f = _marginal_fit(log_a, st.g + eps * _log_marginal(st.v), Mt, eps, other_dim=1)
-            st.u, st.Kt = live_a.to(a.dtype), _kernel_t(st.f, st.g, Mt, eps)
-        it += 1
-        if it % check_every == 0 or it == num_iter_max:
+        block = min(step - it % step, num_iter_max - it)  # up to the next multiple of check_every
+        saved_u, saved_v = st.u, st.v
+        for _ in range(block):  # fast path: no checks, no synchronisation
+            st.v = torch.where(live_b, b / torch.bmm(st.Kt, st.u[:, :, None])[..., 0], zeros_b)
+            st.u = torch.where(live_a, a / torch.bmm(st.v[:, None, :], st.Kt)[:, 0], zeros_a)
+        u_live = torch.where(live_a, st.u, ones_a)
+        v_live = torch.where(live_b, st.v, ones_b)
+        lo = torch.minimum(u_live.amin(), v_live.amin())
+        hi = torch.maximum(u_live.amax(), v_live.amax())
+        finite, out_of_range = (torch.stack([torch.isfinite(lo) & torch.isfinite(hi) & (lo > 0),
+                                             (hi > tau) | (lo < 1.0 / tau)]).tolist())
+        if not finite:  # redo the block from its start, checking every iteration
+            st.u, st.v = saved_u, saved_v
+            for _ in range(block):
+                _checked_iteration(st, a, b, log_a, log_b, live_a, live_b, Mt, eps, tau)
+        it += block
+        if it % step == 0 or it == num_iter_max:
             cols = torch.bmm(st.Kt, st.u[:, :, None])[..., 0] * st.v
             err = _masked_norm(cols - b, measured)
             if stop_thr > 0 and bool((err < stop_thr).all()):
                 break
-        if _out_of_range(st.u, live_a, tau) or _out_of_range(st.v, live_b, tau):
+        if finite and out_of_range:
             _absorb_state(st, live_a, live_b, Mt, eps)
     f = _absorb(st.f, st.u, live_a, eps)
     g = _absorb(st.g, st.v, live_b, eps)
     return _result(f, g, it, err, stop_thr, eps), st
+
+
+def _checked_iteration(st: _ScaledState, a, b, log_a, log_b, live_a, live_b, Mt, eps, tau) -> None:
+    """One iteration with every check: exact log-domain fits where a marginal underflows, absorption when a
+    scaling leaves ``[1/tau, tau]``."""
+    kt_u = torch.bmm(st.Kt, st.u[:, :, None])[..., 0]  # [B, n] = K~^T u
+    st.v = torch.where(live_b, b / kt_u, torch.zeros_like(b))
+    if not bool(torch.isfinite(st.v).all()):  # a column underflowed: exact log-domain fit instead
+        st.g = _marginal_fit(log_b, st.f + eps * _log_marginal(st.u), Mt, eps, other_dim=2)
+        st.v, st.Kt = live_b.to(b.dtype), _kernel_t(st.f, st.g, Mt, eps)
+    k_v = torch.bmm(st.v[:, None, :], st.Kt)[:, 0]  # [B, m] = K~ v
+    st.u = torch.where(live_a, a / k_v, torch.zeros_like(a))
+    if not bool(torch.isfinite(st.u).all()):  # a row underflowed
+        st.f = _marginal_fit(log_a, st.g + eps * _log_marginal(st.v), Mt, eps, other_dim=1)
+        st.u, st.Kt = live_a.to(a.dtype), _kernel_t(st.f, st.g, Mt, eps)
+    if _out_of_range(st.u, live_a, tau) or _out_of_range(st.v, live_b, tau):
+        _absorb_state(st, live_a, live_b, Mt, eps)
 
 
 def _out_of_range(x: torch.Tensor, live: torch.Tensor, tau: float) -> bool:
@@ -342,7 +377,8 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
     while the kernel is in memory, without materialising the plan.
 
     Args:
-        groups: long ``[m]`` group id per supplier in ``0..num_groups-1``.
+        groups: long ``[m]`` group id per supplier in ``0..num_groups-1``, or ``[B, m]`` per problem (e.g.
+            each proposal's own pruned supplier set).
         columns: bool ``[B, n]`` (or ``[n]``) demanders counted.
         measured: the columns whose marginal error is measured, as :func:`sinkhorn_log`.
 
@@ -358,13 +394,13 @@ def sinkhorn_grouped_mass(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg
     masses, results = [], []
     for part, res, st in _solve_chunks(a, b, M, eps, method, num_iter_max, stop_thr, check_every, tau,
                                        chunk_bytes, measured):
+        chunk_groups = groups if groups.ndim == 1 else groups[part]
         if st is None:
-            masses.append(grouped_row_mass(res.f, res.g, M[part], eps, groups, num_groups, columns[part]))
+            masses.append(grouped_row_mass(res.f, res.g, M[part], eps, chunk_groups, num_groups, columns[part]))
         else:
             v_sel = torch.where(columns[part], st.v, torch.zeros_like(st.v))
             rows = st.u * torch.bmm(v_sel[:, None, :], st.Kt)[:, 0]  # [b, m]
-            masses.append(torch.zeros(rows.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
-                          .index_add_(1, groups, rows))
+            masses.append(_group_sum(rows, chunk_groups, num_groups))
         results.append(res)
     return torch.cat(masses), _concat_results(results)
 
@@ -375,7 +411,7 @@ def grouped_row_mass(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: flo
 
     Args:
         f, g, M, eps: potentials ``[B, m]``, ``[B, n]``, costs ``[B, m, n]``.
-        groups: long ``[m]`` group (class) id of every supplier in ``0..num_groups-1``.
+        groups: long ``[m]`` group (class) id of every supplier in ``0..num_groups-1`` (or ``[B, m]``).
         columns: bool ``[B, n]`` or ``[n]`` demanders counted (default all).
 
     Returns:
@@ -384,5 +420,93 @@ def grouped_row_mass(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: flo
     g_sel = g if columns is None else torch.where(columns.expand_as(g), g, torch.full_like(g, -math.inf))
     rows = torch.exp(torch.logsumexp((f[..., :, None] + g_sel[..., None, :] - M) / eps, dim=-1))
     rows = torch.nan_to_num(rows, nan=0.0)  # suppliers with no live entry
-    out = torch.zeros(f.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
-    return out.index_add_(1, groups.to(rows.device), rows)
+    return _group_sum(rows, groups.to(rows.device), num_groups)
+
+
+def _group_sum(rows: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[B, num_groups]`` sums of ``rows [B, m]`` by ``groups`` (``[m]`` shared, or ``[B, m]`` per problem)."""
+    out = torch.zeros(rows.shape[0], num_groups, dtype=rows.dtype, device=rows.device)
+    if groups.ndim == 1:
+        return out.index_add_(1, groups, rows)
+    return out.scatter_add_(1, groups, rows)
+
+
+def aggregate_suppliers(cost: torch.Tensor, supply: torch.Tensor, groups: torch.Tensor, num_groups: int,
+                        keep: int, eps: float, columns: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per problem, keep the ``keep`` cheapest suppliers and merge each group's others into one.
+
+    For problem ``b`` the suppliers are ranked by their cheapest cost to any counted column; the ``keep``
+    first are kept as they are, and the remaining suppliers ``R_c`` of each group ``c`` become one
+    pseudo-supplier with supply ``A_c = sum_{i in R_c} a_i`` and cost
+
+    .. math:: \tilde M_{cj} = -\varepsilon \log \sum_{i \in R_c} (a_i / A_c) \exp(-M_{ij} / \varepsilon)
+
+    (a log-sum-exp, computed stably). Total supply and each group's supply are preserved, and a column
+    of cost 0 for every supplier (DPSM's dustbin) stays 0.
+
+    Why it is accurate: at the Sinkhorn fixed point supplier ``i`` ships
+    ``x_ij = a_i exp((g_j - M_ij) / eps) / Z_i`` with ``Z_i = sum_k exp((g_k - M_ik) / eps)``. When the
+    dustbin term dominates every merged supplier's ``Z_i`` (it ships almost all of its supply to the
+    dustbin: far suppliers), ``Z_i`` is the same for all of them and the group's mass to column ``j``,
+    ``sum_i x_ij``, is exactly the pseudo-supplier's ``x_cj``; merged suppliers with identical costs are
+    exact in any case. The error is of the order of the share of their supply the merged suppliers send
+    to real columns (it is measured in ``benchmarks/transport.py`` and the tests). Unlike dropping the
+    unkept suppliers (sending them to the dustbin), the many far suppliers' joint pull keeps its weight.
+
+    Args:
+        cost: ``[B, n, m]`` costs (demanders x suppliers), in the units of ``eps``.
+        supply: ``[m]`` supplies shared by the batch.
+        groups: long ``[m]`` group of every supplier, ``0..num_groups-1``.
+        keep: suppliers kept exactly per problem (``< m``).
+        eps: the entropic regularisation the problem is solved with.
+        columns: bool ``[B, n]`` columns that rank the suppliers (default all; padding excluded).
+
+    Returns:
+        ``(supply [B, keep + num_groups], cost [B, n, keep + num_groups], groups [B, keep + num_groups])``;
+        a group whose suppliers are all kept gets a pseudo-supplier of supply 0 (and cost 0).
+    """
+    B, n, m = cost.shape
+    dev, dtype = cost.device, cost.dtype
+    supply = supply.to(dev, dtype)
+    groups = groups.to(dev)
+    ranked = cost if columns is None else torch.where(columns.to(dev)[:, :, None], cost, math.inf)
+    kept = ranked.amin(1).topk(keep, dim=1, largest=False).indices  # [B, keep]
+    del ranked
+    kept_cost = cost.gather(2, kept[:, None, :].expand(B, n, keep))
+    is_kept = torch.zeros(B, m, dtype=torch.bool, device=dev).scatter_(1, kept, True)
+    rest = torch.where(is_kept, torch.zeros_like(supply).expand(B, m), supply.expand(B, m))
+    rest_supply = torch.zeros(B, num_groups, dtype=dtype, device=dev).index_add_(1, groups, rest)  # [B, G]
+    # z = log a_i - M_ij / eps over the unkept suppliers, reduced per group with a stable log-sum-exp
+    z = cost / (-eps)
+    z.add_(_log_marginal(supply))
+    z.masked_fill_(is_kept[:, None, :], -math.inf)
+    lse = _group_logsumexp(z, groups, num_groups)  # [B, n, G]
+    del z
+    agg = -eps * (lse - _log_marginal(rest_supply)[:, None, :])
+    agg = torch.where((rest_supply > 0)[:, None, :] & torch.isfinite(agg), agg, torch.zeros_like(agg))
+    out_supply = torch.cat([supply[kept], rest_supply], 1)
+    out_cost = torch.cat([kept_cost, agg], 2)
+    out_groups = torch.cat([groups[kept], torch.arange(num_groups, device=dev).expand(B, num_groups)], 1)
+    return out_supply, out_cost, out_groups
+
+
+def _group_logsumexp(z: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``LSE`` over the last dimension of ``z [..., m]`` within each group: ``[..., num_groups]``.
+
+    Groups stored as contiguous equal-sized runs (a bank's classes usually are) are a reshape; otherwise
+    the entries are laid out per group, padded with ``-inf``.
+    """
+    m = z.shape[-1]
+    sizes = torch.bincount(groups, minlength=num_groups)
+    size = int(sizes.max())
+    starts = torch.cumsum(sizes, 0) - sizes
+    if size * num_groups == m and bool((groups[::size] == torch.arange(num_groups, device=groups.device)).all()) \
+            and bool((groups.view(num_groups, size) == groups[::size, None]).all()):
+        return torch.logsumexp(z.view(*z.shape[:-1], num_groups, size), dim=-1)
+    order = torch.argsort(groups, stable=True)
+    slot = torch.arange(m, device=groups.device) - starts[groups[order]]
+    index = torch.full((num_groups, size), m, dtype=torch.long, device=groups.device)
+    index[groups[order], slot] = order
+    padded = torch.cat([z, torch.full_like(z[..., :1], -math.inf)], dim=-1)
+    return torch.logsumexp(padded[..., index.view(-1)].view(*z.shape[:-1], num_groups, size), dim=-1)

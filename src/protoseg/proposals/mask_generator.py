@@ -53,6 +53,10 @@ class MaskGenerationSettings:
         box_nms_thresh: box IoU above which the lower-scored mask is suppressed, in ``[0, 1]``.
         min_mask_region_area: remove islands / fill holes smaller than this many pixels (``0``: off).
         mask_threshold: logit threshold that binarises masks.
+        filter_resolution: ``"low"``: the predicted-IoU and stability filters and box NMS run on the
+            decoder's logits (256 x 256 for SAM-B; boxes and areas at that resolution) and only the
+            surviving masks are upscaled to the image; ``"full"``: on masks upscaled to the image first, as
+            segment-anything does. Predictors without a decoder-resolution output use ``"full"``.
 
     Raises:
         ProtosegError: on construction, naming the first invalid field.
@@ -66,6 +70,7 @@ class MaskGenerationSettings:
     box_nms_thresh: float = 0.7
     min_mask_region_area: int = 0
     mask_threshold: float = 0.0
+    filter_resolution: str = "low"
 
     def __post_init__(self) -> None:
         for name in ("points_per_side", "points_per_batch", "min_mask_region_area"):
@@ -81,6 +86,8 @@ class MaskGenerationSettings:
         for name in ("stability_score_thresh", "box_nms_thresh"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ProtosegError(f"SAM option {name} must be in [0, 1]; got {getattr(self, name)!r}")
+        if self.filter_resolution not in ("low", "full"):
+            raise ProtosegError(f"SAM option filter_resolution must be 'low' or 'full'; got {self.filter_resolution!r}")
         if self.stability_score_offset < 0:
             raise ProtosegError(f"SAM option stability_score_offset must be >= 0; got {self.stability_score_offset!r}")
 
@@ -175,6 +182,12 @@ def generate_masks(predictor: MaskPredictor, image: np.ndarray | torch.Tensor,
     embedded = predictor.embed(image)
     H, W = embedded.original_size
     grid = point_grid(settings.points_per_side) * torch.tensor([W, H], dtype=torch.float32)
+    if settings.filter_resolution == "low" and hasattr(predictor, "predict_points_low"):
+        masks, scores = _generate_low(predictor, embedded, grid, settings)
+        if settings.min_mask_region_area > 0 and len(masks):
+            masks, scores = clean_small_regions(masks, scores, settings.min_mask_region_area,
+                                                settings.box_nms_thresh)
+        return masks, scores
     all_masks, all_scores = [], []
     for start in range(0, len(grid), settings.points_per_batch):
         logits, iou = predictor.predict_points(embedded, grid[start:start + settings.points_per_batch])
@@ -187,3 +200,39 @@ def generate_masks(predictor: MaskPredictor, image: np.ndarray | torch.Tensor,
     if settings.min_mask_region_area > 0 and len(masks):
         masks, scores = clean_small_regions(masks, scores, settings.min_mask_region_area, settings.box_nms_thresh)
     return masks, scores
+
+
+def _generate_low(predictor: Any, embedded: Any, grid: torch.Tensor, settings: MaskGenerationSettings
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtering and NMS on decoder-resolution logits; only the survivors are upscaled (``filter_resolution="low"``).
+
+    Boxes are taken on the low-resolution masks (box IoU does not change when both boxes are scaled the same
+    way; only the pixel rounding of their edges does), areas for the stability score likewise.
+    """
+    low_all, score_all, box_all = [], [], []
+    valid = None
+    for start in range(0, len(grid), settings.points_per_batch):
+        low, iou = predictor.predict_points_low(embedded, grid[start:start + settings.points_per_batch])
+        if valid is None:
+            valid = predictor.low_res_valid(embedded, tuple(low.shape[-2:]))
+        keep = filter_by_iou(iou, settings.pred_iou_thresh)
+        low, iou = low[keep], iou[keep]
+        inside = low[:, :valid[0], :valid[1]]
+        stable = stability_score(inside, settings.mask_threshold, settings.stability_score_offset)
+        threshold = settings.stability_score_thresh
+        keep = stable >= threshold if threshold > 0 else stable >= 0
+        low, iou, inside = low[keep], iou[keep], inside[keep]
+        binary = inside > settings.mask_threshold
+        nonempty = binary.flatten(1).any(1)
+        low, iou, binary = low[nonempty], iou[nonempty], binary[nonempty]
+        boxes = masks_to_boxes(binary)
+        kept = box_nms(boxes, iou, settings.box_nms_thresh)
+        low_all.append(low[kept])
+        score_all.append(iou[kept])
+        box_all.append(boxes[kept])
+    low, scores, boxes = torch.cat(low_all), torch.cat(score_all), torch.cat(box_all)
+    kept = box_nms(boxes, scores, settings.box_nms_thresh)
+    masks = predictor.upscale(embedded, low[kept]) > settings.mask_threshold
+    scores = scores[kept]
+    nonempty = masks.flatten(1).any(1)
+    return masks[nonempty], scores[nonempty]

@@ -259,6 +259,8 @@ class Segmenter:
         channels = len(query.names) + int(constant)
         batched = getattr(self.matcher, "score_windows", None)
         if batched is not None:  # the matcher scores several windows per model forward
+            if proposals is not None:
+                raise ProtosegError(f"the {self.preset.matcher} matcher takes no region proposals")
             def score_batch(crops: torch.Tensor) -> torch.Tensor:
                 s = batched(crops)
                 if constant:

@@ -16,7 +16,7 @@ Each run prints the time per part; the last line is::
     total T forwards F other O other_share P
 
 with ``T``, ``F``, ``O`` in seconds (medians over runs of the total, of the forwards, and ``O = T - F``)
-and ``P = O / T`` as a **percentage**. Both parts are timed in the same run, so on a CPU shared with
+and ``P = O / T`` as a fraction (as ``benchmarks/dpsm_speed.py``). Both parts are timed in the same run, so on a CPU shared with
 other work the share stays comparable even when the absolute times are not.
 """
 
@@ -156,7 +156,7 @@ def main() -> None:
     print(f"image {image.shape[0]}x{image.shape[1]} classes {len(classes)} bank {args.bank_size} k {args.k} "
           f"threads {torch.get_num_threads()} batch_size {seg.matcher.batch_size}")
     other = total - fwd
-    print(f"total {total:.3f} forwards {fwd:.3f} other {other:.3f} other_share {100 * other / total:.1f}")
+    print(f"total {total:.3f} forwards {fwd:.3f} other {other:.3f} other_share {other / total:.3f}")
 
 
 if __name__ == "__main__":

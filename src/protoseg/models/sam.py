@@ -40,8 +40,9 @@ def keep_freed_memory() -> bool:
     SAM's mask decoder repeats the image embedding for every prompt point of a batch (transformers'
     ``SamMaskDecoder``; ~270 MB per op for 64 points of SAM-B), and glibc serves such blocks with ``mmap``
     and returns them on ``free``: each op then page-faults fresh memory. Turning ``mmap`` allocation off and
-    never trimming the heap lets the temporaries be reused (measured 1.6x on the decoder on CPU); the
-    process keeps its peak memory. Returns ``False`` where glibc's ``mallopt`` is not available.
+    never trimming the heap lets the temporaries be reused (a faster decoder on CPU; its gain is not measured
+    separately by ``benchmarks/dpsm_speed.py``); the process keeps its peak memory. Returns ``False``
+    where glibc's ``mallopt`` is not available.
     """
     import ctypes
     import ctypes.util

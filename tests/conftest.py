@@ -11,3 +11,29 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def make_small_world(root, size: int, test: int = 2):
+    """A parts world in ``root``: 4 support scenes (seed 7: every class appears) in ``train/``, ``test``
+    held-out scenes in ``test/`` and their hand-crafted bank in ``bank/``; returns ``root``."""
+    from protoseg.offline.examples import bank_from_examples
+    from protoseg.partsworld import write_examples
+
+    write_examples(root / "train", 4, seed=7, size=size)
+    write_examples(root / "test", test, seed=6, size=size)
+    bank_from_examples(root / "train", "handcrafted").save(root / "bank")
+    return root
+
+
+@pytest.fixture
+def cli_run(capsys):
+    """The CLI in-process, as the console script runs it: ``cli_run(*args) -> (code, stdout, stderr)``."""
+    from protoseg import cli
+
+    def invoke(*args):
+        capsys.readouterr()
+        code = cli.run([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import make_small_world
 from PIL import Image
 from skimage import data
 
@@ -13,8 +14,7 @@ from protoseg import cli
 from protoseg.config.segment import PRESETS, get_preset
 from protoseg.demo import SegmenterCache, legend_html, run_demo_request
 from protoseg.errors import ProtosegError
-from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
+from protoseg.partsworld import PARTS_WORLD_CLASSES
 from protoseg.viz import class_colours, read_label_classes
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
@@ -22,10 +22,7 @@ CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    write_examples(root / "train", 4, seed=7, size=96)  # seed 7: every class appears
-    write_examples(root / "test", 2, seed=6, size=96)
-    bank_from_examples(root / "train", "handcrafted").save(root / "bank")
+    root = make_small_world(tmp_path_factory.mktemp("demo"), size=96)
     Image.fromarray(data.astronaut()).resize((96, 96)).save(root / "astronaut.jpg")
     return root
 

@@ -2,35 +2,25 @@
 
 import numpy as np
 import pytest
+from conftest import make_small_world
 from PIL import Image
 from skimage import data
 
-from protoseg import cli
 from protoseg.config.segment import get_preset
-from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import is_parts_world_image, write_examples
+from protoseg.partsworld import is_parts_world_image
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    write_examples(root / "train", 4, seed=7, size=96)  # seed 7: every class appears
-    write_examples(root / "test", 1, seed=6, size=96)
-    bank_from_examples(root / "train", "handcrafted").save(root / "bank")
+    root = make_small_world(tmp_path_factory.mktemp("synthetic"), size=96, test=1)
     Image.fromarray(data.astronaut()).resize((96, 96)).save(root / "astronaut.jpg")
     Image.open(root / "test/images/scene_00000.png").convert("RGB").save(root / "scene.jpg")  # re-saved
     return root
 
 
 @pytest.fixture
-def run(capsys):
-    def invoke(*args):
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
+def run(cli_run):
+    return cli_run
 
 
 def segment(world, image, out, *extra):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_small_world
 from PIL import Image
 
 from protoseg import cli
@@ -20,33 +21,21 @@ from protoseg.bank import KeyIndex, PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.models import load_features
 from protoseg.models.hub import from_pretrained
-from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
+from protoseg.partsworld import PARTS_WORLD_CLASSES
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trust")
-    write_examples(root / "train", 4, seed=7, size=128)  # seed 7: every class appears
-    write_examples(root / "test", 2, seed=6, size=128)
-    bank_from_examples(root / "train", "handcrafted").save(root / "bank")
-    return root
+    return make_small_world(tmp_path_factory.mktemp("trust"), size=128)
 
 
 @pytest.fixture
-def run(capsys, monkeypatch, tmp_path):
+def run(cli_run, monkeypatch, tmp_path):
     """The CLI in-process, as the console script runs it: returns (code, stdout, stderr)."""
     monkeypatch.setenv("PROTOSEG_CACHE", str(tmp_path / "cache"))
-
-    def invoke(*args):
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
+    return cli_run
 
 
 def one_error(result, *patterns):

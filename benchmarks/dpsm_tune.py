@@ -51,7 +51,8 @@ GRIDS: dict[str, list[Ablation]] = {
     ],
     "solver": [
         Ablation(f"view · τ 8 · Sinkhorn ε {e}", {"mode": "subregion-ot", "emd_solver": "sinkhorn", "epsilon": e,
-                                                 "supply": "view", "capacity": 8.0}, preset="handcrafted-dpsm")
+                                                 "supply": "view", "capacity": 8.0, "prune_keep": 0.0},
+                 preset="handcrafted-dpsm")
         for e in (0.05, 0.01, "auto")
     ] + [_row("view · τ 8 · exact", supply="view", capacity=8.0),
          _row("view · τ 16 · exact", supply="view", capacity=16.0)],

@@ -16,8 +16,8 @@ Each run prints the time per part; the last line is::
     total T forwards F other O other_share P
 
 with ``T``, ``F``, ``O`` in seconds (medians over runs of the total, of the forwards, and ``O = T - F``)
-and ``P = O / T`` as a fraction (as ``benchmarks/dpsm_speed.py``). Both parts are timed in the same run, so on a CPU shared with
-other work the share stays comparable even when the absolute times are not.
+and ``P = O / T`` as a fraction (as ``benchmarks/dpsm_speed.py``). Both parts are timed in the same run,
+so on a CPU shared with other work the share stays comparable even when the absolute times are not.
 """
 
 from __future__ import annotations

@@ -37,3 +37,25 @@ def cli_run(capsys):
         return code, out.out, out.err
 
     return invoke
+
+
+@pytest.fixture
+def cli_process(cli_run):
+    """:func:`cli_run` returning a ``subprocess.CompletedProcess`` (``returncode``, ``stdout``, ``stderr``)."""
+    import subprocess
+
+    def invoke(*args):
+        code, out, err = cli_run(*args)
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return invoke
+
+
+def assert_one_error(result, *fragments) -> None:
+    """``result`` (a ``CompletedProcess`` of the CLI) exited 2 with exactly one ``error:`` line, no traceback,
+    and that line contains every fragment."""
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

@@ -2,10 +2,10 @@
 Hub served on localhost (protoseg.testing.hub_server) and the real huggingface_hub client."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
+from conftest import assert_one_error
 from PIL import Image
 
 from protoseg import cli
@@ -39,22 +39,8 @@ def hub(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def run(capsys):
-    def invoke(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return invoke
-
-
-def _one_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
+def run(cli_process):
+    return cli_process
 
 
 def _classes(world):
@@ -95,7 +81,7 @@ def test_push_then_segment_from_the_hub_equals_the_local_bank(world, hub, run, t
     # offline (the Hub stops answering), the cached revision is used; an uncached one is one clear error
     hub.stop()
     assert PrototypeBank.load("hf://me/parts").manifest.bank_id == manifest["bank_id"]
-    _one_error(run("bank", "info", "hf://me/elsewhere"), "hf://me/elsewhere", "cannot be reached")
+    assert_one_error(run("bank", "info", "hf://me/elsewhere"), "hf://me/elsewhere", "cannot be reached")
 
 
 def test_branches_revisions_and_unknown_repos(world, hub, run):
@@ -104,10 +90,10 @@ def test_branches_revisions_and_unknown_repos(world, hub, run):
     bank = PrototypeBank.load("hf://me/parts@v2")
     assert bank.source == "hf://me/parts@v2"
     assert bank.manifest.bank_id == PrototypeBank.load(world / "bank").manifest.bank_id
-    _one_error(run("bank", "info", "hf://me/parts@v9"), "hf://me/parts@v9", "no revision 'v9'")
-    _one_error(run("bank", "info", "hf://me/nothing"), "no dataset repository me/nothing")
-    _one_error(run("bank", "info", "hf://not a repo"), "hf://owner/name")
-    _one_error(run("bank", "push", world / "bank", "me"), "hf://owner/name")
+    assert_one_error(run("bank", "info", "hf://me/parts@v9"), "hf://me/parts@v9", "no revision 'v9'")
+    assert_one_error(run("bank", "info", "hf://me/nothing"), "no dataset repository me/nothing")
+    assert_one_error(run("bank", "info", "hf://not a repo"), "hf://owner/name")
+    assert_one_error(run("bank", "push", world / "bank", "me"), "hf://owner/name")
 
 
 def test_a_corrupt_download_is_refused(world, hub, run, tmp_path):
@@ -117,7 +103,7 @@ def test_a_corrupt_download_is_refused(world, hub, run, tmp_path):
     hub.tamper("me/parts", "prototypes.npy", bytes(data))
     result = run("segment", _image(world), "--classes", _classes(world), "--preset", "handcrafted", "--bank",
                  "hf://me/parts", "--out", tmp_path / "out")
-    _one_error(result, "hf://me/parts", "failed verification", "prototypes.npy does not match its SHA-256")
+    assert_one_error(result, "hf://me/parts", "failed verification", "prototypes.npy does not match its SHA-256")
     assert not (tmp_path / "out").exists()
 
 
@@ -125,7 +111,7 @@ def test_generate_missing_never_modifies_the_download_cache(world, hub, run, tmp
     assert run("bank", "push", world / "bank", "me/parts").returncode == 0
     result = run("segment", _image(world), "--classes", _classes(world) + ", unicorn", "--preset", "handcrafted",
                  "--bank", "hf://me/parts", "--out", tmp_path / "out", "--generate-missing")
-    _one_error(result, "'unicorn'", "never modifies", "cp -rL")
+    assert_one_error(result, "'unicorn'", "never modifies", "cp -rL")
 
 
 def test_stale_files_of_an_earlier_push_are_removed(hub, tmp_path, rng):

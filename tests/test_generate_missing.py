@@ -3,14 +3,13 @@ made with the bank's recorded build recipe, added atomically, reused afterwards.
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 from build_fixtures import tiny_cache
+from conftest import assert_one_error
 from PIL import Image
 
-from protoseg import cli
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.generate.captions import noun_captions
@@ -47,26 +46,12 @@ def work(banks, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def run(capsys):
-    def invoke(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return invoke
+def run(cli_process):
+    return cli_process
 
 
 def _stamps(folder):
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
-
-
-def _one_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_dpsm_generates_the_missing_class_once_with_the_recipe(work, run, banks):
@@ -158,7 +143,7 @@ def test_ensure_classes_in_python_and_an_interrupted_generation_resumes(work):
 def test_without_the_switch_the_unknown_class_error_names_it(work, run):
     result = run("segment", work / "photo.png", "--preset", "dpsm-tiny", "--bank", work / "dpsm", "--classes",
                  "cat, dog", "--device", "cpu", "--out", work / "out")
-    _one_error(result, "'dog'", "--generate-missing")
+    assert_one_error(result, "'dog'", "--generate-missing")
 
 
 def test_recipe_models_that_cannot_load_give_one_line_and_leave_the_bank(work, run, monkeypatch):
@@ -167,11 +152,11 @@ def test_recipe_models_that_cannot_load_give_one_line_and_leave_the_bank(work, r
     result = run("segment", work / "photo.png", "--preset", "dpsm-tiny", "--bank", work / "dpsm", "--classes",
                  "cat, dog", "--device", "cpu", "--out", work / "out", "--generate-missing",
                  "--diffusion", "someone/not-downloaded-sd")
-    _one_error(result, "cannot load the models of the bank's build recipe", "'dog'", "someone/not-downloaded-sd",
+    assert_one_error(result, "cannot load the models of the bank's build recipe", "'dog'", "someone/not-downloaded-sd",
                "--diffusion FOLDER")
     assert _stamps(work / "dpsm") == stamps and not (work / "out").exists()
     lonely = run("segment", work / "photo.png", "--bank", work / "dpsm", "--classes", "cat", "--diffusion", "x")
-    _one_error(lonely, "--generate-missing")
+    assert_one_error(lonely, "--generate-missing")
 
 
 def test_a_recipe_llm_that_cannot_load_names_the_llm_option(work, run):
@@ -182,7 +167,7 @@ def test_a_recipe_llm_that_cannot_load_names_the_llm_option(work, run):
     stamps = _stamps(bank)
     result = run("segment", work / "photo.png", "--preset", "dpsm-tiny", "--bank", bank, "--classes", "cat, dog",
                  "--device", "cpu", "--out", work / "out", "--generate-missing")
-    _one_error(result, "DPSM descriptions of 'dog'", "/nowhere/model.gguf", "--llm SPEC")
+    assert_one_error(result, "DPSM descriptions of 'dog'", "/nowhere/model.gguf", "--llm SPEC")
     assert _stamps(bank) == stamps and not (work / "dpsm.descriptions.json").exists()
 
 
@@ -193,7 +178,7 @@ def test_banks_from_examples_cannot_generate(tmp_path, run):
     image = sorted((tmp_path / "ex" / "images").iterdir())[0]
     result = run("segment", image, "--preset", "handcrafted", "--bank", tmp_path / "bank", "--classes",
                  "sky, unicorn", "--out", tmp_path / "out", "--generate-missing")
-    _one_error(result, "built from labelled examples", "cannot generate")
+    assert_one_error(result, "built from labelled examples", "cannot generate")
     with pytest.raises(ProtosegError, match="labelled examples"):
         generate_missing(tmp_path / "bank", ["unicorn"])
 

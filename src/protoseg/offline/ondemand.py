@@ -36,6 +36,7 @@ from protoseg.classes import ClassList, ClassSpec, normalize_classes
 from protoseg.config.build import BuildPreset
 from protoseg.config.fields import from_dict, given, override
 from protoseg.errors import ProtosegError
+from protoseg.match.prototypes import served_names
 from protoseg.offline import BuildSource, RunOptions, run_build
 from protoseg.runs import Progress, check_work_dir, remove_work_dir
 
@@ -47,7 +48,7 @@ def missing_classes(bank: PrototypeBank, classes: Sequence[ClassSpec] | ClassLis
     """The classes (their first names) none of whose names labels a finite prototype of ``bank``."""
     missing = []
     for names in normalize_classes(classes).synonyms:
-        served = any(len(rows := bank.rows_of(name)) and bank.finite(rows).any() for name in names)
+        served = any(served_names(bank, list(names), retrieval=False))
         if not served and names[0] not in missing:
             missing.append(names[0])
     return missing

@@ -220,7 +220,7 @@ def run_ablations(
         if oracle:
             preset = preset.with_options(proposals="given")
         if models is None or (preset.sam is not None and models.names.get("sam") is None):
-            models = ModelSet(preset.features, preset.text, preset.sam)
+            models = ModelSet.for_preset(preset)
         segmenter = Segmenter(preset, bank, models)
         description = {"preset": row.preset, "options": options, "proposals": "objects" if oracle else "own"}
         predictor = (ObjectProposalPredictor if oracle else SegmenterPredictor)(segmenter, dataset, description)

@@ -116,7 +116,7 @@ class SegmenterCache:
             if key not in self._segmenters:
                 if on_load is not None:
                     on_load()
-                models = ModelSet(preset.features, preset.text, preset.sam, device=device)
+                models = ModelSet.for_preset(preset, device=device)
                 self._segmenters[key] = Segmenter(preset, bank, models)
                 self.loads += 1
             return self._segmenters[key]

@@ -127,8 +127,7 @@ class SegmenterPredictor:
 
                 r = self.recipe
                 preset = Preset.from_dict(r["preset"])
-                models = ModelSet(preset.features, preset.text, preset.sam, device=r.get("device"),
-                                  dtype=r.get("dtype"))
+                models = ModelSet.for_preset(preset, device=r.get("device"), dtype=r.get("dtype"))
                 _SEGMENTERS[key] = Segmenter(preset, PrototypeBank.load(r["bank"]), models)
             self.segmenter = _SEGMENTERS[key]
         return self.segmenter

@@ -126,7 +126,7 @@ class Segmenter:
 
     def __init__(self, preset: Preset, bank: PrototypeBank, models: ModelSet | None = None):
         self.preset = preset
-        self.models = models or ModelSet(preset.features, preset.text, preset.sam)
+        self.models = models or ModelSet.for_preset(preset)
         self._use_bank(bank)
 
     def _use_bank(self, bank: PrototypeBank) -> None:
@@ -174,7 +174,7 @@ class Segmenter:
         preset = get_preset(name, **overrides)
         if not isinstance(bank, PrototypeBank):
             bank = PrototypeBank.load(bank)
-        return cls(preset, bank, ModelSet(preset.features, preset.text, preset.sam, device=device, dtype=dtype))
+        return cls(preset, bank, ModelSet.for_preset(preset, device=device, dtype=dtype))
 
     @property
     def device(self) -> torch.device:

@@ -244,7 +244,7 @@ def eval_command(
         loaded.check_classes([n for synonyms in query.classes.synonyms for n in synonyms]
                              + list(query.background_names))
         quiet_model_loading()
-        models = ModelSet(model_preset.features, model_preset.text, model_preset.sam, device=resolved)
+        models = ModelSet.for_preset(model_preset, device=resolved)
         segmenter = Segmenter(model_preset, loaded, models)
         description = {
             "preset": name,

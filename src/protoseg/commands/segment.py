@@ -103,8 +103,7 @@ def segment(
         typer.echo(f"all {len(paths)} label map(s) in {out} are up to date (same images, classes, bank and settings)")
         return
     quiet_model_loading()
-    segmenter = Segmenter(chosen, loaded, ModelSet(chosen.features, chosen.text, chosen.sam, device=device,
-                                                   dtype=dtype))
+    segmenter = Segmenter(chosen, loaded, ModelSet.for_preset(chosen, device=device, dtype=dtype))
     segmenter.prepare(names)
     problems = not_converged = 0
     with progress_bar(transient=True, disable=len(todo) < 2) as progress:

@@ -43,6 +43,12 @@ class ModelSet:
         self.dtype = resolve_dtype(dtype, self.device)
         self._loaded: dict[str, Any] = {}
 
+    @classmethod
+    def for_preset(cls, preset: Any, device: str | torch.device | None = None,
+                   dtype: str | torch.dtype | None = None) -> ModelSet:
+        """The models a :class:`protoseg.config.segment.Preset` names (features, text, SAM), on ``device``."""
+        return cls(preset.features, preset.text, preset.sam, device=device, dtype=dtype)
+
     def _get(self, role: str) -> Any:
         if role not in self._loaded:
             name = self.names[role]

@@ -148,17 +148,18 @@ class Segmenter:
                        llm: str | None = None, dtype: str | None = None, progress: Progress | None = None) -> list[str]:
         """Generate prototypes for the ``classes`` the bank cannot serve, with the bank's own build recipe,
         add them to the bank folder (atomically) and segment with the grown bank from now on; returns the
-        class names generated — empty when the bank already serves every class (then nothing is done, so
-        a second call never regenerates). This is protoseg's one way to grow a bank on demand (the CLI's
-        ``--generate-missing`` and the demo's switch call it); see :mod:`protoseg.offline.ondemand`.
+        class names generated — empty when the bank already serves every class (checked on the bank in
+        memory; then nothing is done, so a second call never regenerates). This is protoseg's one way to
+        grow a bank on demand (the CLI's ``--generate-missing`` and the demo's switch call it); see
+        :mod:`protoseg.offline.ondemand`.
 
         The recipe's feature and text models are this segmenter's (``preset.features`` / ``preset.text``);
         ``diffusion`` and ``llm`` replace the recipe's diffusion model and DPSM LLM (e.g. local folders),
         ``dtype`` is the diffusion dtype, ``progress(stage, done, total)`` reports the work.
 
         Raises:
-            ProtosegError: the bank is on the Hub or only in memory, records no usable recipe (built from
-                labelled examples, imported), or the recipe's models cannot be loaded.
+            ProtosegError: classes are missing and the bank is on the Hub or only in memory, records no usable
+                recipe (built from labelled examples, imported), or the recipe's models cannot be loaded.
         """
         if not missing_classes(self.bank, classes):
             return []

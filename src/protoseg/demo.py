@@ -4,9 +4,10 @@ Two layers:
 
 - :func:`run_demo_request` — everything a request does, without a browser or gradio: the checks of
   ``protoseg segment`` (same class parsing, same one-line errors, the same rule for the hand-crafted
-  presets), a :class:`Segmenter` from the :class:`SegmenterCache` (loaded once per preset, model folders,
-  bank and device), the outputs written by :func:`protoseg.viz.save_segmentation` (label PNG, overlay with
-  the input beside it, sidecar) into a folder of the demo's, and each class's share of the pixels;
+  presets: :func:`protoseg.batch.check_request`), a :class:`Segmenter` from the :class:`SegmenterCache`
+  (loaded once per preset, model folders, bank and device), the outputs written by
+  :func:`protoseg.viz.save_segmentation` (label PNG, overlay with the input beside it, sidecar) into a
+  folder of the demo's, and each class's share of the pixels;
 - :func:`build_demo` — the Gradio page around it (gradio is imported only here, so ``protoseg segment``
   never pays for it). A user error becomes one ``error: …`` line in the page, never a stack trace.
 """
@@ -14,15 +15,31 @@ Two layers:
 from __future__ import annotations
 
 import html
-import itertools
+import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count, tee
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from protoseg.bank import PrototypeBank
+from protoseg.bank.hub import hub_spec
+from protoseg.batch import check_request
+from protoseg.classes import parse_class_list
+from protoseg.config.fields import given
+from protoseg.config.segment import PRESETS, Preset
 from protoseg.errors import ProtosegError
+from protoseg.images import load_image
+from protoseg.models import ModelSet
+from protoseg.models.base import resolve_device
+from protoseg.offline.ondemand import missing_classes
+from protoseg.runs import jsonable
+from protoseg.segment import Segmenter
+from protoseg.viz import class_colours, class_shares, save_segmentation
 
 #: ``progress(fraction, description)``: how a request reports how far it is.
 ProgressFn = Callable[[float, str], None]
@@ -87,31 +104,19 @@ class SegmenterCache:
         self._segmenters: dict[tuple, Any] = {}
         self.loads = 0
 
-    def bank(self, folder: str | Path) -> Any:
+    def bank(self, folder: str | Path) -> PrototypeBank:
         """The bank in ``folder`` or at an ``hf://owner/name[@revision]`` id (validated when first loaded;
         a folder whose manifest changed, e.g. grown by ``generate_missing``, is loaded again)."""
-        from protoseg.bank import PrototypeBank
-        from protoseg.bank.hub import hub_spec
-
-        hub = hub_spec(folder) is not None  # a Hub revision's files never change once fetched
-        path = str(folder) if hub else Path(folder).expanduser()
-        manifest = None if hub else Path(path) / "manifest.json"
-        stamp = (manifest.stat().st_size, manifest.stat().st_mtime_ns) if manifest and manifest.is_file() else None
-        key = (str(folder) if hub else str(Path(path).resolve()), stamp)
+        key, path, hub = self._bank_key(folder)
         with self._lock:
-            if key not in self._banks or (stamp is None and not hub):  # no manifest: load to report why
+            if key not in self._banks or (key[1] is None and not hub):  # no manifest: load to report why
                 self._banks[key] = PrototypeBank.load(path)
             return self._banks[key]
 
-    def segmenter(self, preset: Any, bank: Any, device: str, on_load: Callable[[], None] | None = None) -> Any:
+    def segmenter(self, preset: Preset, bank: PrototypeBank, device: str,
+                  on_load: Callable[[], None] | None = None) -> Segmenter:
         """A :class:`~protoseg.segment.Segmenter` for ``preset`` on ``bank`` (built on first use)."""
-        import json
-
-        from protoseg.models import ModelSet
-        from protoseg.runs import jsonable
-        from protoseg.segment import Segmenter
-
-        key = (json.dumps(jsonable(preset), sort_keys=True), id(bank), bank.manifest.bank_id, device)
+        key = self._segmenter_key(preset, bank, device)
         with self._lock:
             if key not in self._segmenters:
                 if on_load is not None:
@@ -121,8 +126,30 @@ class SegmenterCache:
                 self.loads += 1
             return self._segmenters[key]
 
+    def grown(self, folder: str | Path, preset: Preset, device: str, segmenter: Segmenter) -> None:
+        """Keep ``segmenter``, whose bank grew (:meth:`Segmenter.ensure_classes`), as the segmenter of the
+        bank now in ``folder``, so that the next request loads neither again."""
+        key, _, _ = self._bank_key(folder)
+        with self._lock:
+            self._banks[key] = segmenter.bank
+            self._segmenters[self._segmenter_key(preset, segmenter.bank, device)] = segmenter
 
-_request_ids = itertools.count(1)
+    @staticmethod
+    def _bank_key(folder: str | Path) -> tuple[tuple[str, tuple[int, int] | None], str | Path, bool]:
+        """``(key, path to load, on the Hub)`` of a bank: its resolved folder and its manifest's size and
+        modification time (a Hub revision's files never change once fetched)."""
+        hub = hub_spec(folder) is not None
+        path = str(folder) if hub else Path(folder).expanduser()
+        manifest = None if hub else Path(path) / "manifest.json"
+        stamp = (manifest.stat().st_size, manifest.stat().st_mtime_ns) if manifest and manifest.is_file() else None
+        return (str(folder) if hub else str(Path(path).resolve()), stamp), path, hub
+
+    @staticmethod
+    def _segmenter_key(preset: Preset, bank: PrototypeBank, device: str) -> tuple:
+        return json.dumps(jsonable(preset), sort_keys=True), id(bank), bank.manifest.bank_id, device
+
+
+_request_ids = count(1)
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -146,17 +173,12 @@ def run_demo_request(images: Sequence[str | Path] | None, classes_text: str | No
     Writes, per image, ``<stem>.png`` (label map), ``<stem>_overlay.jpg`` (input | overlay) and
     ``<stem>.json`` into a new folder under ``out_dir``. With ``generate_missing`` the classes the bank
     lacks are first generated with the bank's build recipe and added to it
-    (:func:`protoseg.offline.ondemand.generate_missing`, as ``protoseg segment --generate-missing``).
+    (:meth:`Segmenter.ensure_classes`, as ``protoseg segment --generate-missing``).
 
     Raises:
         ProtosegError: anything the user can fix — no images, bad classes, an unknown preset, a bad bank or
             a class it lacks, an unreadable image, a hand-crafted preset on a photo — before a model loads.
     """
-    from protoseg.classes import parse_class_list
-    from protoseg.commands.common import check_device, check_segment_request, model_overrides
-    from protoseg.images import load_image
-    from protoseg.viz import class_colours, class_shares, save_segmentation
-
     started = time.perf_counter()
     report = progress or (lambda fraction, description: None)
     if not classes_text or not classes_text.strip():
@@ -167,32 +189,40 @@ def run_demo_request(images: Sequence[str | Path] | None, classes_text: str | No
         raise ProtosegError("drop one or more images to segment")
     if bank is None or not str(bank).strip():
         raise ProtosegError("give the folder of a prototype bank (protoseg bank from-examples … --out BANK)")
-    resolved = str(check_device(device))
+    folder = str(bank).strip()
+    resolved = str(resolve_device(device))
     report(0.0, "checking the request")
-    loaded = cache.bank(str(bank).strip())
+    chosen, loaded = check_request(paths, names, preset, given(features=features, text=text, sam=sam),
+                                   cache.bank(folder), allow_synthetic)
 
-    def grow(found: Any, chosen: Any) -> Any:
-        from protoseg.offline.ondemand import generate_missing as generate
+    def load(found: PrototypeBank) -> Segmenter:
+        return cache.segmenter(chosen, found, resolved, on_load=lambda: report(0.05, "loading the models"))
 
-        made = generate(str(bank).strip(), names, device=resolved, features=chosen.features, text=chosen.text,
-                        progress=lambda stage, done, total: report(0.05 * done / max(total, 1),
-                                                                   f"generating prototypes: {stage}"))
-        return cache.bank(str(bank).strip()) if made else found
-
-    chosen, loaded = check_segment_request(paths, names, preset, model_overrides(features, text, sam), loaded,
-                                           allow_synthetic, grow if generate_missing else None)
-    segmenter = cache.segmenter(chosen, loaded, resolved, on_load=lambda: report(0.05, "loading the models"))
+    segmenter = None
+    if generate_missing and missing_classes(loaded, names):
+        segmenter = load(loaded)
+        segmenter.ensure_classes(names, progress=lambda stage, done, total: report(
+            0.05 + 0.05 * done / max(total, 1), f"generating prototypes: {stage}"))
+        cache.grown(folder, chosen, resolved, segmenter)
+        loaded = segmenter.bank
+    loaded.check_classes(names)
+    segmenter = segmenter or load(loaded)
     segmenter.prepare(names)
     out = Path(out_dir) / f"request-{next(_request_ids)}"
     colours = class_colours(names)
+
+    def read() -> Iterator[np.ndarray]:
+        for k, path in enumerate(paths):
+            report(0.1 + 0.9 * k / len(paths), f"segmenting {path.name} ({k + 1} of {len(paths)})")
+            yield load_image(path)
+
+    images, kept = tee(read())  # one read per image: for the segmenter and for the overlay
     result = DemoResult()
-    for k, (path, stem) in enumerate(zip(paths, _unique_stems(paths), strict=True)):
-        report(0.1 + 0.9 * k / len(paths), f"segmenting {path.name} ({k + 1} of {len(paths)})")
-        image = load_image(path)
-        labels = segmenter.segment(image, names).labels
+    for path, stem, image, segmentation in zip(paths, _unique_stems(paths), kept,
+                                               segmenter.segment_many(images, names), strict=True):
         meta = {"image": path.name, "preset": preset, "bank": str(bank), "bank_id": loaded.manifest.bank_id}
-        files = save_segmentation(out, stem, image, labels, names, meta, side_by_side=True)
-        shares = class_shares(labels, len(names))
+        files = save_segmentation(out, stem, image, segmentation.labels, names, meta, side_by_side=True)
+        shares = class_shares(segmentation.labels, len(names))
         legend = sorted((LegendEntry(name, tuple(int(v) for v in colours[i]), float(shares[i]))
                          for i, name in enumerate(names)), key=lambda e: -e.share)
         result.images.append(ImageResult(path.name, files["overlay"], files["labels"], files["sidecar"], legend))
@@ -233,9 +263,7 @@ _CSS = """
 
 def build_demo(settings: DemoSettings, out_dir: str | Path, cache: SegmenterCache | None = None) -> Any:
     """The Gradio page (a ``gr.Blocks``) serving :func:`run_demo_request`; outputs go under ``out_dir``."""
-    import gradio as gr
-
-    from protoseg.config.segment import PRESETS
+    import gradio as gr  # import time (seconds): only the page needs it, never `protoseg segment`
 
     cache = cache or SegmenterCache()
     presets = sorted(PRESETS)

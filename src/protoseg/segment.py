@@ -33,8 +33,9 @@ of the same rule, not as tuned values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
+from protoseg.offline.ondemand import generate_missing, missing_classes
+from protoseg.runs import Progress
 from protoseg.windows import rescale_size, resize_image, slide, slide_batches
 
 #: Label value for pixels assigned to background (no class scored above the threshold).
@@ -55,6 +58,8 @@ BACKGROUND = -1
 
 #: Background rules of :meth:`Segmenter.segment` (``"none"``: every pixel gets a class).
 BACKGROUND_RULES = ("none", "constant", "probability")
+
+_END = object()  # the end of an iterator, for ``next(iterator, _END)``
 
 
 @dataclass(frozen=True)
@@ -140,30 +145,31 @@ class Segmenter:
         self._prepared: tuple[tuple[ClassList, tuple[str, ...]], Query] | None = None
 
     def ensure_classes(self, classes: Sequence[ClassSpec] | ClassList, *, diffusion: str | None = None,
-                       llm: str | None = None, dtype: str | None = None, progress: Any = None) -> list[str]:
+                       llm: str | None = None, dtype: str | None = None, progress: Progress | None = None) -> list[str]:
         """Generate prototypes for the ``classes`` the bank cannot serve, with the bank's own build recipe,
         add them to the bank folder (atomically) and segment with the grown bank from now on; returns the
-        class names generated — empty when the bank already serves every class (then nothing is done, so
-        a second call never regenerates). See :mod:`protoseg.offline.ondemand`.
+        class names generated — empty when the bank already serves every class (checked on the bank in
+        memory; then nothing is done, so a second call never regenerates). This is protoseg's one way to
+        grow a bank on demand (the CLI's ``--generate-missing`` and the demo's switch call it); see
+        :mod:`protoseg.offline.ondemand`.
 
         The recipe's feature and text models are this segmenter's (``preset.features`` / ``preset.text``);
         ``diffusion`` and ``llm`` replace the recipe's diffusion model and DPSM LLM (e.g. local folders),
         ``dtype`` is the diffusion dtype, ``progress(stage, done, total)`` reports the work.
 
         Raises:
-            ProtosegError: the bank is on the Hub or only in memory, records no usable recipe (built from
-                labelled examples, imported), or the recipe's models cannot be loaded.
+            ProtosegError: classes are missing and the bank is on the Hub or only in memory, records no usable
+                recipe (built from labelled examples, imported), or the recipe's models cannot be loaded.
         """
-        from protoseg.offline.ondemand import generate_missing
-
+        if not missing_classes(self.bank, classes):
+            return []
         if self.bank.source is None:
             raise ProtosegError("this bank exists only in memory; save it to a folder and load it from there to "
                                 "add generated classes")
         made = generate_missing(self.bank.source, classes, device=str(self.device), dtype=dtype,
                                 diffusion=diffusion, features=self.preset.features, text=self.preset.text,
                                 llm=llm, progress=progress)
-        if made:
-            self._use_bank(PrototypeBank.load(self.bank.source))
+        self._use_bank(PrototypeBank.load(self.bank.source))  # grown now, or in the folder since this bank loaded
         return made
 
     @classmethod
@@ -175,6 +181,25 @@ class Segmenter:
         if not isinstance(bank, PrototypeBank):
             bank = PrototypeBank.load(bank)
         return cls(preset, bank, ModelSet.for_preset(preset, device=device, dtype=dtype))
+
+    def segment_many(self, images: Iterable[np.ndarray], classes: Sequence[ClassSpec] | ClassList,
+                     background: bool | str = False, return_scores: bool = False,
+                     background_names: Sequence[str] = (),
+                     proposals: Iterable[np.ndarray | torch.Tensor | None] | None = None) -> Iterator[Segmentation]:
+        """:meth:`segment` for each of ``images`` (uint8 ``[H, W, 3]`` each, any iterable, read as needed):
+        yields one :class:`Segmentation` per image, in order, each the one :meth:`segment` gives that image
+        with the same options. ``proposals``: one item (bool ``[N, H, W]`` masks, or ``None``) per image."""
+        masks = repeat(None) if proposals is None else iter(proposals)
+        for image in images:
+            given = next(masks, _END)
+            if given is _END:
+                raise ProtosegError("segment_many got fewer proposals than images; give one item (masks or "
+                                    "None) per image")
+            yield self.segment(image, classes, background=background, return_scores=return_scores,
+                               background_names=background_names, proposals=given)
+        if proposals is not None and next(masks, _END) is not _END:
+            raise ProtosegError("segment_many got more proposals than images; give one item (masks or None) "
+                                "per image")
 
     @property
     def device(self) -> torch.device:

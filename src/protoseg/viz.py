@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from protoseg import __version__
 from protoseg.atomic import atomic_path
 
 #: Label value written for background / unlabelled pixels in 8-bit label maps.
@@ -80,6 +81,7 @@ def palette(n: int) -> np.ndarray:
 def _benchmark_palettes() -> dict[tuple[str, ...], np.ndarray]:
     """Class list (names stripped, lower case, background dropped) -> its benchmark palette, for every
     benchmark with a published palette (package data ``palettes.json``) under every name variant."""
+    # import time: protoseg.datasets loads torch (seconds), wanted only when a palette is looked up
     from protoseg.datasets.names import COCO_STUFF_CLASSES
     from protoseg.datasets.variants import VARIANTS, class_names
 
@@ -369,8 +371,6 @@ def save_segmentation(out_dir: Path, stem: str, image: np.ndarray, labels: np.nd
     """Write ``<stem>.png`` (label map), ``<stem>_overlay.jpg`` (with ``side_by_side``: the input left of
     the overlay) and, last, the ``<stem>.json`` sidecar (``meta`` plus classes, background value and file
     names), each atomically; returns the paths."""
-    from protoseg import __version__
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = output_paths(out_dir, stem)
     background = background_value(len(classes))

@@ -1,9 +1,8 @@
-"""Pieces shared by the CLI commands: class-list options, up-front checks of what the user controls,
-progress bars."""
+"""Pieces shared by the CLI commands: options, class lists from the command line, up-front checks of
+options, progress bars and quiet model loading."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from protoseg.classes import parse_class_list, read_class_file
 from protoseg.errors import ProtosegError
 
 FeaturesOption = Annotated[str | None, typer.Option(
@@ -35,8 +35,6 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
 
     Returns ``None`` when neither is given and ``required`` is false.
     """
-    from protoseg.classes import parse_class_list, read_class_file
-
     if classes is not None and classes_file is not None:
         raise ProtosegError("pass either --classes or --classes-file, not both")
     if classes is not None:
@@ -48,37 +46,6 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
     return None
 
 
-def check_segment_request(paths: list[Path], names: list[str], preset: str, overrides: dict[str, Any],
-                          bank: Any, allow_synthetic: bool = False,
-                          grow: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
-    """What ``protoseg segment`` and the demo check before a model loads, in this order: the number of
-    classes, every image (readable), the preset (with ``overrides``), the hand-crafted backend only on
-    parts-world scenes unless ``allow_synthetic``, the bank (a folder, ``hf://`` id, or a loaded
-    ``PrototypeBank``), and that it serves every class — after ``grow(bank, preset)`` (``--generate-missing``)
-    returned the bank with the missing classes added.
-
-    Returns:
-        ``(Preset, PrototypeBank)``.
-    """
-    from protoseg.bank import PrototypeBank
-    from protoseg.config.segment import get_preset
-    from protoseg.images import check_image
-    from protoseg.partsworld import check_synthetic_backend
-    from protoseg.viz import MAX_CLASSES
-
-    if len(names) > MAX_CLASSES:
-        raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")
-    for path in paths:
-        check_image(path)
-    chosen = get_preset(preset, **overrides)
-    check_synthetic_backend(chosen, paths, allow_synthetic)
-    loaded = bank if isinstance(bank, PrototypeBank) else PrototypeBank.load(bank)
-    if grow is not None:
-        loaded = grow(loaded, chosen)
-    loaded.check_classes(names)
-    return chosen, loaded
-
-
 def check_device(device: str | None, dtype: str | None = None) -> Any:
     """Validate ``--device`` (and ``--dtype`` of the models) before anything loads; returns the
     ``torch.device`` it resolves to.
@@ -86,7 +53,7 @@ def check_device(device: str | None, dtype: str | None = None) -> Any:
     Raises:
         ProtosegError: an unknown device or dtype, or CUDA asked for on a machine without it.
     """
-    from protoseg.models.base import resolve_device, resolve_dtype
+    from protoseg.models.base import resolve_device, resolve_dtype  # import time: torch, only when checked
 
     resolved = resolve_device(device)
     if dtype is not None:
@@ -116,14 +83,14 @@ def progress_bar(console: Console | None = None, transient: bool = False, disabl
 def quiet_model_loading(diffusion: bool = False) -> None:
     """The CLI shows its own progress: silence the weight-loading bars and warnings of transformers
     (and diffusers, when ``diffusion``)."""
-    import huggingface_hub
+    import huggingface_hub  # import time (seconds): only for commands that load models
     import transformers
 
     huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when the hub is unreachable
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     if diffusion:
-        import diffusers
+        import diffusers  # import time (seconds): only for commands that generate
 
         diffusers.utils.logging.disable_progress_bar()
         diffusers.utils.logging.set_verbosity_error()

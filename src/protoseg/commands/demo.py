@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from protoseg.commands.common import AllowSyntheticOption, FeaturesOption, SamOption, TextOption
+from protoseg.commands.common import (
+    AllowSyntheticOption,
+    FeaturesOption,
+    SamOption,
+    TextOption,
+    check_device,
+    model_overrides,
+)
 from protoseg.errors import ProtosegError
 
 
@@ -51,24 +60,20 @@ def demo(
 ) -> None:
     """Serve the web demo: drop images, type classes, see input and overlay side by side with each class's
     share of the pixels, and download the label maps. Runs until Ctrl-C."""
-    import shutil
-    import tempfile
-
-    from protoseg.commands.common import check_device, model_overrides
+    # import time: these load torch (and protoseg.demo the whole library), paid only by this command
+    from protoseg.bank import PrototypeBank
     from protoseg.config.segment import get_preset
+    from protoseg.demo import DemoSettings, build_demo, launch
 
     get_preset(preset, **model_overrides(features, text, sam))  # an unknown preset is one error line, now
     check_device(device)
     if bank is not None:
-        from protoseg.bank import PrototypeBank
-
         PrototypeBank.load(bank)
     check_port(host, port)
     try:
         import gradio  # noqa: F401  (a dependency; checked so that a broken install says what is missing)
     except ModuleNotFoundError:
         raise ProtosegError("the web demo needs gradio: pip install 'gradio>=6'") from None
-    from protoseg.demo import DemoSettings, build_demo, launch
 
     settings = DemoSettings(bank=str(bank) if bank is not None else "", preset=preset, features=features, text=text,
                             sam=sam, device=device, allow_synthetic=allow_synthetic_backend)

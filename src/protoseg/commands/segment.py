@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from protoseg.commands.common import (
     AllowSyntheticOption,
     FeaturesOption,
     SamOption,
     TextOption,
-    check_device,
-    check_segment_request,
     model_overrides,
     progress_bar,
     quiet_model_loading,
     read_classes,
 )
 from protoseg.errors import ProtosegError
+
+if TYPE_CHECKING:
+    from protoseg.bank import PrototypeBank
 
 
 def segment(
@@ -57,13 +60,7 @@ def segment(
     --allow-synthetic-backend is given.
     With --generate-missing, classes the bank cannot serve are first generated with the bank's build
     recipe (Stable Diffusion) and added to the bank, so later runs reuse them."""
-    from protoseg import __version__
-    from protoseg.atomic import check_not_inputs, check_output_dir
-    from protoseg.images import expand_images, load_image
-    from protoseg.models import ModelSet
-    from protoseg.runs import file_stamp, fingerprint_of, jsonable
-    from protoseg.segment import Segmenter
-    from protoseg.viz import output_paths, read_sidecar, save_segmentation, written_by_protoseg
+    from protoseg.batch import BatchSettings, segment_files  # import time: torch loads only to segment
 
     # Everything the user controls is checked before a model loads or an image is processed.
     names = read_classes(classes, classes_file)
@@ -73,96 +70,72 @@ def segment(
     if threshold is not None and not background:
         raise ProtosegError("--threshold is the background threshold and only applies with --background; "
                             "add --background (or drop --threshold)")
-    resolved = check_device(device, dtype)
-    paths = expand_images(images)
-    stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ProtosegError("two input images share a file stem; their outputs would overwrite each other")
-    check_output_dir(out)
     overrides = model_overrides(features, text, sam)
     if threshold is not None:
         overrides["background_threshold"] = threshold
-    grow = (lambda found, chosen: _generate(found, names, chosen, device, diffusion, llm)) if generate_missing else None
-    chosen, loaded = check_segment_request(paths, names, preset, overrides, bank, allow_synthetic_backend, grow)
-    planned = {path: output_paths(out, path.stem) for path in paths}
-    bank_files = [p for p in loaded.path.rglob("*") if p.is_file()]
-    inputs = [*paths, *bank_files, *([classes_file] if classes_file is not None else [])]
-    check_not_inputs([f for files in planned.values() for f in files.values()], inputs)
-    for files in planned.values():
-        for file in files.values():
-            if file.exists() and not written_by_protoseg(file):
-                raise ProtosegError(f"{file} exists and was not written by protoseg; protoseg replaces only its "
-                                    "own outputs: move it away or choose another --out")
-
-    request = {"classes": names, "background": background, "side_by_side": side_by_side, "preset": jsonable(chosen),
-               "bank": loaded.fingerprint(), "device": str(resolved), "dtype": dtype, "protoseg": __version__}
-    meta_of = {path: {"image": str(path), "preset": preset, "bank": loaded.source, "bank_id": loaded.manifest.bank_id,
-                      "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
-    todo = [path for path in paths if not _up_to_date(planned[path], meta_of[path]["fingerprint"], read_sidecar)]
-    if not todo:
-        typer.echo(f"all {len(paths)} label map(s) in {out} are up to date (same images, classes, bank and settings)")
+    settings = BatchSettings(classes=names, bank=bank, out=out, preset=preset, overrides=overrides,
+                             background=background, device=device, dtype=dtype, side_by_side=side_by_side,
+                             allow_synthetic=allow_synthetic_backend, generate_missing=generate_missing,
+                             diffusion=diffusion, llm=llm,
+                             inputs=(classes_file,) if classes_file is not None else ())
+    quiet_model_loading(diffusion=generate_missing)
+    with _Bars() as bars:
+        summary = segment_files(images, settings, progress=bars.update, grown=bars.grown)
+    if not summary.written:
+        typer.echo(f"all {len(summary.skipped)} label map(s) in {out} are up to date (same images, classes, bank "
+                   "and settings)")
         return
-    quiet_model_loading()
-    segmenter = Segmenter(chosen, loaded, ModelSet.for_preset(chosen, device=device, dtype=dtype))
-    segmenter.prepare(names)
-    problems = not_converged = 0
-    with progress_bar(transient=True, disable=len(todo) < 2) as progress:
-        task = progress.add_task("segmenting", total=len(todo))
-        for path in todo:
-            image = load_image(path)
-            result = segmenter.segment(image, names, background=background)
-            save_segmentation(out, path.stem, image, result.labels, names, meta_of[path], side_by_side=side_by_side)
-            problems += result.diagnostics.get("transport_problems", 0)
-            not_converged += result.diagnostics.get("transport_not_converged", 0)
-            progress.advance(task)
-    skipped = len(paths) - len(todo)
-    typer.echo(f"wrote {len(todo)} label map(s) and overlay(s) to {out}"
+    skipped = len(summary.skipped)
+    typer.echo(f"wrote {len(summary.written)} label map(s) and overlay(s) to {out}"
                + (f"; {skipped} already up to date" if skipped else ""))
+    not_converged = summary.diagnostics.get("transport_not_converged", 0)
     if not_converged:
-        typer.echo(f"warning: {not_converged} of {problems} transport problems did not converge "
-                   "(raise iterations or epsilon)", err=True)
+        typer.echo(f"warning: {not_converged} of {summary.diagnostics.get('transport_problems', 0)} transport "
+                   "problems did not converge (raise iterations or epsilon)", err=True)
 
 
-def _generate(loaded, names: list[str], chosen, device: str, diffusion: str | None, llm: str | None):
-    """``--generate-missing``: grow the bank with the classes it lacks (progress on stderr); returns the
-    bank to segment with."""
-    import time
+class _Bars:
+    """The progress of :func:`protoseg.batch.segment_files`: the generation stages on stderr, then one bar
+    over the images (none for a single image), both gone when done; the line saying the bank grew."""
 
-    from rich.console import Console
+    def __init__(self) -> None:
+        self._generating: Progress | None = None
+        self._segmenting: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
 
-    from protoseg.bank import PrototypeBank
-    from protoseg.offline.ondemand import generate_missing, missing_classes
+    def __enter__(self) -> _Bars:
+        return self
 
-    if not missing_classes(loaded, names):
-        return loaded
-    quiet_model_loading(diffusion=True)
-    console = Console(stderr=True)
-    start = time.perf_counter()
-    with progress_bar(console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+    def __exit__(self, *exc: object) -> None:
+        for bar in (self._generating, self._segmenting):
+            if bar is not None:
+                bar.stop()
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"generating: {stage}", total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage.startswith("generating"):
+            if self._generating is None:
+                self._generating = progress_bar(Console(stderr=True), transient=True)
+                self._generating.start()
+            bar = self._generating
+        else:
+            if self._segmenting is None:
+                self._segmenting = progress_bar(transient=True, disable=total < 2)
+                self._segmenting.start()
+            bar = self._segmenting
+        if stage not in self._tasks:
+            self._tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(self._tasks[stage], completed=done, total=total)
 
-        made = generate_missing(loaded.source, names, device=device, diffusion=diffusion, features=chosen.features,
-                                text=chosen.text, llm=llm, progress=progress)
-    grown = PrototypeBank.load(loaded.source)
-    typer.echo(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added them "
-               f"to {loaded.source} ({len(grown)} prototypes now) in {time.perf_counter() - start:.1f} s", err=True)
-    return grown
-
-
-def _up_to_date(files: dict[str, Path], fingerprint: str, read_sidecar) -> bool:
-    sidecar = read_sidecar(files["sidecar"])
-    return (sidecar is not None and sidecar.get("fingerprint") == fingerprint
-            and files["labels"].is_file() and files["overlay"].is_file())
+    def grown(self, made: list[str], bank: PrototypeBank, seconds: float) -> None:
+        if self._generating is not None:
+            self._generating.stop()
+        typer.echo(f"generated prototypes of {', '.join(map(repr, made))} with the bank's build recipe and added "
+                   f"them to {bank.source} ({len(bank)} prototypes now) in {seconds:.1f} s", err=True)
 
 
 def presets() -> None:
     """List the method presets."""
-    from protoseg.config.segment import PRESETS
+    from protoseg.config.segment import PRESETS  # import time: it loads torch (through protoseg.regions)
 
     for name, p in sorted(PRESETS.items()):
         typer.echo(f"{name:14s} {p.description}")

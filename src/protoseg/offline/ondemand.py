@@ -37,7 +37,10 @@ from protoseg.config.build import BuildPreset
 from protoseg.config.fields import from_dict, given, override
 from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import served_names
+from protoseg.models.clip import ClipModel
+from protoseg.models.hub import resolve_weights
 from protoseg.offline import BuildSource, RunOptions, run_build
+from protoseg.offline.common import cached_model, load_synthesis_models
 from protoseg.runs import Progress, check_work_dir, remove_work_dir
 
 #: Build methods that can make prototypes for new class names.
@@ -104,14 +107,9 @@ def bank_recipe(bank: PrototypeBank, where: str = "the bank") -> tuple[BuildPres
 
 def _load_models(preset: BuildPreset, device: str | None, dtype: str | None, names: list[str]) -> None:
     """Load (and cache for the shards) the recipe's models up front, so that missing weights fail at once."""
-    from protoseg.offline.common import cached_model, load_synthesis_models
-
     try:
         load_synthesis_models(preset, device, dtype)
         if preset.method == "freeda":
-            from protoseg.models.clip import ClipModel
-            from protoseg.models.hub import resolve_weights
-
             text = resolve_weights(preset.text, "text")
             cached_model(("clip", text, device), lambda: ClipModel(text, device=device))
     except ProtosegError as exc:

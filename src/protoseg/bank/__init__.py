@@ -1,6 +1,7 @@
 """Prototype banks: the on-disk artifact between the offline and online stages."""
 
 from protoseg.bank.index import KeyIndex
-from protoseg.bank.storage import FORMAT_VERSION, BankManifest, PrototypeBank
+from protoseg.bank.prototype_bank import PrototypeBank, load_bank
+from protoseg.bank.storage import FORMAT_VERSION, BankManifest
 
-__all__ = ["FORMAT_VERSION", "BankManifest", "KeyIndex", "PrototypeBank"]
+__all__ = ["FORMAT_VERSION", "BankManifest", "KeyIndex", "PrototypeBank", "load_bank"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protoseg.bank.storage import PrototypeBank
+from protoseg.bank import PrototypeBank
 from protoseg.classes import validate_classes
 from protoseg.datasets.base import Sample, read_label_png
 from protoseg.datasets.examples import open_examples

@@ -12,7 +12,7 @@ from protoseg.bank.columns import Categories
 from protoseg.bank.index import FlatKeys
 from protoseg.bank.storage import TABLE_COLUMNS, write_manifest
 from protoseg.errors import ProtosegError
-from protoseg.offline.freeda_import import import_freeda
+from protoseg.offline import import_freeda
 
 
 def make_bank(rng, classes=("cat", "dog"), per_class=5, dim=8, keys=True, encoder="facebook/dinov2-base"):

@@ -1,11 +1,12 @@
 """Banks as Hub datasets: `protoseg bank push` and `--bank hf://owner/name[@revision]`, against an in-memory
-Hub served on localhost (protoseg.testing.hub_server) and the real huggingface_hub client."""
+Hub served on localhost (tests/hub_server.py) and the real huggingface_hub client."""
 
 import json
 
 import numpy as np
 import pytest
 from conftest import assert_one_error
+from hub_server import FakeHub
 from PIL import Image
 
 from protoseg import cli
@@ -14,7 +15,6 @@ from protoseg.bank.hub import hub_spec
 from protoseg.bank.storage import file_problem, verify_files
 from protoseg.errors import ProtosegError
 from protoseg.partsworld import write_examples
-from protoseg.testing.hub_server import FakeHub
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from build_fixtures import assert_banks_identical, tiny_cache
 from PIL import Image
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
+from protoseg.offline import DpsmSource, RunOptions, build_bank, get_build_preset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -90,7 +90,7 @@ def test_ray_build_equals_local_build(tmp_path):
 
     with tiny_cache(tmp_path / "cache"):
         preset = get_build_preset("dpsm-tiny", steps=2)
-        cat = BuildSource(classes=("cat",))
+        cat = DpsmSource(classes=("cat",))
         local = build_bank(preset, cat, tmp_path / "local", RunOptions(shard_size=4, seed=1))
         remote = build_bank(preset, cat, tmp_path / "ray", RunOptions(shard_size=4, seed=1, ray=True,
                                                                       ray_init={"num_cpus": 2},

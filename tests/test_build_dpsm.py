@@ -5,11 +5,11 @@ import pytest
 from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
-from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
+from protoseg.offline import DpsmSource, RunOptions, build_bank, get_build_preset
 
 PRESET = dict(steps=2, k=1, kappa=2)  # N = 4 images per class, κN = 8
 
-CAT = BuildSource(classes=("cat",))
+CAT = DpsmSource(classes=("cat",))
 RUN = RunOptions(shard_size=3, seed=7)
 
 
@@ -84,13 +84,13 @@ def test_llm_mode_reads_the_editable_description_cache(built, tmp_path):
     preset = get_build_preset("dpsm-tiny", steps=2, k=1, kappa=1, prompts="llm", clustering="none")
     with tiny_cache(root / "cache"), pytest.raises(ProtosegError, match="LLM"):
         # no cache and no LLM: a clear error (there is no stand-in LLM)
-        build_bank(preset, BuildSource(classes=("cat",), descriptions=tmp_path / "none.json"), tmp_path / "nollm")
+        build_bank(preset, DpsmSource(classes=("cat",), descriptions=tmp_path / "none.json"), tmp_path / "nollm")
     cache = tmp_path / "descriptions.json"
     texts = {"state": ["A photo of cat sleeping"], "feature": ["A photo of cat with stripes"],
              "object": ["A photo of cat next to a ball"], "location": ["A photo of cat on a roof"]}
     cache.write_text(json.dumps({"cat": texts}))
     with tiny_cache(root / "cache"):
-        source = BuildSource(classes=("cat",), descriptions=cache)
+        source = DpsmSource(classes=("cat",), descriptions=cache)
         bank = PrototypeBank.load(build_bank(preset, source, tmp_path / "llm"))
     wholes = bank.rows_of("cat", "whole")
     assert set(bank.table["text"][wholes]) <= {t[0] for t in texts.values()}

@@ -6,7 +6,7 @@ from build_fixtures import assert_banks_identical, tiny_cache
 
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
-from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
+from protoseg.offline import DpsmSource, FreedaSource, RunOptions, build_bank, get_build_preset
 
 CAPTIONS = ["a cat sitting on a sofa next to a lamp", "two dogs running on the grass near a tree",
             "a red car parked on the street", "the sky"]
@@ -24,7 +24,7 @@ def built(tmp_path_factory):
     (root / "captions.txt").write_text("\n".join(CAPTIONS) + "\n")
     with tiny_cache(root / "cache"):
         preset = get_build_preset("freeda-tiny", steps=2)
-        ref = build_bank(preset, BuildSource(captions=root / "captions.txt"), root / "ref", RUN)
+        ref = build_bank(preset, FreedaSource(captions=root / "captions.txt"), root / "ref", RUN)
         yield root, preset, ref
 
 
@@ -69,13 +69,13 @@ def test_kill_and_resume_identical(built):
             raise Killed
 
     with pytest.raises(Killed):
-        build_bank(preset, BuildSource(captions=root / "captions.txt"), root / "again", RUN,
+        build_bank(preset, FreedaSource(captions=root / "captions.txt"), root / "again", RUN,
                    on_shard_written=kill)
-    build_bank(preset, BuildSource(captions=root / "captions.txt"), root / "again", RUN)
+    build_bank(preset, FreedaSource(captions=root / "captions.txt"), root / "again", RUN)
     assert_banks_identical(root / "again", ref)
 
 
 def test_freeda_needs_captions(built):
     _, preset, _ = built
     with pytest.raises(ProtosegError, match="captions"):
-        build_bank(preset, BuildSource(classes=("cat",)), built[0] / "x")
+        build_bank(preset, DpsmSource(classes=("cat",)), built[0] / "x")

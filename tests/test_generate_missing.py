@@ -13,7 +13,7 @@ from PIL import Image
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.generate.captions import noun_captions
-from protoseg.offline import BuildSource, RunOptions, build_bank, get_build_preset
+from protoseg.offline import DpsmSource, FreedaSource, RunOptions, build_bank, get_build_preset
 from protoseg.offline.ondemand import bank_recipe, generate_missing, generate_work_dir, missing_classes
 from protoseg.partsworld import write_examples
 from protoseg.segment import Segmenter
@@ -26,10 +26,10 @@ def banks(tmp_path_factory):
     root = tmp_path_factory.mktemp("ondemand")
     with tiny_cache(root / "cache"):
         dpsm = get_build_preset("dpsm-tiny", steps=2)
-        build_bank(dpsm, BuildSource(classes=("cat",)), root / "dpsm", RunOptions(shard_size=4, seed=3))
+        build_bank(dpsm, DpsmSource(classes=("cat",)), root / "dpsm", RunOptions(shard_size=4, seed=3))
         (root / "captions.txt").write_text("a cat on a sofa\na dog in a park\n")
         freeda = get_build_preset("freeda-tiny", steps=2)
-        build_bank(freeda, BuildSource(captions=root / "captions.txt"), root / "freeda", RunOptions(seed=5))
+        build_bank(freeda, FreedaSource(captions=root / "captions.txt"), root / "freeda", RunOptions(seed=5))
     rgb = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(root / "photo.png")
     return root
@@ -71,7 +71,7 @@ def test_dpsm_generates_the_missing_class_once_with_the_recipe(work, run, banks)
     assert grown.table["supply"][grown.rows_of("dog", "part")].sum() == pytest.approx(1.0, abs=1e-5)
     # the recipe survives the growth, and the class is what a full build of it with that recipe gives
     assert bank_recipe(grown)[0] == bank_recipe(before)[0] == get_build_preset("dpsm-tiny", steps=2)
-    full = build_bank(get_build_preset("dpsm-tiny", steps=2), BuildSource(classes=("dog",)), work / "dog-only",
+    full = build_bank(get_build_preset("dpsm-tiny", steps=2), DpsmSource(classes=("dog",)), work / "dog-only",
                       RunOptions(shard_size=4, seed=3))
     np.testing.assert_allclose(grown.vectors(grown.rows_of("dog")),
                                PrototypeBank.load(full).vectors(PrototypeBank.load(full).rows_of("dog")), atol=1e-5)

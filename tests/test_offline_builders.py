@@ -7,7 +7,16 @@ from build_fixtures import assert_banks_identical
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
 from protoseg.errors import ProtosegError
-from protoseg.offline import BUILDERS, BuildSource, RunOptions, build_bank, examples_preset, get_build_preset
+from protoseg.offline import (
+    BUILDERS,
+    DpsmSource,
+    ExamplesSource,
+    FreedaSource,
+    RunOptions,
+    build_bank,
+    examples_preset,
+    get_build_preset,
+)
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import write_examples
 
@@ -29,7 +38,7 @@ def test_registry_names_every_way_to_make_a_bank():
 
 def test_examples_build_resumes_and_equals_the_in_memory_build(examples, tmp_path):
     recipe = examples_preset(get_preset("handcrafted"), bank_dtype="float32")
-    source = BuildSource(examples=examples)
+    source = ExamplesSource(examples)
     written = []
 
     def kill_after_two(index):
@@ -58,11 +67,11 @@ def test_examples_build_resumes_and_equals_the_in_memory_build(examples, tmp_pat
 
 
 @pytest.mark.parametrize("preset, source, message", [
-    ("freeda-tiny", BuildSource(classes=("cat",)), "built from captions"),
-    ("dpsm-tiny", BuildSource(captions="c.txt"), "built from class names"),
-    ("dpsm-tiny", BuildSource(), "built from class names"),
+    ("freeda-tiny", lambda: DpsmSource(classes=("cat",)), "built from captions"),
+    ("dpsm-tiny", lambda: FreedaSource(captions="c.txt"), "built from class names"),
+    ("dpsm-tiny", lambda: DpsmSource(), "built from class names"),
 ])
 def test_a_builder_rejects_a_source_it_does_not_read(preset, source, message, tmp_path):
     with pytest.raises(ProtosegError, match=message):
-        build_bank(get_build_preset(preset), source, tmp_path / "bank")
+        build_bank(get_build_preset(preset), source(), tmp_path / "bank")
     assert list(tmp_path.iterdir()) == []

@@ -198,16 +198,16 @@ def test_build_description_stamps_the_captions_file(tmp_path, monkeypatch, caplo
     import protoseg.offline as offline
 
     seen = []
-    monkeypatch.setattr(offline, "prepare_work_dir", lambda work, description: seen.append(description)
+    monkeypatch.setattr(offline.build, "prepare_work_dir", lambda work, description: seen.append(description)
                         or (_ for _ in ()).throw(RuntimeError("stop")))
     captions = tmp_path / "captions.txt"
     captions.write_text("a cat on a sofa\n")
     preset = offline.get_build_preset("freeda-tiny")
     with pytest.raises(RuntimeError, match="stop"):
-        offline.build_bank(preset, offline.BuildSource(captions=captions), tmp_path / "b")
+        offline.build_bank(preset, offline.FreedaSource(captions=captions), tmp_path / "b")
     os.utime(captions, ns=(time.time_ns(), time.time_ns() + 10**9))
     with pytest.raises(RuntimeError, match="stop"):
-        offline.build_bank(preset, offline.BuildSource(captions=captions), tmp_path / "b")
+        offline.build_bank(preset, offline.FreedaSource(captions=captions), tmp_path / "b")
     assert seen[0]["inputs"]["captions"]["path"] == str(captions.resolve())
     assert seen[0]["inputs"]["captions"] != seen[1]["inputs"]["captions"]  # touched file: another build
 

@@ -153,7 +153,7 @@ def build_parts_world_bank(
     only read.
     """
     from protoseg.bank import PrototypeBank
-    from protoseg.offline import BuildSource, build_bank, examples_preset
+    from protoseg.offline import ExamplesSource, build_bank, examples_preset
     from protoseg.runs import files_digest
 
     root = Path(data_root).expanduser() if data_root else default_parts_world_root(world)
@@ -166,7 +166,7 @@ def build_parts_world_bank(
         return PrototypeBank.load(cached)
     preset = dataset_preset(WORLD_DATASETS[world]).apply(preset_name)
     try:
-        build_bank(examples_preset(preset), BuildSource(examples=train), cached, progress=progress)
+        build_bank(examples_preset(preset), ExamplesSource(train), cached, progress=progress)
     except ProtosegError:  # another process built it first
         if not cached.is_dir():
             raise

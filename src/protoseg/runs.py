@@ -270,7 +270,7 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
 def _call(work: Callable[[T], ShardResult], items: T, threads: int | None) -> ShardResult:
     """The Ray task body: ``work(items)`` (Ray wants a plain function, not a ``functools.partial``)."""
     if threads is not None:
-        import torch
+        import torch  # imported on use: protoseg.runs (and the bank reader, which uses it) stays free of torch
 
         torch.set_num_threads(threads)
     return work(items)
@@ -280,7 +280,7 @@ def _run_on_ray(todo: list[int], shards: Sequence[T], work: Callable[[T], ShardR
                 finished: Callable[[int, ShardResult], None], address: str | None,
                 init_kwargs: dict[str, Any], threads: int | None) -> None:
     try:
-        import ray
+        import ray  # optional dependency (protoseg[ray])
     except ImportError:
         raise ProtosegError("--ray needs Ray: pip install 'protoseg[ray]'") from None
     started = False

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from protoseg.errors import ProtosegError
+
 
 class Categories:
     """A string column: ``codes [n]`` int32 indexing ``names`` (distinct strings).
@@ -35,7 +37,7 @@ class Categories:
     def __init__(self, codes: np.ndarray, names: pa.Array | Sequence[str]):
         self.codes = np.asarray(codes, dtype=np.int32)
         if self.codes.ndim != 1:
-            raise ValueError(f"category codes must be 1-d, got shape {self.codes.shape}")
+            raise ProtosegError(f"category codes must be 1-d, got shape {self.codes.shape}")
         self._arrow = names if isinstance(names, pa.Array) else pa.array(list(names), pa.string())
         self._names: np.ndarray | None = None
         self._lookup: dict[str, int] | None = None

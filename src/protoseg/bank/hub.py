@@ -2,7 +2,7 @@
 
 A bank on the Hub is a **dataset** repository holding the bank's files (``manifest.json``,
 ``prototypes.npy``, ``table.parquet``, ``keys.npy``, ``keys.faiss``) and a generated dataset card
-(``README.md``). Reading one (:func:`fetch_bank`, called by :meth:`PrototypeBank.load` for every
+(``README.md``). Reading one (:func:`fetch_bank`, called by :func:`protoseg.bank.load_bank` for every
 ``--bank hf://…``) downloads it with ``huggingface_hub.snapshot_download`` into the Hugging Face cache
 (``HF_HOME`` / ``HF_HUB_CACHE``; nothing is downloaded again while the revision is unchanged, and a cached
 revision is used offline) and checks every data file against the SHA-256 digests of its manifest before
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protoseg.bank.storage import _DATA_FILES, PrototypeBank, build_records, file_problem, verify_files
+from protoseg.bank.layout import DATA_FILES, MANIFEST_FILE
+from protoseg.bank.storage import BankData, build_records, file_problem, read_bank_folder, verify_files
 from protoseg.errors import ProtosegError
 
 PREFIX = "hf://"
@@ -80,6 +81,7 @@ def fetch_bank(spec: HubBank) -> Path:
         ProtosegError: the repository or revision does not exist (or is private without a token), the Hub
             cannot be reached and the revision is not cached, or the files do not match their manifest.
     """
+    # imported on use (about 80 ms measured), paid only by Hub downloads and pushes
     import httpx2
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -115,7 +117,7 @@ def fetch_bank(spec: HubBank) -> Path:
                         "corrupt (or was damaged on the way twice): ask its publisher to push it again")
 
 
-def dataset_card(bank: PrototypeBank, repo_id: str, licence: str) -> str:
+def dataset_card(bank: BankData, repo_id: str, licence: str) -> str:
     """The ``README.md`` of a bank's dataset repository: YAML front matter (licence, tags) and what the bank
     is, how it was built and how to segment with it."""
     m = bank.manifest
@@ -165,17 +167,21 @@ def push_bank(bank: str | Path, repo_id: str, *, private: bool = False, branch: 
     "url": commit url, "commit": oid}``.
 
     Raises:
-        ProtosegError: a bad repository id, a damaged bank, or an error of the Hub (with its message).
+        ProtosegError: a bad repository id, a bank that is not a local folder, a damaged bank, or an error
+            of the Hub (with its message).
     """
+    # imported on use (about 80 ms measured), paid only by Hub downloads and pushes
     import httpx2
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RevisionNotFoundError
 
     spec = hub_spec(PREFIX + repo_id + (f"@{branch}" if branch else ""))
+    if hub_spec(bank) is not None:
+        raise ProtosegError(f"{bank} is already on the Hub; push a local bank folder")
     folder = Path(bank)
-    loaded = PrototypeBank.load(folder)
+    loaded = read_bank_folder(folder)
     verify_files(folder)
-    present = [name for name in _DATA_FILES if (folder / name).is_file()]
+    present = [name for name in DATA_FILES if (folder / name).is_file()]
     card = dataset_card(loaded, spec.repo_id, licence)
     api = HfApi(endpoint=_endpoint(), token=token)
     try:
@@ -186,9 +192,9 @@ def push_bank(bank: str | Path, repo_id: str, *, private: bool = False, branch: 
             existing = set(api.list_repo_files(spec.repo_id, repo_type="dataset", revision=branch))
         except (EntryNotFoundError, RevisionNotFoundError):
             existing = set()
-        stale = sorted(existing & set(_DATA_FILES) - set(present))
+        stale = sorted(existing & set(DATA_FILES) - set(present))
         operations = [*(CommitOperationAdd(name, str(folder / name)) for name in present),
-                      CommitOperationAdd("manifest.json", str(folder / "manifest.json")),
+                      CommitOperationAdd(MANIFEST_FILE, str(folder / MANIFEST_FILE)),
                       CommitOperationAdd("README.md", card.encode("utf-8")),
                       *(CommitOperationDelete(name) for name in stale)]
         info = api.create_commit(spec.repo_id, operations, repo_type="dataset", revision=branch,

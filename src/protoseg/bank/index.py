@@ -20,6 +20,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from protoseg.errors import ProtosegError
+
 INDEX_KINDS = ("flat", "hnsw")
 
 #: Bytes of keys one search step reads (and holds) at a time.
@@ -51,7 +53,7 @@ class KeyIndex:
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = ef_construction
         else:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+            raise ProtosegError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
         index.add(keys)
         return cls(index, ef_search=ef_search)
 
@@ -107,7 +109,7 @@ class FlatKeys:
 
     def __init__(self, keys: np.ndarray, block_bytes: int = BLOCK_BYTES):
         if keys.ndim != 2:
-            raise ValueError(f"keys must be [P, Dk], got shape {keys.shape}")
+            raise ProtosegError(f"keys must be [P, Dk], got shape {keys.shape}")
         self.keys = keys
         self.block_rows = max(1, int(block_bytes) // max(1, keys.shape[1] * keys.dtype.itemsize))
 
@@ -205,18 +207,18 @@ def flat_header(path: str | Path) -> tuple[int, int]:
     its vectors.
 
     Raises:
-        ValueError: not a flat inner-product index, or a file whose size does not match its header.
+        ProtosegError: not a flat inner-product index, or a file whose size does not match its header.
     """
     with open(path, "rb") as handle:
         head = handle.read(45)
     if len(head) < 45 or head[:4] != b"IxFI":
-        raise ValueError("not a flat inner-product faiss index")
+        raise ProtosegError("not a flat inner-product faiss index")
     dim, count, _, _, _, metric = struct.unpack("<iqqq?i", head[4:37])
     (floats,) = struct.unpack("<Q", head[37:45])
     if metric != faiss.METRIC_INNER_PRODUCT or dim <= 0 or count < 0 or floats != dim * count:
-        raise ValueError("inconsistent flat index header")
+        raise ProtosegError("inconsistent flat index header")
     if os.path.getsize(path) != 45 + 4 * floats:
-        raise ValueError("the index file is truncated")
+        raise ProtosegError("the index file is truncated")
     return dim, count
 
 

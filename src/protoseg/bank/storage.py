@@ -1,4 +1,4 @@
-"""The on-disk prototype bank.
+"""The on-disk prototype bank: reading and writing bank folders.
 
 A bank is a directory (no pickle anywhere)::
 
@@ -12,21 +12,21 @@ A bank is a directory (no pickle anywhere)::
 
 Row ``i`` of every file describes the same prototype. The manifest lists the SHA-256 of every data file
 (``files``; :func:`verify_files` checks the contents against them, e.g. after a download). Banks are
-written to a temporary sibling directory and renamed into place, so an interrupted save never leaves a
-directory that loads. The manifest's ``bank_id`` is a hash of the other files' contents, written last: it
-names the bank in run fingerprints and segmentation sidecars, so results computed with another bank are
-never reused.
+written to a temporary sibling directory and renamed into place (:func:`write_bank_folder`), so an
+interrupted save never leaves a directory that loads. The manifest's ``bank_id`` is a hash of the other
+files' contents, written last: it names the bank in run fingerprints and segmentation sidecars, so results
+computed with another bank are never reused.
 
-:meth:`PrototypeBank.load` validates everything before a model loads: the manifest's schema and types
+:func:`read_bank_folder` validates everything before a model loads: the manifest's schema and types
 (unknown keys of a newer minor version are tolerated), that prototypes, table, keys and faiss index have
 the same row count and the stated dimensions, and that the index is readable.
 
-Loading reads no bulk data: prototypes and keys are memory maps, string columns become
+Reading loads no bulk data: prototypes and keys are memory maps, string columns become
 :class:`~protoseg.bank.columns.Categories` (int32 codes + distinct names, so a label lookup compares
 integers), a flat bank is searched block by block straight from ``keys.npy``
 (:class:`~protoseg.bank.index.FlatKeys`) and an HNSW index is read with its vectors memory-mapped. Flat
 banks are no longer written with a ``keys.faiss`` (it duplicated ``keys.npy``); one written by an older
-protoseg is checked from its header and size and otherwise left unread. :meth:`PrototypeBank.save`
+protoseg is checked from its header and size and otherwise left unread. :func:`write_bank_folder`
 streams arrays into the new files block by block.
 """
 
@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from protoseg.atomic import atomic_dir, check_output_dir
 from protoseg.bank.columns import Categories
 from protoseg.bank.index import BLOCK_BYTES, FlatKeys, KeyIndex, flat_header, is_flat_file, row_blocks
+from protoseg.bank.layout import DATA_FILES, MANIFEST_FILE
 from protoseg.errors import ProtosegError
 
 FORMAT_VERSION = 1
@@ -112,9 +113,6 @@ _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "settings": (dict,), "format_version": (int,), "bank_id": (str,), "files": (dict,),
 }
 
-#: Files whose contents the ``bank_id`` covers, in hashing order.
-_DATA_FILES = ("prototypes.npy", "table.parquet", "keys.npy", "keys.faiss")
-
 
 def _damaged(path: Path, problem: str) -> ProtosegError:
     return ProtosegError(f"bank {path} is damaged: {problem}; rebuild it (or copy it again)")
@@ -130,7 +128,7 @@ def read_manifest(path: str | Path) -> BankManifest:
             or has the wrong type.
     """
     bank = Path(path)
-    manifest_path = bank / "manifest.json"
+    manifest_path = bank / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ProtosegError(f"{bank} is not a prototype bank (no manifest.json); build one with "
                             "`protoseg build-bank` or `protoseg bank from-examples`")
@@ -166,15 +164,15 @@ def read_manifest(path: str | Path) -> BankManifest:
         raise _damaged(bank, f"manifest.json dtype is {m.dtype!r}, expected float16 or float32")
     if not all(isinstance(c, str) for c in m.classes):
         raise _damaged(bank, "manifest.json classes must be a list of names")
-    if not all(name in _DATA_FILES and isinstance(digest, str) for name, digest in m.files.items()):
-        raise _damaged(bank, f"manifest.json files must map {', '.join(_DATA_FILES)} to SHA-256 digests")
+    if not all(name in DATA_FILES and isinstance(digest, str) for name, digest in m.files.items()):
+        raise _damaged(bank, f"manifest.json files must map {', '.join(DATA_FILES)} to SHA-256 digests")
     return m
 
 
 def file_digests(folder: str | Path) -> dict[str, str]:
-    """SHA-256 (hex) of each data file of a bank folder (:data:`_DATA_FILES` present), in hashing order."""
+    """SHA-256 (hex) of each data file of a bank folder (:data:`DATA_FILES` present), in hashing order."""
     digests = {}
-    for name in _DATA_FILES:
+    for name in DATA_FILES:
         path = Path(folder) / name
         if path.is_file():
             with open(path, "rb") as handle:
@@ -183,7 +181,7 @@ def file_digests(folder: str | Path) -> dict[str, str]:
 
 
 def content_id(folder: str | Path, digests: dict[str, str] | None = None) -> str:
-    """SHA-256 of the data files of a bank folder (:data:`_DATA_FILES` present, names and bytes); from
+    """SHA-256 of the data files of a bank folder (:data:`DATA_FILES` present, names and bytes); from
     their :func:`file_digests` when given."""
     h = hashlib.sha256()
     for name, digest in (file_digests(folder) if digests is None else digests).items():
@@ -194,7 +192,7 @@ def content_id(folder: str | Path, digests: dict[str, str] | None = None) -> str
 
 def file_problem(path: str | Path) -> str | None:
     """What is wrong with a bank's file *contents* against its manifest, or ``None`` (reads every byte;
-    :meth:`PrototypeBank.load` checks only structure): each data file against its SHA-256 in ``files``
+    :func:`read_bank_folder` checks only structure): each data file against its SHA-256 in ``files``
     (banks written before the manifest listed them: against ``bank_id``), and no unlisted data file."""
     bank = Path(path)
     manifest = read_manifest(bank)
@@ -231,7 +229,7 @@ def check_bank_out(path: str | Path, overwrite: bool = False, option: str = "--o
     if path.exists():
         if not overwrite:
             raise ProtosegError(f"{path} already exists; choose another {option} or remove it")
-        if not (path / "manifest.json").is_file():
+        if not (path / MANIFEST_FILE).is_file():
             raise ProtosegError(f"{option} {path} exists and is not a prototype bank; protoseg replaces only "
                                 f"a bank: choose another {option}")
     check_output_dir(path, option)
@@ -243,7 +241,7 @@ def complete_table(table: dict[str, Any], count: int) -> dict[str, Any]:
     :class:`~protoseg.bank.columns.Categories` — missing ones filled with defaults."""
     unknown = set(table) - set(TABLE_COLUMNS)
     if unknown:
-        raise ValueError(f"unknown bank table columns {sorted(unknown)}; known: {list(TABLE_COLUMNS)}")
+        raise ProtosegError(f"unknown bank table columns {sorted(unknown)}; known: {list(TABLE_COLUMNS)}")
     out: dict[str, Any] = {}
     for name, dtype in TABLE_COLUMNS.items():
         if dtype is str:
@@ -254,7 +252,7 @@ def complete_table(table: dict[str, Any], count: int) -> dict[str, Any]:
         else:
             col = np.full(count, _DEFAULTS[name], dtype=dtype)
         if col.shape != (count,):
-            raise ValueError(f"bank column {name!r} has shape {col.shape}, expected ({count},)")
+            raise ProtosegError(f"bank column {name!r} has shape {col.shape}, expected ({count},)")
         out[name] = col
     return out
 
@@ -392,8 +390,9 @@ def _null_free(source: pq.ParquetFile, column: int) -> bool:
     return True
 
 
-class PrototypeBank:
-    """Visual prototypes with metadata and optional text keys.
+
+class BankData:
+    """The contents of a bank: visual prototypes with metadata, optional text keys and their search.
 
     Attributes:
         prototypes: ``[P, D]`` float16/float32 (possibly a read-only memory map).
@@ -401,192 +400,22 @@ class PrototypeBank:
             :class:`~protoseg.bank.columns.Categories`.
         keys: ``[P, Dk]`` float32 L2-normalised text keys (possibly a read-only memory map), or ``None``.
         manifest: :class:`BankManifest`.
+        path: the folder it was read from (``None`` for a bank only in memory).
+        source: what it was loaded as: that folder, or ``hf://owner/name[@revision]``.
     """
 
-    def __init__(self, prototypes: np.ndarray, table: dict[str, Any], manifest: BankManifest,
+    def __init__(self, prototypes: np.ndarray, table: Mapping[str, Any], manifest: BankManifest,
                  keys: np.ndarray | None = None, index: KeyIndex | FlatKeys | None = None):
         self.prototypes = prototypes
         self.table = table
         self.manifest = manifest
         self.keys = keys
         self._index = index
-        self.path: Path | None = None  # the folder it was loaded from
-        self.source: str | None = None  # what it was loaded as: that folder, or hf://owner/name[@revision]
+        self.path: Path | None = None
+        self.source: str | None = None
 
-    # ------------------------------------------------------------------ creation
-    @classmethod
-    def create(cls, prototypes: np.ndarray, table: dict[str, Any], *, method: str, feature_encoder: str,
-               keys: np.ndarray | None = None, text_encoder: str | None = None, dtype: str = "float16",
-               index_kind: str = "flat", ef_search: int = 50000,
-               settings: dict[str, Any] | None = None) -> PrototypeBank:
-        """Assemble a bank in memory (``prototypes [P, D]``, ``keys [P, Dk]`` or ``None``)."""
-        prototypes = np.asarray(prototypes)
-        if prototypes.ndim != 2:
-            raise ValueError(f"prototypes must be [P, D], got shape {prototypes.shape}")
-        if dtype not in ("float16", "float32"):
-            raise ValueError(f"bank dtype must be float16 or float32, got {dtype!r}")
-        count = prototypes.shape[0]
-        full = complete_table(table, count)
-        finite = np.isfinite(prototypes).all(1)
-        if not finite.all():
-            raise ValueError(f"{int((~finite).sum())} prototypes contain non-finite values")
-        if keys is not None:
-            keys = np.asarray(keys, dtype=np.float32)
-            if keys.shape[0] != count:
-                raise ValueError(f"{keys.shape[0]} keys for {count} prototypes")
-            keys = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-6)
-        manifest = BankManifest(
-            method=method, feature_encoder=feature_encoder, feature_dim=int(prototypes.shape[1]),
-            count=count, classes=sorted(set(full["label"].tolist())), dtype=dtype,
-            text_encoder=text_encoder if keys is not None else None,
-            key_dim=int(keys.shape[1]) if keys is not None else None,
-            index_kind=index_kind if keys is not None else None, ef_search=ef_search,
-            settings=dict(settings or {}),
-        )
-        return cls(prototypes.astype(dtype, copy=False), full, manifest, keys)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the bank atomically to directory ``path``; returns it.
-
-        With ``overwrite`` an existing *bank* at ``path`` is replaced; any other existing file or folder is
-        refused (protoseg never deletes what it did not make).
-        """
-        path = Path(path)
-        if path.exists():
-            check_bank_out(path, overwrite)
-        with atomic_dir(path, replace=True) as tmp:
-            _write_rows(tmp / "prototypes.npy", self.prototypes, self.manifest.dtype)
-            write_table(self.table, tmp / "table.parquet")
-            if self.keys is not None:
-                _write_rows(tmp / "keys.npy", self.keys, np.float32)
-                if (self.manifest.index_kind or "flat") != "flat":  # flat banks are searched from keys.npy
-                    self.index.write(tmp / "keys.faiss")
-            write_manifest(self.manifest, tmp / "manifest.json")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> PrototypeBank:
-        """Read and validate a bank directory; prototypes are memory-mapped unless ``mmap=False``.
-
-        ``path`` may also be ``hf://owner/name[@revision]``: a Hugging Face dataset repository, downloaded
-        into the Hugging Face cache and verified against its manifest first (:mod:`protoseg.bank.hub`).
-        ``bank.source`` keeps what was given, ``bank.path`` the folder read.
-
-        Raises:
-            ProtosegError: not a bank, another format version, or a damaged bank (manifest schema, row
-                counts or dimensions that disagree, an unreadable file or faiss index) — with the fix.
-        """
-        from protoseg.bank.hub import fetch_bank, hub_spec
-
-        source = str(path)
-        spec = hub_spec(path)
-        if spec is not None:
-            source, path = spec.uri, fetch_bank(spec)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ProtosegError(f"{path} is a file; a prototype bank is a folder (with manifest.json)")
-        manifest = read_manifest(path)
-        mode = "r" if mmap else None
-        prototypes = _read_array(path, "prototypes.npy", mode)
-        if prototypes is None:
-            raise _damaged(path, "prototypes.npy is missing")
-        if prototypes.ndim != 2 or prototypes.shape != (manifest.count, manifest.feature_dim):
-            raise _damaged(path, f"prototypes.npy has shape {prototypes.shape}, the manifest says "
-                                 f"({manifest.count}, {manifest.feature_dim})")
-        if prototypes.dtype not in (np.float16, np.float32):
-            raise _damaged(path, f"prototypes.npy holds {prototypes.dtype}, expected float16 or float32")
-        table = _read_table(path, manifest.count)
-        keys = _read_array(path, "keys.npy", mode)
-        if keys is not None:
-            if keys.ndim != 2 or keys.shape[0] != manifest.count:
-                raise _damaged(path, f"keys.npy has shape {keys.shape}, expected {manifest.count} rows (one key "
-                                     "per prototype)")
-            if manifest.key_dim is not None and keys.shape[1] != manifest.key_dim:
-                raise _damaged(path, f"keys.npy holds {keys.shape[1]}-d keys, the manifest says {manifest.key_dim}")
-        elif manifest.key_dim is not None:
-            raise _damaged(path, "keys.npy is missing although the manifest lists text keys")
-        if keys is not None and keys.dtype not in (np.float16, np.float32):
-            raise _damaged(path, f"keys.npy holds {keys.dtype}, expected float32 or float16")
-        index: KeyIndex | FlatKeys | None = None
-        if (path / "keys.faiss").is_file():
-            if keys is None and manifest.key_dim is None:
-                raise _damaged(path, "keys.faiss is present but the bank has no text keys (keys.npy)")
-            unreadable = ProtosegError(f"bank {path}: keys.faiss is unreadable (truncated, or not a faiss index); "
-                                       f"{_index_fix(keys)}")
-            try:
-                flat = is_flat_file(path / "keys.faiss")
-                if flat and keys is not None:  # an older bank's exact index: the same keys as keys.npy
-                    dim, ntotal = flat_header(path / "keys.faiss")
-                else:
-                    index = KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
-                    dim, ntotal = index.dim, len(index)
-            except (RuntimeError, OSError, ValueError):
-                raise unreadable from None
-            expected_dim = keys.shape[1] if keys is not None else manifest.key_dim
-            if ntotal != manifest.count or dim != expected_dim:
-                raise ProtosegError(f"bank {path}: keys.faiss holds {ntotal} {dim}-d keys, the bank has "
-                                    f"{manifest.count} {expected_dim}-d keys; {_index_fix(keys)}")
-        bank = cls(prototypes, table, manifest, keys, index)
-        bank.path, bank.source = path, source
-        return bank
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies this bank's contents in run fingerprints: its ``bank_id`` and, for a bank loaded
-        from disk, the sizes and modification times of its files (so a bank edited or rebuilt in place
-        never passes for the old one); for a bank only in memory, a hash of its arrays."""
-        from protoseg.runs import tree_digest
-
-        if self.path is not None:
-            return {"bank_id": self.manifest.bank_id, "files": tree_digest(self.path)}
-        h = hashlib.sha256(np.ascontiguousarray(self.prototypes).tobytes())
-        h.update("\0".join(self.table["label"].tolist()).encode())
-        if self.keys is not None:
-            h.update(np.ascontiguousarray(self.keys).tobytes())
-        return {"bank_id": None, "content": h.hexdigest()}
-
-    def check_classes(self, classes: Sequence[str]) -> None:
-        """Check that every class this bank serves *by name* among ``classes`` has a finite prototype.
-
-        Classes the bank does not name are left to the matcher (retrieval by text key, or its own error).
-
-        Raises:
-            ProtosegError: naming the classes whose prototypes are all NaN or infinite.
-        """
-        bad = [name for name in classes if len(rows := self.rows_of(name)) and not self.finite(rows).any()]
-        if bad:
-            raise ProtosegError(f"every prototype of {', '.join(map(repr, bad))} in this bank is NaN or infinite; "
-                                "rebuild those classes (`protoseg bank extend BANK NEW --replace`) or leave them out")
-
-    def finite(self, rows: np.ndarray) -> np.ndarray:
-        """bool ``[len(rows)]``: whether each prototype of ``rows`` is finite (reads only those rows)."""
-        return np.isfinite(self.vectors(rows)).all(1)
-
-    # ------------------------------------------------------------------ compatibility
-    def check_compatible(self, feature_encoder: str, feature_dim: int, text_encoder: str | None = None) -> None:
-        """Raise :class:`ProtosegError` naming every mismatch with the models in use."""
-        problems = []
-        m = self.manifest
-        if short_id(m.feature_encoder) != short_id(feature_encoder):
-            problems.append(f"its prototypes come from {m.feature_encoder!r} but the features in use come "
-                            f"from {feature_encoder!r}")
-        if m.feature_dim != feature_dim:
-            problems.append(f"its prototypes are {m.feature_dim}-d but the features in use are {feature_dim}-d")
-        if (text_encoder is not None and m.text_encoder is not None
-                and short_id(m.text_encoder) != short_id(text_encoder)):
-            problems.append(f"its text keys come from {m.text_encoder!r} but the text encoder in use is "
-                            f"{text_encoder!r}")
-        if problems:
-            raise ProtosegError("bank does not match the models: " + "; ".join(problems)
-                                + " — use the preset the bank was built with, or rebuild the bank")
-
-    # ------------------------------------------------------------------ access
     def __len__(self) -> int:
         return self.manifest.count
-
-    @property
-    def labels(self) -> Categories:
-        return self.table["label"]
 
     @property
     def classes(self) -> list[str]:
@@ -604,23 +433,6 @@ class PrototypeBank:
             self._index = (FlatKeys.of(self.keys) if kind == "flat"
                            else KeyIndex.build(self.keys, kind=kind, ef_search=self.manifest.ef_search))
         return self._index
-
-    def rows_of(self, label: str, level: str | None = None) -> np.ndarray:
-        """Row indices whose ``label`` equals ``label`` (and ``level``, when given); compares category
-        codes, not strings."""
-        hit = self.table["label"] == label
-        if level is not None:
-            hit &= self.table["level"] == level
-        return np.flatnonzero(hit)
-
-    def retrieve(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
-        """Ids of the ``k`` keys nearest each query (``[Q, Dk]``), padding (-1) removed."""
-        _, ids = self.index.search(queries, k)
-        return [row[row >= 0] for row in ids]
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Prototypes of ``rows`` as float32 ``[n, D]`` (reads only those rows of a memory map)."""
-        return np.asarray(self.prototypes[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
 
     def summary(self) -> dict[str, Any]:
         """Counts and settings for `protoseg bank info`."""
@@ -642,63 +454,95 @@ class PrototypeBank:
             "settings": self.manifest.settings,
         }
 
-    # ------------------------------------------------------------------ growing
-    def extend(self, other: PrototypeBank, replace_existing: bool = False) -> PrototypeBank:
-        """A new bank with ``other``'s classes added.
 
-        Classes present in both are an error unless ``replace_existing``, which drops this bank's rows of
-        those classes first.
-        """
-        overlap = sorted(set(self.classes) & set(other.classes))
-        base = self
-        if overlap:
-            if not replace_existing:
-                raise ProtosegError(f"classes already in the bank: {', '.join(overlap)}; pass "
-                                    "replace_existing=True (--replace) to rebuild them, or merge instead")
-            keep = np.flatnonzero(~self.table["label"].isin(overlap))
-            base = self.subset(keep)
-        return PrototypeBank.merge([base, other])
+B = TypeVar("B", bound=BankData)
 
-    def subset(self, rows: np.ndarray) -> PrototypeBank:
-        """A new in-memory bank with only ``rows``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        table = {k: v[rows] for k, v in self.table.items()}
-        return PrototypeBank.create(
-            np.asarray(self.prototypes[rows]), table, method=self.manifest.method,
-            feature_encoder=self.manifest.feature_encoder,
-            keys=None if self.keys is None else self.keys[rows], text_encoder=self.manifest.text_encoder,
-            dtype=self.manifest.dtype, index_kind=self.manifest.index_kind or "flat",
-            ef_search=self.manifest.ef_search, settings=self.manifest.settings)
 
-    @staticmethod
-    def merge(banks: list[PrototypeBank]) -> PrototypeBank:
-        """Union of banks built with the same encoders; image ids are offset to stay unique."""
-        if not banks:
-            raise ValueError("nothing to merge")
-        first = banks[0].manifest
-        for b in banks[1:]:
-            b.check_compatible(first.feature_encoder, first.feature_dim, first.text_encoder)
-            if (b.keys is None) != (banks[0].keys is None):
-                raise ProtosegError("cannot merge a bank with text keys and a bank without them")
-        table: dict[str, list[Any]] = {k: [] for k in TABLE_COLUMNS}
-        offset = 0
-        for b in banks:
-            for k in TABLE_COLUMNS:
-                col = b.table[k]
-                if k == "image_id":
-                    col = np.where(col >= 0, col + offset, col)
-                table[k].append(col)
-            offset = max(offset, int(table["image_id"][-1].max(initial=-1)) + 1)
-        methods = sorted({b.manifest.method for b in banks})
-        dtype = np.result_type(*[b.prototypes.dtype for b in banks])
-        return PrototypeBank.create(
-            np.concatenate([np.asarray(b.prototypes, dtype) for b in banks]),
-            {k: Categories.concat(v) if TABLE_COLUMNS[k] is str else np.concatenate(v) for k, v in table.items()},
-            method=methods[0] if len(methods) == 1 else "+".join(methods),
-            feature_encoder=first.feature_encoder,
-            keys=None if banks[0].keys is None else np.concatenate([b.keys for b in banks]),
-            text_encoder=first.text_encoder, dtype=first.dtype, index_kind=first.index_kind or "flat",
-            ef_search=first.ef_search,
-            settings={"merged_from": [b.manifest.settings for b in banks]} if len(banks) > 1
-            else first.settings)
+def write_bank_folder(bank: BankData, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``bank`` atomically to directory ``path``; returns it.
 
+    With ``overwrite`` an existing *bank* at ``path`` is replaced; any other existing file or folder is
+    refused (protoseg never deletes what it did not make).
+    """
+    path = Path(path)
+    if path.exists():
+        check_bank_out(path, overwrite)
+    with atomic_dir(path, replace=True) as tmp:
+        _write_rows(tmp / "prototypes.npy", bank.prototypes, bank.manifest.dtype)
+        write_table(bank.table, tmp / "table.parquet")
+        if bank.keys is not None:
+            _write_rows(tmp / "keys.npy", bank.keys, np.float32)
+            if (bank.manifest.index_kind or "flat") != "flat":  # flat banks are searched from keys.npy
+                bank.index.write(tmp / "keys.faiss")
+        write_manifest(bank.manifest, tmp / MANIFEST_FILE)
+    return path
+
+
+def read_bank_folder(path: str | Path, mmap: bool = True, kind: type[B] = BankData) -> B:
+    """Read and validate the bank folder ``path`` as a ``kind`` (:class:`BankData` or a subclass);
+    prototypes and keys are memory-mapped unless ``mmap=False``.
+
+    Raises:
+        ProtosegError: not a bank, another format version, or a damaged bank (manifest schema, row
+            counts or dimensions that disagree, an unreadable file or faiss index) — with the fix.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ProtosegError(f"{path} is a file; a prototype bank is a folder (with manifest.json)")
+    manifest = read_manifest(path)
+    mode = "r" if mmap else None
+    prototypes = _read_array(path, "prototypes.npy", mode)
+    if prototypes is None:
+        raise _damaged(path, "prototypes.npy is missing")
+    if prototypes.ndim != 2 or prototypes.shape != (manifest.count, manifest.feature_dim):
+        raise _damaged(path, f"prototypes.npy has shape {prototypes.shape}, the manifest says "
+                             f"({manifest.count}, {manifest.feature_dim})")
+    if prototypes.dtype not in (np.float16, np.float32):
+        raise _damaged(path, f"prototypes.npy holds {prototypes.dtype}, expected float16 or float32")
+    table = _read_table(path, manifest.count)
+    keys = _read_keys(path, manifest, mode)
+    bank = kind(prototypes, table, manifest, keys, _read_index(path, manifest, keys))
+    bank.path, bank.source = path, str(path)
+    return bank
+
+
+def _read_keys(path: Path, manifest: BankManifest, mode: str | None) -> np.ndarray | None:
+    """``keys.npy`` ``[P, Dk]`` checked against the manifest, or ``None`` for a bank without text keys."""
+    keys = _read_array(path, "keys.npy", mode)
+    if keys is not None:
+        if keys.ndim != 2 or keys.shape[0] != manifest.count:
+            raise _damaged(path, f"keys.npy has shape {keys.shape}, expected {manifest.count} rows (one key "
+                                 "per prototype)")
+        if manifest.key_dim is not None and keys.shape[1] != manifest.key_dim:
+            raise _damaged(path, f"keys.npy holds {keys.shape[1]}-d keys, the manifest says {manifest.key_dim}")
+    elif manifest.key_dim is not None:
+        raise _damaged(path, "keys.npy is missing although the manifest lists text keys")
+    if keys is not None and keys.dtype not in (np.float16, np.float32):
+        raise _damaged(path, f"keys.npy holds {keys.dtype}, expected float32 or float16")
+    return keys
+
+
+def _read_index(path: Path, manifest: BankManifest, keys: np.ndarray | None) -> KeyIndex | None:
+    """The approximate faiss index of ``keys.faiss`` when the bank has one (an older bank's exact index is
+    checked from its header only: the same keys as ``keys.npy``)."""
+    if not (path / "keys.faiss").is_file():
+        return None
+    if keys is None and manifest.key_dim is None:
+        raise _damaged(path, "keys.faiss is present but the bank has no text keys (keys.npy)")
+    unreadable = ProtosegError(f"bank {path}: keys.faiss is unreadable (truncated, or not a faiss index); "
+                               f"{_index_fix(keys)}")
+    index = None
+    try:
+        flat = is_flat_file(path / "keys.faiss")
+        if flat and keys is not None:
+            dim, ntotal = flat_header(path / "keys.faiss")
+        else:
+            index = KeyIndex.read(path / "keys.faiss", ef_search=manifest.ef_search)
+            dim, ntotal = index.dim, len(index)
+    except (RuntimeError, OSError, ProtosegError):
+        raise unreadable from None
+    expected_dim = keys.shape[1] if keys is not None else manifest.key_dim
+    if ntotal != manifest.count or dim != expected_dim:
+        raise ProtosegError(f"bank {path}: keys.faiss holds {ntotal} {dim}-d keys, the bank has "
+                            f"{manifest.count} {expected_dim}-d keys; {_index_fix(keys)}")
+    return index

@@ -16,7 +16,6 @@ from protoseg.commands.common import (
     progress_bar,
     quiet_model_loading,
 )
-from protoseg.errors import ProtosegError
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
@@ -25,12 +24,13 @@ bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge
 def info(bank: Annotated[Path, typer.Argument(help="Bank directory, or hf://owner/name (hf://owner/name@revision).")],
          classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False) -> None:
     """Print a summary of a bank."""
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
     from rich.console import Console
     from rich.table import Table
 
-    from protoseg.bank import PrototypeBank
+    from protoseg.bank import load_bank
 
-    summary = PrototypeBank.load(bank).summary()
+    summary = load_bank(bank).summary()
     table = Table(title=f"bank {bank}", show_header=False)
     for key in ("method", "prototypes", "classes", "support_images", "levels", "feature_encoder", "feature_dim",
                 "dtype", "text_encoder", "text_keys", "index"):
@@ -54,24 +54,21 @@ def from_examples(
     text: TextOption = None,
 ) -> None:
     """Build a bank from a few labelled images (no diffusion model needed). Interrupted builds resume."""
-    from protoseg.bank import PrototypeBank
-    from protoseg.bank.storage import check_bank_out
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
+    from protoseg.bank import load_bank
     from protoseg.config.segment import get_preset
-    from protoseg.offline import BuildSource, RunOptions, build_bank, examples_preset
-    from protoseg.offline.examples import read_examples
+    from protoseg.offline import build_examples_bank
 
-    check_bank_out(out)  # everything is validated before a model loads
     check_bank_dtype(dtype)
     check_device(device)
-    recipe = examples_preset(get_preset(preset, **model_overrides(features, text)), bank_dtype=dtype)
-    read_examples(examples)
+    segment = get_preset(preset, **model_overrides(features, text))
     quiet_model_loading()
     with progress_bar(transient=True) as bar:
         task = bar.add_task("pooling examples", total=None)
-        build_bank(recipe, BuildSource(examples=examples), out, RunOptions(shard_size=1, device=device),
-                   progress=lambda stage, done, total: stage == "shards" and bar.update(task, completed=done,
-                                                                                        total=total))
-    s = PrototypeBank.load(out).summary()
+        build_examples_bank(examples, out, segment, dtype=dtype, device=device,
+                            progress=lambda stage, done, total: stage == "shards" and bar.update(
+                                task, completed=done, total=total))
+    s = load_bank(out).summary()
     typer.echo(f"wrote {out}: {s['prototypes']} prototypes ({s['levels']}) for {s['classes']} classes")
 
 
@@ -79,12 +76,10 @@ def from_examples(
 def merge(banks: Annotated[list[Path], typer.Argument(help="Banks to merge.")],
           out: Annotated[Path, typer.Option(help="Bank directory to write.")]) -> None:
     """Merge banks built with the same encoders into one."""
-    from protoseg.bank import PrototypeBank
-    from protoseg.bank.storage import check_bank_out
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
+    from protoseg.bank import merge_banks
 
-    check_bank_out(out)
-    merged = PrototypeBank.merge([PrototypeBank.load(b) for b in banks])
-    merged.save(out)
+    merged = merge_banks(banks, out)
     typer.echo(f"wrote {out}: {len(merged)} prototypes, {len(merged.classes)} classes")
 
 
@@ -94,12 +89,10 @@ def extend(bank: Annotated[Path, typer.Argument(help="Bank to extend.")],
            out: Annotated[Path, typer.Option(help="Bank directory to write (may equal BANK).")],
            replace: Annotated[bool, typer.Option(help="Rebuild classes present in both from NEW.")] = False) -> None:
     """Add the classes of NEW to BANK without rebuilding it."""
-    from protoseg.bank import PrototypeBank
-    from protoseg.bank.storage import check_bank_out
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
+    from protoseg.bank import extend_bank
 
-    check_bank_out(out, overwrite=out.resolve() == bank.resolve())
-    grown = PrototypeBank.load(bank, mmap=False).extend(PrototypeBank.load(new), replace_existing=replace)
-    grown.save(out, overwrite=out.resolve() == bank.resolve())
+    grown = extend_bank(bank, new, out, replace=replace)
     typer.echo(f"wrote {out}: {len(grown)} prototypes, {len(grown.classes)} classes")
 
 
@@ -122,10 +115,9 @@ def import_freeda_cmd(
     (one 1024-d DINOv2 ViT-L/14 prototype per .npy file).
 
     Interrupted imports resume."""
-    from protoseg.bank.storage import check_bank_out
-    from protoseg.offline.freeda_import import import_freeda
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
+    from protoseg.offline import import_freeda
 
-    check_bank_out(out)
     with progress_bar(transient=True) as progress:
         task = progress.add_task("importing", total=None)
         import_freeda(embeddings, index, out, feature_encoder=feature_encoder, text_encoder=text_encoder,
@@ -148,11 +140,9 @@ def push(bank: Annotated[Path, typer.Argument(help="Bank directory to publish.")
     Read it back anywhere with --bank hf://owner/name (or hf://owner/name@BRANCH).
 
     Uses HF_TOKEN or `hf auth login`; HF_ENDPOINT picks the Hub."""
-    from protoseg.bank.hub import hub_spec, push_bank
+    # imported on use, like every command: the CLI starts without loading the library (about 1 s)
+    from protoseg.bank.hub import push_bank
 
-    hub_spec(f"hf://{repo}" + (f"@{branch}" if branch else ""))  # checks the address before any upload
-    if hub_spec(bank) is not None:
-        raise ProtosegError(f"{bank} is already on the Hub; push a local bank folder")
     pushed = push_bank(bank, repo, private=private, branch=branch, licence=licence)
     typer.echo(f"pushed {bank} to {pushed['url']}; segment with --bank {pushed['uri']}")
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from protoseg.commands.common import check_device, check_positive, progress_bar, quiet_model_loading, read_classes
-from protoseg.errors import ProtosegError
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
 
@@ -59,36 +60,21 @@ def build_bank_command(
 ) -> None:
     """Build a prototype bank: FreeDA from captions, DPSM from class names. Interrupted builds resume; a
     rerun after the inputs or settings changed starts fresh."""
-    from protoseg.bank.storage import check_bank_out
+    # imported on use, like every command: the CLI starts without loading the library (torch: seconds)
+    from protoseg.atomic import check_not_inputs
+    from protoseg.bank import load_bank
     from protoseg.config.fields import given
-    from protoseg.offline import BuildSource, RunOptions, build_bank, default_work_dir, get_build_preset
-    from protoseg.runs import check_work_dir
+    from protoseg.offline import RunOptions, build_bank, resolve_build_preset, source_record
 
-    if preset is None:
-        if method is None:
-            raise ProtosegError("pass --method freeda|dpsm or --preset NAME")
-        preset = {"freeda": "freeda-b", "dpsm": "dpsm"}.get(method)
-        if preset is None:
-            raise ProtosegError(f"unknown method {method!r}; use freeda or dpsm")
-    chosen = get_build_preset(preset, **given(prompts=prompts, clustering=clustering, k=k, kappa=kappa,
-                                              steps=steps, batch_size=batch_size))
-    if method is not None and method != chosen.method:
-        raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
+    chosen = resolve_build_preset(method, preset, **given(prompts=prompts, clustering=clustering, k=k, kappa=kappa,
+                                                          steps=steps, batch_size=batch_size))
     class_list = read_classes(classes, classes_file, required=False)
-    # Everything the user controls is checked before a model loads.
     check_positive(shard_size=shard_size, limit=limit, ray_task_threads=ray_task_threads)
     check_device(device, dtype)
-    check_bank_out(out, overwrite)
-    check_work_dir(work_dir or default_work_dir(out), what="build")
-    if chosen.method == "freeda" and captions is not None and not captions.is_file():
-        raise ProtosegError(f"captions file not found: {captions}")
-    if descriptions is not None:
-        from protoseg.atomic import check_not_inputs, check_output_file
-
-        check_output_file(descriptions, "--descriptions")
-        check_not_inputs([descriptions], [p for p in (captions, classes_file) if p is not None], "--descriptions")
-    source = BuildSource(captions=captions, limit=limit, classes=tuple(class_list) if class_list else None,
-                         llm=llm, descriptions=descriptions)
+    if descriptions is not None and classes_file is not None:
+        check_not_inputs([descriptions], [classes_file], "--descriptions")
+    source = source_record(chosen.method, captions=captions, limit=limit, llm=llm, descriptions=descriptions,
+                           classes=tuple(class_list) if class_list else None)
     run = RunOptions(work_dir=work_dir, shard_size=shard_size, seed=seed, device=device, dtype=dtype, ray=ray,
                      ray_address=ray_address, ray_task_threads=ray_task_threads, keep_work_dir=keep_work_dir,
                      overwrite=overwrite)
@@ -96,20 +82,23 @@ def build_bank_command(
     console = Console(stderr=True)
     start = time.perf_counter()
     with progress_bar(console) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        path = build_bank(chosen, source, out, run, progress=progress)
-    from protoseg.bank import PrototypeBank
-
-    summary = PrototypeBank.load(path).summary()
+        path = build_bank(chosen, source, out, run, progress=_stage_bars(bar))
+    summary = load_bank(path).summary()
     console.print(f"wrote {path}: {summary['prototypes']} prototypes of {summary['classes']} classes "
                   f"({chosen.method}, preset {chosen.name}) in {time.perf_counter() - start:.1f} s; "
                   f"segment with --preset {chosen.segment_preset}")
+
+
+def _stage_bars(bar: Progress) -> Callable[[str, int, int], None]:
+    """``progress(stage, done, total)`` drawing one bar per stage of the build on ``bar``."""
+    tasks: dict[str, TaskID] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return progress
 
 
 def register(app: typer.Typer) -> None:

@@ -5,13 +5,18 @@ tiny random model of that role (:mod:`protoseg.testing.tiny`), created on first 
 presets run the whole chain on a CPU in minutes without any download (their banks carry no meaning;
 they exist to smoke-test an install). Each build preset names the segmentation preset
 (:mod:`protoseg.config.segment`) that uses the same feature encoder, for ``protoseg segment --preset``.
+
+What a bank is made from is a *source record*, one per builder (:class:`FreedaSource`,
+:class:`DpsmSource`, :class:`ExamplesSource`, :class:`FreedaImportSource`), validated when it is made.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
+from protoseg.classes import validate_classes
 from protoseg.config.fields import checked, override, require, to_dict
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
@@ -146,6 +151,29 @@ BUILD_PRESETS: dict[str, BuildPreset] = {
 }
 
 
+#: The build preset of each method when only ``--method`` is given.
+_METHOD_PRESETS = {"freeda": "freeda-b", "dpsm": "dpsm"}
+
+
+def resolve_build_preset(method: str | None, preset: str | None, **overrides: Any) -> BuildPreset:
+    """The build preset named ``preset`` (default: that of ``method``), with ``overrides``; ``method``,
+    when given with ``preset``, must be the preset's.
+
+    Raises:
+        ProtosegError: neither is given, an unknown method or preset, or a preset of another method.
+    """
+    if preset is None:
+        if method is None:
+            raise ProtosegError("pass --method freeda|dpsm or --preset NAME")
+        preset = _METHOD_PRESETS.get(method)
+        if preset is None:
+            raise ProtosegError(f"unknown method {method!r}; use freeda or dpsm")
+    chosen = get_build_preset(preset, **overrides)
+    if method is not None and method != chosen.method:
+        raise ProtosegError(f"preset {chosen.name!r} builds a {chosen.method} bank, not {method}")
+    return chosen
+
+
 def get_build_preset(name: str, **overrides: Any) -> BuildPreset:
     """Look up a build preset and replace fields; unknown names and values raise :class:`ProtosegError`."""
     try:
@@ -165,3 +193,97 @@ def examples_preset(segment: Any, bank_dtype: str = "float16") -> BuildPreset:
         description=f"bank from labelled examples for preset {segment.name}", diffusion=None,
         features=segment.features, text=segment.text, pooling=pooling, superpixels=segment.superpixels,
         scale=segment.scale, crop=segment.crop, stride=segment.stride, bank_dtype=bank_dtype)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def _missing(record: Any) -> ProtosegError:
+    return ProtosegError(f"a {record.method} bank is built from {record.needs}")
+
+
+@dataclass(frozen=True)
+class FreedaSource:
+    """What a FreeDA bank is made from: a caption file, or nouns without one.
+
+    Attributes:
+        captions: COCO-Captions JSON or a text file, one caption a line.
+        nouns: nouns to make prototypes of without a caption source (captions written for them,
+            :func:`protoseg.generate.captions.noun_captions`; prototypes made on demand).
+        limit: use only the first ``limit`` captions.
+    """
+
+    method: ClassVar[str] = "freeda"
+    needs: ClassVar[str] = "captions: pass --captions FILE (COCO-Captions JSON or one caption a line)"
+
+    captions: Path | None = None
+    nouns: tuple[str, ...] | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.captions is None and self.nouns is None:
+            raise _missing(self)
+        if self.captions is not None and self.nouns is not None:
+            raise ProtosegError("a FreeDA bank is built from captions or from nouns, not both")
+        if self.captions is not None:
+            object.__setattr__(self, "captions", Path(self.captions))
+        if self.nouns is not None:
+            object.__setattr__(self, "nouns", tuple(validate_classes(list(self.nouns))))
+        if self.limit is not None:
+            require(isinstance(self.limit, int) and self.limit >= 1, "freeda source", "limit", ">= 1", self.limit)
+
+
+@dataclass(frozen=True)
+class DpsmSource:
+    """What a DPSM bank is made from: class names.
+
+    Attributes:
+        classes: the class names.
+        llm: chat model spec overriding the preset's.
+        descriptions: the editable description cache (default ``OUT.descriptions.json``).
+    """
+
+    method: ClassVar[str] = "dpsm"
+    needs: ClassVar[str] = 'class names: pass --classes "a, b" or --classes-file F'
+
+    classes: tuple[str, ...] = ()
+    llm: str | None = None
+    descriptions: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise _missing(self)
+        object.__setattr__(self, "classes", tuple(validate_classes(list(self.classes))))
+        if self.descriptions is not None:
+            object.__setattr__(self, "descriptions", Path(self.descriptions))
+
+
+@dataclass(frozen=True)
+class ExamplesSource:
+    """What a bank of labelled examples is made from: a folder with ``classes.txt``, ``images/`` and
+    ``masks/`` (:mod:`protoseg.offline.examples`)."""
+
+    method: ClassVar[str] = "examples"
+    needs: ClassVar[str] = "a labelled examples folder (classes.txt, images/, masks/)"
+
+    examples: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", Path(self.examples))
+
+
+@dataclass(frozen=True)
+class FreedaImportSource:
+    """FreeDA's release: its ``prototype_embeddings/`` folder and ``knn.index``."""
+
+    method: ClassVar[str] = "freeda-import"
+    needs: ClassVar[str] = "FreeDA's release: its prototype_embeddings/ folder and knn.index"
+
+    embeddings: Path
+    index: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "embeddings", Path(self.embeddings))
+        object.__setattr__(self, "index", Path(self.index))
+
+
+#: Any builder's source record.
+BuildSource = FreedaSource | DpsmSource | ExamplesSource | FreedaImportSource

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 
 from protoseg.config.build import BuildPreset
+from protoseg.models.diffusion import load_pipeline
+from protoseg.models.dinov2 import Dinov2Features
+from protoseg.models.hub import resolve_weights
 
 _MODELS: dict[tuple[Any, ...], Any] = {}
 
@@ -22,10 +25,6 @@ def cached_model(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:
 
 def load_synthesis_models(preset: BuildPreset, device: str | None, dtype: str | None) -> tuple[Any, Any]:
     """The diffusion pipeline (``dtype``: ``None`` = fp16 on CUDA, fp32 on CPU) and DINOv2 (fp32)."""
-    from protoseg.models.diffusion import load_pipeline
-    from protoseg.models.dinov2 import Dinov2Features
-    from protoseg.models.hub import resolve_weights
-
     diffusion = resolve_weights(preset.diffusion, "diffusion")
     dinov2 = resolve_weights(preset.features, "features")
     pipe = cached_model(("sd", diffusion, device, dtype, preset.scheduler),

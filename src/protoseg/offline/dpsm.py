@@ -28,10 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoseg.atomic import check_output_file
 from protoseg.bank import PrototypeBank
-from protoseg.config.build import BuildPreset
+from protoseg.config.build import BuildPreset, DpsmSource
 from protoseg.errors import ProtosegError
-from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.generate.llm import load_llm
+from protoseg.generate.masks import dpsm_mask
+from protoseg.generate.prompts import (
+    ATTRIBUTES,
+    describe_classes,
+    dpsm_prompts,
+    naive_descriptions,
+    read_description_cache,
+)
+from protoseg.generate.synthesis import synthesize
+from protoseg.offline.base import Plan, ReducingBuilder
 from protoseg.offline.clustering import ClassSupport, fuse_class
 from protoseg.offline.common import image_features, load_synthesis_models, str_array
 from protoseg.offline.parts import image_prototypes, supply_units
@@ -55,14 +66,6 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
                   cache_path: str | Path | None = None, seed: int = 0, device: str | None = None,
                   progress: Any = None) -> list[tuple[str, str, str]]:
     """``[(class, attribute, prompt)]`` with ``N = 4K`` rows per class (module docstring)."""
-    from protoseg.generate.prompts import (
-        ATTRIBUTES,
-        describe_classes,
-        dpsm_prompts,
-        naive_descriptions,
-        read_description_cache,
-    )
-
     n = preset.images_per_class
     if preset.prompts == "naive":
         return dpsm_prompts(naive_descriptions(classes, n))
@@ -77,8 +80,6 @@ def class_prompts(classes: list[str], preset: BuildPreset, llm_spec: str | None 
         if not spec:
             raise ProtosegError("DPSM descriptions need an LLM: pass --llm SPEC (smollm2, hf:<id or folder>, "
                                 "gguf:<file>, openai:<url>#<model>) or use --prompts naive")
-        from protoseg.generate.llm import load_llm
-
         llm = load_llm(spec, device=device)
     descriptions = describe_classes(classes, llm, k=preset.k, cache_path=cache, seed=seed, progress=progress)
     return dpsm_prompts(descriptions)
@@ -106,9 +107,6 @@ def dpsm_shard(preset: BuildPreset, device: str | None, dtype: str | None,
     the image arrays), ``part_proto [p, D]``, ``part_area``, ``part_supply``; ``dropped_class`` /
     ``dropped_index`` for images with no usable foreground; 0-d ``feature_encoder``.
     """
-    from protoseg.generate.masks import dpsm_mask
-    from protoseg.generate.synthesis import synthesize
-
     pipe, features = load_synthesis_models(preset, device, dtype)
     use_unet = preset.guide == "unet"
     synths = synthesize(pipe, [it.prompt for it in items], [[it.class_name] for it in items],
@@ -267,23 +265,18 @@ def reduce_dpsm(shards: Sequence[Path | dict[str, np.ndarray]], classes: list[st
                                 settings=settings)
 
 
-class DpsmBuilder(Builder):
-    """DPSM's diverse prototype construction as plan -> shard -> reduce (module docstring)."""
+class DpsmBuilder(ReducingBuilder):
+    """DPSM's diverse prototype construction as plan -> shard -> reduce (module docstring), from a
+    :class:`DpsmSource`."""
 
-    method = "dpsm"
-    sources = frozenset({"classes"})
-    needs = 'class names: pass --classes "a, b" or --classes-file F'
-
-    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
+    def plan(self, source: DpsmSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
         """Descriptions (LLM or naive; cached in ``source.descriptions``, default ``OUT.descriptions.json``)
         and the ``κN`` items of every class."""
-        from protoseg.classes import validate_classes
-
-        self.check_source(source)
-        classes = validate_classes(list(source.classes))
+        if source.descriptions is not None:
+            check_output_file(source.descriptions, "--descriptions")
+        classes = list(source.classes)
         llm = self.preset.prompts == "llm"
-        cache = (Path(source.descriptions) if source.descriptions is not None
-                 else out.with_name(out.name + ".descriptions.json"))
+        cache = source.descriptions or out.with_name(out.name + ".descriptions.json")
         prompts = class_prompts(classes, self.preset, source.llm, cache if llm else None, seed, self.device,
                                 progress)
         settings = {"classes": classes, "prompts": self.preset.prompts,

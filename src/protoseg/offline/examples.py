@@ -24,13 +24,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protoseg.bank.storage import PrototypeBank
+from protoseg.bank import PrototypeBank
 from protoseg.classes import validate_classes
+from protoseg.config.build import ExamplesSource, examples_preset
+from protoseg.config.segment import Preset, get_preset
 from protoseg.datasets.base import Sample, read_label_png
 from protoseg.datasets.examples import open_examples
 from protoseg.errors import ProtosegError
 from protoseg.images import load_image
-from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.models import load_features
+from protoseg.models.clip import ClipModel
+from protoseg.models.hub import resolve_weights
+from protoseg.offline.base import Plan, ReducingBuilder
 from protoseg.offline.common import cached_model, str_array
 from protoseg.offline.parts import object_prototypes, supply_units
 from protoseg.regions import superpixels
@@ -81,8 +86,8 @@ class ExampleItem:
     num_classes: int
 
 
-class ExamplesBuilder(Builder):
-    """Banks from a labelled examples folder (module docstring); ``preset`` from
+class ExamplesBuilder(ReducingBuilder):
+    """Banks from a labelled examples folder (module docstring, an :class:`ExamplesSource`); ``preset`` from
     :func:`protoseg.config.build.examples_preset`.
 
     Plan: the examples, sorted by stem. Shard: per example, every window view of every class present
@@ -90,12 +95,7 @@ class ExamplesBuilder(Builder):
     with ``N`` = the class's views), class text keys when the preset has CLIP, the bank.
     """
 
-    method = "examples"
-    sources = frozenset({"examples"})
-    needs = "a labelled examples folder (classes.txt, images/, masks/)"
-
-    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
-        self.check_source(source)
+    def plan(self, source: ExamplesSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
         classes, samples = read_examples(source.examples)
         items = [ExampleItem(n, s.stem, s.image, s.label, len(classes)) for n, s in enumerate(samples)]
         settings = {"source": "examples", "examples": str(Path(source.examples).resolve()),
@@ -104,9 +104,6 @@ class ExamplesBuilder(Builder):
         return Plan(items, settings, {"examples": files_digest(files)}, {"classes": classes})
 
     def _features(self) -> Any:
-        from protoseg.models import load_features
-        from protoseg.models.hub import resolve_weights
-
         name = self.preset.features
         return cached_model(("features", name, self.device),
                             lambda: load_features(resolve_weights(name, "features"), self.device))
@@ -193,9 +190,6 @@ class ExamplesBuilder(Builder):
         prototypes = np.concatenate(vectors)
         keys, text_encoder = None, None
         if self.preset.text is not None:
-            from protoseg.models.clip import ClipModel
-            from protoseg.models.hub import resolve_weights
-
             text_encoder = resolve_weights(self.preset.text, "text")
             clip = ClipModel(text_encoder, device=self.device)
             served = sorted(set(table["label"]))
@@ -209,15 +203,12 @@ class ExamplesBuilder(Builder):
                                     text_encoder=text_encoder, dtype=self.preset.bank_dtype, settings=settings)
 
 
-def bank_from_examples(root: str | Path, preset: Any = "handcrafted", device: str | None = None,
+def bank_from_examples(root: str | Path, preset: str | Preset = "handcrafted", device: str | None = None,
                        dtype: str = "float16") -> PrototypeBank:
     """The bank of an examples folder for segmentation preset ``preset`` (a name or a
     :class:`~protoseg.config.segment.Preset`), built in memory (no work folder, no resume; use
-    :func:`protoseg.offline.build_bank` for that)."""
-    from protoseg.config.build import examples_preset
-    from protoseg.config.segment import get_preset
-
+    :func:`protoseg.offline.build_examples_bank` for that)."""
     segment = get_preset(preset) if isinstance(preset, str) else preset
     builder = ExamplesBuilder(examples_preset(segment, bank_dtype=dtype), device)
-    plan = builder.plan(BuildSource(examples=Path(root)), Path(root), seed=0)
+    plan = builder.plan(ExamplesSource(Path(root)), Path(root), seed=0)
     return builder.reduce([builder.shard(plan.items)], plan, seed=0)

@@ -24,9 +24,16 @@ import numpy as np
 import torch
 
 from protoseg.bank import PrototypeBank
-from protoseg.config.build import BuildPreset
+from protoseg.config.build import BuildPreset, FreedaSource
 from protoseg.errors import ProtosegError
-from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.generate.captions import noun_captions, read_captions
+from protoseg.generate.keys import text_keys
+from protoseg.generate.masks import freeda_mask
+from protoseg.generate.nouns import get_noun_extractor
+from protoseg.generate.synthesis import synthesize
+from protoseg.models.clip import ClipModel
+from protoseg.models.hub import resolve_weights
+from protoseg.offline.base import Plan, ReducingBuilder
 from protoseg.offline.common import cached_model, image_features, load_synthesis_models, str_array
 from protoseg.regions import mask_weights, pool_features
 from protoseg.runs import Progress, ShardResult, derive_seed, file_stamp, load_shard
@@ -65,8 +72,6 @@ def plan_freeda(captions: list[Any], extractor: Any, seed: int) -> list[FreedaIt
 
 def plan_nouns(nouns: list[str], seed: int) -> list[FreedaItem]:
     """Work items for ``nouns`` without a caption source: their :func:`noun_captions`, one image each."""
-    from protoseg.generate.captions import noun_captions
-
     items = []
     for noun in nouns:
         for j, caption in enumerate(noun_captions(noun)):
@@ -83,12 +88,6 @@ def freeda_shard(preset: BuildPreset, device: str | None, dtype: str | None,
     ``image_id`` (int64 ``[n]``, the caption's index), ``source_image`` (int64), ``area`` (float32 mask
     pixels), and 0-d ``feature_encoder`` / ``text_encoder`` ids.
     """
-    from protoseg.generate.keys import text_keys
-    from protoseg.generate.masks import freeda_mask
-    from protoseg.generate.synthesis import synthesize
-    from protoseg.models.clip import ClipModel
-    from protoseg.models.hub import resolve_weights
-
     pipe, features = load_synthesis_models(preset, device, dtype)
     text = resolve_weights(preset.text, "text")
     clip = cached_model(("clip", text, device), lambda: ClipModel(text, device=device))
@@ -146,24 +145,15 @@ def reduce_freeda(shards: Sequence[Path | dict[str, np.ndarray]], preset: BuildP
         index_kind=preset.index_kind, settings=settings)
 
 
-class FreedaBuilder(Builder):
-    """FreeDA's offline stage as plan -> shard -> reduce (module docstring)."""
+class FreedaBuilder(ReducingBuilder):
+    """FreeDA's offline stage as plan -> shard -> reduce (module docstring), from a :class:`FreedaSource`."""
 
-    method = "freeda"
-    sources = frozenset({"captions", "nouns"})
-    needs = "captions: pass --captions FILE (COCO-Captions JSON or one caption a line)"
-
-    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
-        from protoseg.classes import validate_classes
-        from protoseg.generate.captions import read_captions
-        from protoseg.generate.nouns import get_noun_extractor
-
-        self.check_source(source)
+    def plan(self, source: FreedaSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
         if source.nouns is not None:
-            if source.captions is not None:
-                raise ProtosegError("a FreeDA bank is built from captions or from nouns, not both")
-            nouns = validate_classes(list(source.nouns))
+            nouns = list(source.nouns)
             return Plan(plan_nouns(nouns, seed), {"nouns": nouns, "captions": "noun_captions"})
+        if not source.captions.is_file():
+            raise ProtosegError(f"captions file not found: {source.captions}")
         captions = read_captions(source.captions)
         if source.limit is not None:
             captions = captions[:source.limit]

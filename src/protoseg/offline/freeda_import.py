@@ -10,7 +10,8 @@ stay aligned with the index; matchers skip them, as FreeDA's loader does.
 
 FreeDA's released files (``prototype_embeddings/`` and ``knn.index``, DINOv2-L prototypes and CLIP
 ViT-L/14 keys from COCO Captions) are linked from the official repository's README
-(``aimagelab/freeda``); segment the imported bank with ``--preset freeda-l``.
+(``aimagelab/freeda``); segment the imported bank with ``--preset freeda-l``. Import them with
+:func:`protoseg.offline.import_freeda`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import numpy as np
 
 from protoseg.atomic import atomic_dir
 from protoseg.bank.storage import BankManifest, complete_table, write_manifest, write_table
-from protoseg.config.build import BuildPreset
+from protoseg.config.build import BuildPreset, FreedaImportSource
 from protoseg.errors import ProtosegError
-from protoseg.offline.base import Builder, BuildSource, Plan
+from protoseg.offline.base import Builder, Plan
 from protoseg.runs import Progress, ShardResult, file_stamp, load_shard
 
 
@@ -52,14 +53,10 @@ def release_preset(feature_encoder: str = "facebook/dinov2-large",
 
 
 class FreedaImportBuilder(Builder):
-    """Streams FreeDA's release into a bank (module docstring)."""
+    """Streams FreeDA's release (a :class:`FreedaImportSource`) into a bank (module docstring)."""
 
-    method = "freeda-import"
-    sources = frozenset({"embeddings", "index"})
-    needs = "FreeDA's release: its prototype_embeddings/ folder and knn.index"
-    def plan(self, source: BuildSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
-        self.check_source(source)
-        folder, index_path = Path(source.embeddings), Path(source.index)
+    def plan(self, source: FreedaImportSource, out: Path, seed: int, progress: Progress | None = None) -> Plan:
+        folder, index_path = source.embeddings, source.index
         if not folder.is_dir():
             raise ProtosegError(f"{folder} is not a folder of FreeDA prototype .npy files")
         if not index_path.is_file():
@@ -134,15 +131,3 @@ def _read_index(path: Path) -> faiss.Index:
         return faiss.read_index(str(path))
     except RuntimeError as exc:
         raise ProtosegError(f"cannot read faiss index {path}: {exc}") from exc
-
-
-def import_freeda(embeddings_dir: str | Path, index_path: str | Path, out: str | Path, *,
-                  feature_encoder: str = "facebook/dinov2-large", text_encoder: str = "openai/clip-vit-large-patch14",
-                  dtype: str = "float16", chunk: int = 4096, progress: Progress | None = None) -> Path:
-    """Write a bank at ``out`` from FreeDA's ``prototype_embeddings/`` folder and ``knn.index``
-    (:func:`protoseg.offline.build_bank` with this builder: interrupted imports resume)."""
-    from protoseg.offline import RunOptions, build_bank
-
-    return build_bank(release_preset(feature_encoder, text_encoder, dtype, chunk),
-                      BuildSource(embeddings=Path(embeddings_dir), index=Path(index_path)), out,
-                      RunOptions(shard_size=1), progress=progress)

@@ -39,7 +39,7 @@ from protoseg.errors import ProtosegError
 from protoseg.match.prototypes import served_names
 from protoseg.models.clip import ClipModel
 from protoseg.models.hub import resolve_weights
-from protoseg.offline import BuildSource, RunOptions, run_build
+from protoseg.offline import DpsmSource, FreedaSource, RunOptions, run_build
 from protoseg.offline.common import cached_model, load_synthesis_models
 from protoseg.runs import Progress, check_work_dir, remove_work_dir
 
@@ -150,9 +150,9 @@ def generate_missing(bank: str | Path, classes: Sequence[ClassSpec] | ClassList,
     work = check_work_dir(generate_work_dir(folder), what="generation")
     _load_models(preset, device, dtype, missing)
     if preset.method == "dpsm":
-        source = BuildSource(classes=tuple(missing), llm=llm or recorded["llm"])
+        source = DpsmSource(classes=tuple(missing), llm=llm or recorded["llm"])
     else:
-        source = BuildSource(nouns=tuple(missing))
+        source = FreedaSource(nouns=tuple(missing))
     run = RunOptions(work_dir=work, shard_size=recorded["shard_size"], seed=recorded["seed"], device=device,
                      dtype=dtype)
     stages: set[str] = set()

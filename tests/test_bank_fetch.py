@@ -205,6 +205,16 @@ def test_unsafe_archive_member_is_refused(release, tmp_path):
     assert not list(tmp_path.rglob("escaped.npy")) and not (home / "banks" / "freeda-l").exists()
 
 
+def test_gzip_checksum_is_verified(release):
+    """The tar's end marker comes before the gzip trailer: a damaged trailer is still found."""
+    served, *_, home = release
+    good = served.files["prototype_embeddings.tar"]
+    served.files["prototype_embeddings.tar"] = good[:-8] + bytes(8)  # CRC-32 and length of the gzip member
+    with pytest.raises(ProtosegError, match="prototype_embeddings.tar is not a readable, safe tar archive"):
+        fetch_bank("freeda-l")
+    assert not (home / "banks" / "freeda-l").exists()
+
+
 def test_release_checks(release, monkeypatch):
     served, emb, knn, home = release
     entry = PUBLISHED_BANKS["freeda-l"]

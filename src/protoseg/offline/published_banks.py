@@ -10,8 +10,9 @@ Where things live (``$PROTOSEG_HOME``, else ``$PROTOSEG_CACHE``, else ``~/.cache
 
 - ``banks/<name>/``: the finished bank, which appears only complete (written by the importer with a
   temporary folder and a rename); its presence is what makes a second call download nothing;
-- ``banks/.<name>.download/``: the downloads (an interrupted one continues from the bytes it has, with an
-  HTTP ``Range`` request), the unpacked embeddings and ``knn.index``; removed once the bank is written.
+- ``banks/.<name>.download/``: the downloads, named by a digest of their address (an interrupted one
+  continues from the bytes it has, with an HTTP ``Range`` request), and what was unpacked from each;
+  removed once the bank is written.
 
 Google Drive addresses (FreeDA's release) are downloaded with ``gdown`` (large-file confirmation, resume);
 any other HTTP(S) address with :func:`download_url`. Every archive is checked before it is used: it opens,
@@ -177,8 +178,9 @@ def fetch_bank(name: str, *, home: str | Path | None = None, progress: Progress 
     work = out.with_name(f".{out.name}.download")
     work.mkdir(parents=True, exist_ok=True)
     archive = _downloaded(entry.embeddings, work, progress)
-    embeddings = _unpacked_embeddings(archive, work / "prototype_embeddings", progress)
-    index_path = _unpacked_index(_downloaded(entry.index, work, progress), entry.index_member, work / "knn.index")
+    embeddings = _unpacked_embeddings(archive, archive.with_name(f"{archive.name}.unpacked"), progress)
+    zipped = _downloaded(entry.index, work, progress)
+    index_path = _unpacked_index(zipped, entry.index_member, zipped.with_name(f"{zipped.name}.{entry.index_member}"))
     _check_release(entry, embeddings, index_path)
     import_freeda(embeddings, index_path, out, feature_encoder=entry.feature_encoder,
                   text_encoder=entry.text_encoder, progress=_stage(progress, "import", "shards"))
@@ -331,14 +333,9 @@ def _unpacked_embeddings(archive: Path, target: Path, progress: Progress | None)
     if not hasattr(tarfile, "data_filter"):
         raise ProtosegError("unpacking a release safely needs Python >= 3.11.4 (tarfile's data filter)")
     if not target.is_dir():
-        report = _stage(progress, f"unpack {_release_name(archive)}")
         try:
-            with atomic_dir(target) as tmp, open(archive, "rb") as raw, \
-                    tarfile.open(fileobj=_CountingReader(raw, report, archive.stat().st_size), mode="r|*") as tar:
-                for member in tar:
-                    if not (member.isfile() or member.isdir()):
-                        raise tarfile.FilterError(f"{member.name!r} is not a plain file or folder")
-                    tar.extract(member, tmp, filter="data")
+            with atomic_dir(target) as tmp:
+                _extract_tar(archive, tmp, _stage(progress, f"unpack {_release_name(archive)}"))
         except (tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile) as exc:
             archive.unlink(missing_ok=True)
             raise ProtosegError(f"{_release_name(archive)} is not a readable, safe tar archive ({exc}); it was "
@@ -350,6 +347,27 @@ def _unpacked_embeddings(archive: Path, target: Path, progress: Progress | None)
         raise ProtosegError(f"{_release_name(archive)} holds no folder of prototype .npy files; it was deleted, "
                             "so a rerun downloads it again (check the address)")
     return folder
+
+
+def _extract_tar(archive: Path, folder: Path, report: ProgressBytes | None) -> None:
+    """Extract the tar ``archive`` (gzip, bzip2, xz or none) into ``folder``: plain files and folders only,
+    each inside ``folder`` (``"data"`` filter); a gzip archive is read to its end, so its CRC is checked.
+
+    Raises:
+        tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile: a corrupt or unsafe archive.
+    """
+    with open(archive, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        counted = _CountingReader(raw, report, archive.stat().st_size)
+        source = gzip.GzipFile(fileobj=counted, mode="rb") if gz else counted
+        with tarfile.open(fileobj=source, mode="r|" if gz else "r|*") as tar:
+            for member in tar:
+                if not (member.isfile() or member.isdir()):
+                    raise tarfile.FilterError(f"{member.name!r} is not a plain file or folder")
+                tar.extract(member, folder, filter="data")
+        while gz and source.read(_CHUNK):  # the tar's end marker comes before the gzip trailer
+            pass
 
 
 def _npy_folder(root: Path, depth: int = 3) -> Path | None:

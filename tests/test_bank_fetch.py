@@ -4,6 +4,7 @@ unpacked and imported once into ``$PROTOSEG_HOME``."""
 import dataclasses
 import io
 import json
+import os
 import re
 import tarfile
 import threading
@@ -101,6 +102,13 @@ def _make_release(folder, rng):
     with zipfile.ZipFile(zip_bytes, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(knn, "faiss_index/knn.index")
     return emb, knn, {"prototype_embeddings.tar": tar_bytes.getvalue(), "faiss_index.zip": zip_bytes.getvalue()}
+
+
+def _zipped(data):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("faiss_index/knn.index", data)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -226,6 +234,15 @@ def test_release_checks(release, monkeypatch):
     with pytest.raises(ProtosegError, match="768-d keys"):
         fetch_bank("freeda-l")
     assert not (home / "banks" / "freeda-l").exists()
+    work = home / "banks" / ".freeda-l.download"
+    kept = sorted(p.name for p in work.iterdir())
+    served.files["other/faiss_index.zip"] = _zipped(b"not a faiss index")  # another address: another download
+    monkeypatch.setenv("PROTOSEG_FREEDA_INDEX_URL",
+                       os.environ["PROTOSEG_FREEDA_INDEX_URL"].replace("/faiss", "/other/faiss"))
+    monkeypatch.setitem(PUBLISHED_BANKS, "freeda-l", entry)
+    with pytest.raises(ProtosegError, match="faiss_index.zip holds a knn.index that faiss cannot read; it was del"):
+        fetch_bank("freeda-l")
+    assert sorted(p.name for p in work.iterdir()) == kept  # the bad download and its unpacked index went
     with pytest.raises(ProtosegError, match="known: freeda-l"):
         fetch_bank("freeda-xl")
 

@@ -180,8 +180,8 @@ def fetch_bank(name: str, *, home: str | Path | None = None, progress: Progress 
     archive = _downloaded(entry.embeddings, work, progress)
     embeddings = _unpacked_embeddings(archive, archive.with_name(f"{archive.name}.unpacked"), progress)
     zipped = _downloaded(entry.index, work, progress)
-    index_path = _unpacked_index(zipped, entry.index_member, zipped.with_name(f"{zipped.name}.{entry.index_member}"))
-    _check_release(entry, embeddings, index_path)
+    index_path = zipped.with_name(f"{zipped.name}.{entry.index_member}")
+    _check_release(entry, embeddings, *_unpacked_index(zipped, entry.index_member, index_path))
     import_freeda(embeddings, index_path, out, feature_encoder=entry.feature_encoder,
                   text_encoder=entry.text_encoder, progress=_stage(progress, "import", "shards"))
     shutil.rmtree(work, ignore_errors=True)
@@ -380,48 +380,50 @@ def _npy_folder(root: Path, depth: int = 3) -> Path | None:
     return None
 
 
-def _unpacked_index(archive: Path, member: str, target: Path) -> Path:
-    """Copy ``member`` (matched by its base name) out of the zip ``archive`` to ``target`` (once).
+def _unpacked_index(archive: Path, member: str, target: Path) -> tuple[int, int]:
+    """Copy ``member`` (matched by its base name) out of the zip ``archive`` to ``target`` (once) and read it
+    with faiss; returns the index's ``(key dim, key count)``.
 
     Raises:
-        ProtosegError: the archive is corrupt (``archive`` is deleted) or holds no ``member``.
+        ProtosegError: the archive is corrupt, holds no ``member`` or one faiss cannot read (``archive`` is
+            deleted).
     """
-    if target.is_file():
-        return target
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == member]
-            if len(names) != 1:
-                raise zipfile.BadZipFile(f"it holds {len(names)} files named {member}, expected one")
-            with zf.open(names[0]) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)  # the zip checks the member's CRC as it is read
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        archive.unlink(missing_ok=True)
-        raise ProtosegError(f"{_release_name(archive)} is not a readable zip archive holding {member} ({exc}); it "
-                            "was deleted, so a rerun downloads it again") from None
-    return target
+    problem = None
+    if not target.is_file():
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == member]
+                if len(names) != 1:
+                    raise zipfile.BadZipFile(f"it holds {len(names)} files named {member}, expected one")
+                with zf.open(names[0]) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)  # the zip checks the member's CRC as it is read
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            problem = f"is not a readable zip archive holding {member} ({exc})"
+    if problem is None:
+        try:
+            index = faiss.read_index(str(target))
+            return index.d, index.ntotal
+        except RuntimeError:
+            problem = f"holds a {member} that faiss cannot read"
+    archive.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
+    raise ProtosegError(f"{_release_name(archive)} {problem}; it was deleted, so a rerun downloads it again")
 
 
 def _release_name(download: Path) -> str:
     return download.name.partition("-")[2] or download.name
 
 
-def _check_release(entry: PublishedBank, embeddings: Path, index_path: Path) -> None:
-    """faiss reads ``index_path`` as ``entry.key_dim``-d keys, one per ``.npy`` file of ``embeddings``.
+def _check_release(entry: PublishedBank, embeddings: Path, key_dim: int, keys: int) -> None:
+    """The index holds ``entry.key_dim``-d keys (``key_dim``), one per ``.npy`` file of ``embeddings``.
 
     Raises:
-        ProtosegError: otherwise (an unreadable index is deleted, so a rerun unpacks it again).
+        ProtosegError: otherwise, naming both archives (they may come from different releases).
     """
-    try:
-        index = faiss.read_index(str(index_path))
-    except RuntimeError:
-        index_path.unlink(missing_ok=True)
-        raise ProtosegError(f"{entry.index.file}: {entry.index_member} is not a faiss index faiss can read; "
-                            "check the address (it was removed and is unpacked again on a rerun)") from None
     count = sum(1 for _ in embeddings.iterdir())
-    if index.d != entry.key_dim:
-        raise ProtosegError(f"{entry.index.file}: the index holds {index.d}-d keys; {entry.name} has "
+    if key_dim != entry.key_dim:
+        raise ProtosegError(f"{entry.index.file}: the index holds {key_dim}-d keys; {entry.name} has "
                             f"{entry.key_dim}-d keys ({entry.text_encoder}): check the address")
-    if index.ntotal != count:
-        raise ProtosegError(f"{entry.index.file} indexes {index.ntotal} keys but {entry.embeddings.file} holds "
+    if keys != count:
+        raise ProtosegError(f"{entry.index.file} indexes {keys} keys but {entry.embeddings.file} holds "
                             f"{count} prototypes; both must come from the same release: check the addresses")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import socket
 import tarfile
 import threading
 import zipfile
@@ -173,8 +174,16 @@ def test_interrupted_download_resumes_with_range(release, tmp_path, cuts):
     _assert_same_bank(folder, import_freeda(emb, knn, tmp_path / "reference"))
 
 
-def test_cli_fetch_lists_and_fetches(release, cli_run):
+def test_cli_fetch_lists_and_fetches(release, cli_run, cli_process, monkeypatch):
     served, emb, knn, home = release
+    assert_one_error(cli_process("bank", "fetch", "freeda-xl"), "no published bank is called 'freeda-xl'")
+    good = os.environ["PROTOSEG_FREEDA_EMBEDDINGS_URL"]
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("PROTOSEG_FREEDA_EMBEDDINGS_URL", f"http://127.0.0.1:{port}/prototype_embeddings.tar")
+    assert_one_error(cli_process("bank", "fetch", "freeda-l"), f"cannot download http://127.0.0.1:{port}/", "tries")
+    monkeypatch.setenv("PROTOSEG_FREEDA_EMBEDDINGS_URL", good)
     code, out, err = cli_run("bank", "fetch", "--list")
     assert code == 0 and "freeda-l" in out
     code, out, err = cli_run("bank", "fetch", "freeda-l")

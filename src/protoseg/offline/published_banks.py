@@ -245,7 +245,7 @@ def download_url(url: str, dest: str | Path, progress: ProgressBytes | None = No
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ProtosegError(f"cannot download {url!r}: only http:// and https:// addresses are supported")
     part = dest.with_name(f".{dest.name}.part")
-    problem: BaseException | None = None
+    problem: object = "no answer"
     for attempt in range(RETRIES + 1):
         if attempt:
             time.sleep(attempt * RETRY_WAIT_S)
@@ -263,10 +263,11 @@ def download_url(url: str, dest: str | Path, progress: ProgressBytes | None = No
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, OSError):
                 raise ProtosegError(f"cannot download {url}: {exc.reason}") from None
-            problem = exc
+            problem = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     kept = part.stat().st_size if part.exists() else 0
-    raise ProtosegError(f"cannot download {url}: {problem or 'no answer'} (after {RETRIES + 1} tries); the "
-                        f"{kept} bytes received are kept and a rerun continues from them")
+    then = (f"the {kept} bytes received are kept and a rerun continues from them" if kept else
+            "check the address and the network")
+    raise ProtosegError(f"cannot download {url}: {problem} (after {RETRIES + 1} tries); {then}")
 
 
 def _download_once(url: str, part: Path, progress: ProgressBytes | None) -> bool:

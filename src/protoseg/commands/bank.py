@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from protoseg.commands.bank_fetch import fetch_published
 from protoseg.commands.common import (
     FeaturesOption,
     TextOption,
@@ -145,6 +146,9 @@ def push(bank: Annotated[Path, typer.Argument(help="Bank directory to publish.")
 
     pushed = push_bank(bank, repo, private=private, branch=branch, licence=licence)
     typer.echo(f"pushed {bank} to {pushed['url']}; segment with --bank {pushed['uri']}")
+
+
+bank_app.command("fetch")(fetch_published)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,7 @@ from conftest import assert_one_error
 from protoseg.bank import PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.offline import published_banks
-from protoseg.offline.freeda_import import import_freeda
+from protoseg.offline.build import import_freeda
 from protoseg.offline.published_banks import PUBLISHED_BANKS, download_url, fetch_bank, resolve_published
 
 N, DIM, KEY_DIM = 24, 12, 768  # a small release over CLIP ViT-L/14-dim keys

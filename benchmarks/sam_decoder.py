@@ -62,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
-    sam = SamModel(SamConfig()).to(device, dtype).eval()
-    dinov2 = Dinov2Model(Dinov2Config()).to(device, dtype).eval()
+    sam = SamModel(SamConfig()).to(device, dtype).eval().requires_grad_(False)
+    dinov2 = Dinov2Model(Dinov2Config()).to(device, dtype).eval().requires_grad_(False)
     embedding = torch.randn(1, 256, 64, 64, device=device, dtype=dtype)
     side = sam.config.vision_config.image_size
     points = (point_grid(32)[:args.points] * side)[:, None, :].to(device, dtype)  # [P, 1, 2]

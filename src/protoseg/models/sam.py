@@ -153,9 +153,10 @@ class SamPredictor:
         """
         if self.decoder == "hf":
             return decode_points_hf(self.model, image.embedding, points, labels, multimask_output)
-        if self._prepared is None or self._prepared[0] is not image:
-            self._prepared = (image, prepare_image(self.model, image.embedding))
-        return decode_points(self.model, self._prepared[1], points, labels, multimask_output)
+        prepared = self._prepared  # the last image's shared part (a local: safe when threads share the predictor)
+        if prepared is None or prepared[0] is not image:
+            prepared = self._prepared = (image, prepare_image(self.model, image.embedding))
+        return decode_points(self.model, prepared[1], points, labels, multimask_output)
 
     def low_res_valid(self, image: SamImageEmbedding, low_size: tuple[int, int]) -> tuple[int, int]:
         """``(rows, cols)`` of decoder-resolution logits ``low_size`` that cover the image (not the padding)."""

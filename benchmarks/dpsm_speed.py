@@ -13,13 +13,16 @@ The bank is random at paper scale by default (ADE20K: 150 classes x 64 coarse cl
 76,800 part prototypes). The image is a 448 x 672 parts-world scene: two sliding windows (``--windows 1``:
 448 x 448). SAM runs once per image (``sam_scope="image"``; ``--sam-scope window`` for once per window).
 
+SAM's prompt encoder + mask decoder run as ``--decoder fast`` (default: per-point work only, see
+:mod:`protoseg.models.sam_decoder`) or ``--decoder hf`` (``SamModel.forward``).
+
 Printed: model forwards (SAM image encoder, SAM prompt encoder + mask decoder over the point grid, DINOv2)
 and the rest (mask upscaling, filtering, NMS, superpixels, sub-regions, transport, composition); the SAM
 encoder passes; the peak resident memory of the process; last line
 ``total T forwards F other O other_share P`` (seconds; P = O / T).
 
 Usage: ``python benchmarks/dpsm_speed.py [--classes 150 --clusters 64 --parts 8 --windows 2 --repeats 1
---sam-scope image --points-per-side 32 --filter-resolution low --dtype float32]``.
+--sam-scope image --points-per-side 32 --filter-resolution low --dtype float32 --decoder fast]``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
 from protoseg.models.sam import keep_freed_memory  # noqa: E402
+from protoseg.models.sam_decoder import DECODERS  # noqa: E402
 from protoseg.partsworld import render_scene  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 
@@ -116,6 +120,7 @@ def main() -> None:
     parser.add_argument("--filter-resolution", choices=("low", "full"), default="low")
     parser.add_argument("--prune-keep", type=float, default=None, help="default: the matcher's")
     parser.add_argument("--dtype", default="float32", help="float32 or bfloat16 (both models)")
+    parser.add_argument("--decoder", choices=DECODERS, default="fast", help="SAM prompt encoder + mask decoder")
     parser.add_argument("--no-keep-freed-memory", action="store_true",
                         help="leave glibc's allocator settings alone")
     parser.add_argument("--model-dir", type=Path, default=None)
@@ -139,6 +144,7 @@ def main() -> None:
     bank = random_bank(features.encoder_id, features.dim, args.classes, args.clusters, args.parts)
     seg = Segmenter(preset, bank, models)
     sam = models.sam
+    sam.decoder = args.decoder
     passes = [0]
     encode = timed("SAM image encoder", sam.model.get_image_embeddings)
 
@@ -147,7 +153,7 @@ def main() -> None:
         return encode(*a, **k)
 
     sam.model.get_image_embeddings = counted
-    sam.model.forward = timed("SAM prompt encoder + mask decoder", sam.model.forward)
+    sam.decode = timed("SAM prompt encoder + mask decoder", sam.decode)
     features.__class__.__call__ = timed("DINOv2", features.__class__.__call__)
     proposals = []
     dpsm_module.generate_masks = (lambda f: functools.wraps(f)(lambda *a, **k: proposals.append(
@@ -166,7 +172,8 @@ def main() -> None:
           f"{int((bank.table['level'] == 'part').sum())} part prototypes; image 448x{width} ({args.windows} "
           f"window{'s' if args.windows > 1 else ''}); sam_scope {args.sam_scope}; {args.points_per_side}x"
           f"{args.points_per_side} points; filtering at {args.filter_resolution} resolution; dtype {args.dtype}; "
-          f"prune_keep {seg.matcher.prune_keep}; torch threads {torch.get_num_threads()}; SAM thresholds iou "
+          f"{args.decoder} decoder; prune_keep {seg.matcher.prune_keep}; torch threads {torch.get_num_threads()}; "
+          f"SAM thresholds iou "
           f"{args.pred_iou_thresh} stability {args.stability_thresh}")
     totals = []
     for _ in range(args.repeats):

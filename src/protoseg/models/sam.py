@@ -4,6 +4,10 @@ The adapter only runs the model: embed an image once (:meth:`SamPredictor.embed`
 batches of point prompts on that embedding (:meth:`SamPredictor.predict_points`). Automatic mask
 generation — the point grid, filtering, NMS and cleaning — is an algorithm over this predictor and lives
 in :mod:`protoseg.proposals`.
+
+The prompt encoder + mask decoder run by :func:`protoseg.models.sam_decoder.decode_points` (``decoder="fast"``,
+the default: the image's shared part once, per-point work only) or by ``SamModel.forward``
+(``decoder="hf"``, for comparison); both compute the same function of the same weights.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from protoseg.errors import ProtosegError
 from protoseg.models.base import resolve_device, resolve_dtype
 from protoseg.models.hub import from_pretrained
+from protoseg.models.sam_decoder import DECODERS, DecoderImage, decode_points, decode_points_hf, prepare_image
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,12 @@ class SamImageEmbedding:
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse (process-wide; opt-in).
 
-    SAM's mask decoder repeats the image embedding for every prompt point of a batch (transformers'
-    ``SamMaskDecoder``; ~270 MB per op for 64 points of SAM-B), and glibc serves such blocks with ``mmap``
-    and returns them on ``free``: each op then page-faults fresh memory. Turning ``mmap`` allocation off and
-    never trimming the heap lets the temporaries be reused (a faster decoder on CPU; its gain is not measured
-    separately by ``benchmarks/dpsm_speed.py``); the process keeps its peak memory. Returns ``False``
-    where glibc's ``mallopt`` is not available.
+    SAM's mask decoder holds per-point image tokens (``[P, 4096, 256]``, ~270 MB per op for 64 points of
+    SAM-B; ``SamModel.forward`` also repeats the image embedding for every point), and glibc serves such
+    blocks with ``mmap`` and returns them on ``free``: each op then page-faults fresh memory. Turning
+    ``mmap`` allocation off and never trimming the heap lets the temporaries be reused (a faster decoder on
+    CPU; its gain is not measured separately by ``benchmarks/dpsm_speed.py``); the process keeps its peak
+    memory. Returns ``False`` where glibc's ``mallopt`` is not available.
     """
     import ctypes
     import ctypes.util
@@ -76,12 +82,21 @@ class SamPredictor:
     Attributes:
         name: ``name_or_path`` as given. device, dtype: where and in which precision the model runs.
         model: the ``transformers.SamModel``. processor: its ``SamProcessor``.
+        decoder: ``"fast"`` (:func:`protoseg.models.sam_decoder.decode_points`) or ``"hf"``
+            (``SamModel.forward``) runs the prompt encoder + mask decoder.
+
+    Raises:
+        ProtosegError: an unknown ``decoder``.
     """
 
     def __init__(self, name_or_path: str | Path, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, decoder: str = "fast"):
         from transformers import SamModel, SamProcessor
 
+        if decoder not in DECODERS:
+            raise ProtosegError(f"unknown SAM decoder {decoder!r}; use one of {', '.join(DECODERS)}")
+        self.decoder = decoder
+        self._prepared: tuple[SamImageEmbedding, DecoderImage] | None = None
         self.name = str(name_or_path)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -120,9 +135,28 @@ class SamPredictor:
         scale = torch.tensor([reshaped[1] / original[1], reshaped[0] / original[0]], device=self.device)
         pts = (points.to(self.device) * scale)[None, :, None, :].to(self.dtype)  # [1, P, 1, 2]
         labels = torch.ones(pts.shape[:3], dtype=torch.long, device=self.device)
-        out = self.model(image_embeddings=image.embedding, input_points=pts, input_labels=labels,
-                         multimask_output=True)
-        return out.pred_masks[0].float().flatten(0, 1), out.iou_scores[0].float().flatten()
+        masks, iou = self.decode(image, pts[0], labels[0])
+        return masks.float().flatten(0, 1), iou.float().flatten()
+
+    @torch.no_grad()
+    def decode(self, image: SamImageEmbedding, points: torch.Tensor, labels: torch.Tensor,
+               multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's prompt encoder + mask decoder (by :attr:`decoder`) for prompts of one embedded image.
+
+        Args:
+            points: ``[P, n, 2]`` ``(x, y)`` in pixels of the encoder's input frame, in the model's dtype.
+            labels: ``[P, n]`` point labels (``1`` foreground, ``0`` background).
+
+        Returns:
+            Logits ``[P, K, h, w]`` and predicted IoUs ``[P, K]`` in the model's dtype, ``K = 3`` with
+            ``multimask_output`` else ``1``.
+        """
+        if self.decoder == "hf":
+            return decode_points_hf(self.model, image.embedding, points, labels, multimask_output)
+        prepared = self._prepared  # the last image's shared part (a local: safe when threads share the predictor)
+        if prepared is None or prepared[0] is not image:
+            prepared = self._prepared = (image, prepare_image(self.model, image.embedding))
+        return decode_points(self.model, prepared[1], points, labels, multimask_output)
 
     def low_res_valid(self, image: SamImageEmbedding, low_size: tuple[int, int]) -> tuple[int, int]:
         """``(rows, cols)`` of decoder-resolution logits ``low_size`` that cover the image (not the padding)."""

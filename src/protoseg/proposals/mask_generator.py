@@ -5,7 +5,8 @@
 
 1. :func:`~protoseg.proposals.amg.point_grid` — ``n x n`` prompt points at cell centres, scaled to the image;
 2. the image is embedded once; points are fed in batches of ``points_per_batch`` (3 masks per point,
-   low-resolution logits upscaled to the image);
+   low-resolution logits upscaled to the image; SAM's decoder computes what the points of an image share
+   once, :mod:`protoseg.models.sam_decoder`);
 3. :func:`filter_batch` per batch: predicted IoU above ``pred_iou_thresh``, stability score (IoU of the
    masks thresholded at ``mask_threshold +- stability_score_offset``) at least ``stability_score_thresh``,
    binarise at ``mask_threshold``, drop empty masks, box NMS at ``box_nms_thresh``;

@@ -5,11 +5,11 @@ from importlib import resources
 
 import pytest
 
-from protoseg.config.protocols import BENCHMARKS, NAME_VARIANTS
 from protoseg.datasets import names
 from protoseg.datasets.mmseg import MMSEG_DATASETS
 from protoseg.datasets.variants import VARIANTS, class_names, query_names
 from protoseg.errors import ProtosegError
+from protoseg.eval.protocols import BENCHMARKS, NAME_VARIANTS
 
 # SHA-256 of the shipped lists, equal to the source files in the repositories named in
 # protoseg/data/names/README.md (SCLIP @ b56bd30 = NACLIP @ 0cac3a6, ProxyCLIP @ e7b767f, CorrCLIP @ 103bc18):

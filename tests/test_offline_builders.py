@@ -9,7 +9,7 @@ from protoseg.config.segment import get_preset
 from protoseg.errors import ProtosegError
 from protoseg.offline import BUILDERS, BuildSource, RunOptions, build_bank, examples_preset, get_build_preset
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import write_examples
+from protoseg.worlds import write_examples
 
 
 class Killed(Exception):

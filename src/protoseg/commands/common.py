@@ -63,8 +63,8 @@ def check_segment_request(paths: list[Path], names: list[str], preset: str, over
     from protoseg.bank import PrototypeBank
     from protoseg.config.segment import get_preset
     from protoseg.images import check_image
-    from protoseg.partsworld import check_synthetic_backend
     from protoseg.viz import MAX_CLASSES
+    from protoseg.worlds import check_synthetic_backend
 
     if len(names) > MAX_CLASSES:
         raise ProtosegError(f"{len(names)} classes; a label map holds at most {MAX_CLASSES}")

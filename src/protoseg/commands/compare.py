@@ -62,7 +62,7 @@ def compare_command(
     ] = None,
 ) -> None:
     """Per-class IoU differences between evaluation runs of one dataset (first report = baseline)."""
-    from protoseg.compare import compare_files, to_markdown
+    from protoseg.eval.compare import compare_files, to_markdown
 
     if top < 0:
         raise ProtosegError(f"--top must be >= 0; got {top}")

@@ -144,10 +144,13 @@ def eval_command(
     from protoseg import __version__
     from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
     from protoseg.config.fields import to_dict
-    from protoseg.config.protocols import BENCHMARKS, NAME_VARIANTS, PROTOCOLS, protocol_family
     from protoseg.datasets import DATASET_NAMES, dataset_classes, open_dataset
-    from protoseg.evaluate import RUN_FILE, PredictionFolder, SegmenterPredictor, evaluate, run_id, write_reports
-    from protoseg.protocol import benchmark_query
+    from protoseg.eval.labelmaps import PredictionFolder
+    from protoseg.eval.protocols import BENCHMARKS, NAME_VARIANTS, PROTOCOLS, protocol_family
+    from protoseg.eval.query import benchmark_query
+    from protoseg.eval.result import write_reports
+    from protoseg.eval.segmenter_predictor import SegmenterPredictor
+    from protoseg.eval.shards import RUN_FILE, evaluate, run_id
     from protoseg.runs import check_work_dir
     from protoseg.viz import read_label_classes
 
@@ -275,7 +278,7 @@ def eval_command(
     if dataset in BENCHMARKS:
         from rich.markdown import Markdown
 
-        from protoseg.published import side_by_side
+        from protoseg.eval.published import side_by_side
 
         label = {"method": "protoseg", "backbone": query.preset_name} if bank is not None else {
             "method": f"predictions ({predictions.name})" if predictions is not None else "this run"}
@@ -294,7 +297,7 @@ def eval_command(
 def _write_plots(result: Any, paths: list[Path], title: str) -> list[Path]:
     """The per-class IoU chart and the confusion heat map (top confusions named) of ``result``, written
     atomically to ``paths`` (IoU chart, heat map); returns the paths written."""
-    from protoseg.plots import confusion_heatmap, per_class_iou_chart
+    from protoseg.eval.plots import confusion_heatmap, per_class_iou_chart
 
     iou = [row["IoU"] for row in result.to_dict()["per_class"]]
     per_class_iou_chart(result.classes, iou, paths[0], title=f"{title}: per-class IoU")
@@ -334,8 +337,8 @@ def ablate_command(
     ] = None,
 ) -> None:
     """Run an ablation suite on a procedural world: FreeDA's factors, or every DPSM Table 3 row and switch."""
-    from protoseg.ablations import SUITES, ablation_markdown, dpsm_ablation_markdown, run_ablations
     from protoseg.atomic import check_output_file
+    from protoseg.eval.ablations import SUITES, ablation_markdown, dpsm_ablation_markdown, run_ablations
 
     check_positive(limit=limit)
     if workers < 0:

@@ -29,8 +29,8 @@ def partsworld(
     Each split is a folder protoseg marks as generated; rerunning with the same settings leaves it as is,
     with other settings replaces it — unless someone put other files into it (then nothing is touched)."""
     from protoseg.atomic import check_generated_dir, check_output_dir, generated_dir
-    from protoseg.datasets.examples import world_spec
-    from protoseg.partsworld import PARTS_WORLD_CLASSES, WORLDS, write_examples
+    from protoseg.worlds import PARTS_WORLD_CLASSES, WORLDS, write_examples
+    from protoseg.worlds.cache import world_spec
 
     if world not in WORLDS:
         raise ProtosegError(f"--world must be one of {', '.join(WORLDS)}; got {world!r}")

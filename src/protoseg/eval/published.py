@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from protoseg.config.protocols import BENCHMARKS, FAMILIES, protocol_family
 from protoseg.errors import ProtosegError
+from protoseg.eval.protocols import BENCHMARKS, FAMILIES, protocol_family
 
 #: Allowed values of the ``provenance`` column.
 PROVENANCES: tuple[str, ...] = ("paper", "repo", "quoted")

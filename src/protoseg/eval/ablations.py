@@ -126,6 +126,24 @@ SAM_GRID_ABLATIONS: tuple[Ablation, ...] = tuple(
 SUITES: dict[str, tuple[Ablation, ...]] = {"freeda": ABLATIONS, "dpsm": DPSM_ABLATIONS, "sam-grid": SAM_GRID_ABLATIONS}
 
 
+def select_rows(suite: str, rows: str | None = None) -> tuple[Ablation, ...]:
+    """The rows of suite ``suite`` (a key of :data:`SUITES`) that ``rows`` names: 1-based row numbers separated
+    by commas (``"2,16"``); ``None`` or empty: every row.
+
+    Raises:
+        ProtosegError: an unknown suite or a row number outside the suite.
+    """
+    if suite not in SUITES:
+        raise ProtosegError(f"--suite must be one of {', '.join(SUITES)}; got {suite!r}")
+    chosen = SUITES[suite]
+    if not rows:
+        return chosen
+    picked = [i.strip() for i in rows.split(",")]
+    if not all(i.isdigit() and 1 <= int(i) <= len(chosen) for i in picked):
+        raise ProtosegError(f"--rows takes numbers 1..{len(chosen)} separated by commas; got {rows!r}")
+    return tuple(chosen[int(i) - 1] for i in picked)
+
+
 class ObjectProposalPredictor(SegmenterPredictor):
     """A segmenter fed the world's object masks as proposals (``objects/<stem>.png`` beside ``masks/``):
     the oracle of a perfect class-agnostic proposal generator, for DPSM presets with ``proposals="given"``."""
@@ -284,3 +302,16 @@ def dpsm_ablation_markdown(results: list[tuple[Ablation, EvalResult]], title: st
         lines.append(f"| {row.name} | {_settings(row)} | {100 * res.scores.miou:.1f} | {iou} | "
                      f"{'–' if sec is None else f'{sec:.2f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def suite_title(suite: str, world: str, split: str, results: list[tuple[Ablation, EvalResult]],
+                proposals: str) -> str:
+    """The title of a suite's table: suite, world, split, number of images and proposal source."""
+    images = results[0][1].images
+    return f"{suite} ablations on the {world} world ({split}, {images} images, proposals: {proposals})"
+
+
+def suite_markdown(suite: str, results: list[tuple[Ablation, EvalResult]], title: str) -> str:
+    """A suite's results as Markdown: :func:`ablation_markdown` for ``freeda``, else
+    :func:`dpsm_ablation_markdown` under ``title``."""
+    return ablation_markdown(results) if suite == "freeda" else dpsm_ablation_markdown(results, title)

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from protoseg.errors import ProtosegError
 from protoseg.eval.metrics import IGNORE_INDEX
-from protoseg.images import load_image
+from protoseg.images import check_image, load_image
 
 #: Name of the background class: label 0 of the datasets that have one (scored, never queried by name).
 BACKGROUND = "background"
@@ -173,8 +173,6 @@ class SegDataset:
         Raises:
             ProtosegError: naming the first bad file.
         """
-        from protoseg.images import check_image
-
         for sample in self.samples:
             size = label_size(sample.label)
             if images:

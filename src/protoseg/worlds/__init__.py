@@ -21,6 +21,7 @@ from protoseg.worlds.cache import (
     default_parts_world_root,
     ensure_parts_world_split,
     world_spec,
+    write_world,
 )
 from protoseg.worlds.canvas import IGNORE, PARTS_WORLD_CLASSES
 from protoseg.worlds.files import WORLDS, read_objects, write_examples
@@ -47,4 +48,5 @@ __all__ = [
     "scene_info",
     "world_spec",
     "write_examples",
+    "write_world",
 ]

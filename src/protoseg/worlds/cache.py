@@ -9,6 +9,10 @@ with the record of its settings (:func:`world_spec`). The renewal policy:
   (:data:`WORLD_FORMAT`) is generated again, and one holding files protoseg did not write is refused;
 - support banks built from a train split are cached beside the worlds, named by the preset and the split's
   contents (:func:`support_bank_folder`), so a changed split gets a new bank.
+
+:func:`write_world` writes a world where the user says (``protoseg partsworld``) under the same marks: a
+rerun with the same settings leaves a split as it is, other settings replace it, and a split someone put
+other files into is never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protoseg.atomic import generated_dir
+from protoseg.atomic import check_generated_dir, check_output_dir, generated_dir
 from protoseg.errors import ProtosegError
 from protoseg.runs import files_digest
 from protoseg.worlds.files import write_examples
@@ -102,3 +106,29 @@ def ensure_parts_world_split(root: Path, split: str, count: int, seed: int, worl
     generated_dir(target, world_spec(split, count, seed, world=world, combos=combos),
                   lambda tmp: write_examples(tmp, count=count, seed=seed, world=world, combos=combos))
     return target
+
+
+def write_world(out: Path, train: int = 24, test: int = 8, seed: int = 0, size: int = 448,
+                world: str = "parts") -> list[str]:
+    """Write ``out/train`` (``train`` support scenes, ``seed``) and ``out/test`` (``test`` held-out scenes,
+    ``seed + 1``) of ``world`` in the examples layout, with object masks; returns the splits written (a split
+    already generated with the same settings is left as it is). In the recombined world the test scenes
+    recombine parts as the train scenes never do.
+
+    Raises:
+        ProtosegError: ``out`` cannot hold folders, or a split holds files protoseg did not write (checked
+            for both splits before anything is written).
+    """
+    check_output_dir(out, "OUT")
+    combos = {"train": "support", "test": "novel" if world == "recombined" else "support"}
+    splits = {"train": (train, seed), "test": (test, seed + 1)}
+    specs = {name: world_spec(name, n, s, size, world, combos[name]) for name, (n, s) in splits.items()}
+    for name in splits:  # refuse before writing anything
+        check_generated_dir(out / name, specs[name])
+    wrote = []
+    for name, (count, split_seed) in splits.items():
+        if generated_dir(out / name, specs[name],
+                         lambda tmp, name=name, count=count, split_seed=split_seed: write_examples(
+                             tmp, count, seed=split_seed, size=size, world=world, combos=combos[name])):
+            wrote.append(name)
+    return wrote

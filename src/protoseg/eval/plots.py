@@ -55,6 +55,7 @@ class Confusion:
 
 
 def _pyplot():
+    """pyplot on the Agg backend (imported here: the backend must be chosen before pyplot loads)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -12,6 +12,7 @@ from PIL import Image
 #: Class names in label order (the mask value of a pixel is its index here).
 PARTS_WORLD_CLASSES: list[str] = ["sky", "grass", "road", "water", "car", "tree", "house", "flower"]
 SKY, GRASS, ROAD, WATER, CAR, TREE, HOUSE, FLOWER = range(8)
+#: Mask value of pixels that are not scored.
 IGNORE = 255
 
 
@@ -41,6 +42,8 @@ class Scene:
         return self.count - 1
 
     def paint(self, mask: np.ndarray, texture: np.ndarray, cls: int, obj: int) -> None:
+        """Give the pixels of bool ``mask [h, w]`` the colours of ``texture [h, w, 3]``, class ``cls`` and object
+        ``obj``."""
         self.image[mask] = texture[mask]
         self.labels[mask] = cls
         self.objects[mask] = obj
@@ -52,7 +55,9 @@ def modulated(base: tuple[float, float, float], variation: np.ndarray) -> np.nda
 
 
 def ground_texture(rng: np.random.Generator, kind: int, h: int, w: int, yy: np.ndarray, xx: np.ndarray
-                    ) -> np.ndarray:
+                   ) -> np.ndarray:
+    """The texture ``[h, w, 3]`` (float RGB) of stuff class ``kind`` (sky, grass, road or water) over the pixel
+    grid ``yy, xx [h, w]``."""
     if kind == SKY:
         grad = yy / max(h, 1)
         base = np.stack([110 + 60 * grad, 160 + 50 * grad, 235 + 0 * grad], -1)
@@ -68,7 +73,6 @@ def ground_texture(rng: np.random.Generator, kind: int, h: int, w: int, yy: np.n
         return road
     waves = np.sin(xx / 9.0 + 3 * np.sin(yy / 17.0)) * 0.6 + (noise(rng, h, w, 8) * 2 - 1) * 0.4
     return modulated((50, 90, 170), waves)
-
 
 
 def finish(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -192,9 +192,10 @@ def eval_command(
             typer.echo(f"{i}\t{name}")
         return
     settings = EvalSettings(
-        dataset, data_root, bank, predictions, preset, beta_source, model_overrides(features, text, sam), limit,
-        out, run_dir, workers, shard_size, device, save_predictions, ray, ray_address, protocol, names, plots,
-        no_plots)
+        dataset=dataset, data_root=data_root, bank=bank, predictions=predictions, preset=preset,
+        beta_source=beta_source, overrides=model_overrides(features, text, sam), limit=limit, out=out,
+        run_dir=run_dir, workers=workers, shard_size=shard_size, device=device, save_predictions=save_predictions,
+        ray=ray, ray_address=ray_address, protocol=protocol, names=names, plots=plots, no_plots=no_plots)
     _check_options(settings)
     if bank is not None:
         quiet_model_loading()

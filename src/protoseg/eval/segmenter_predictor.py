@@ -24,9 +24,9 @@ class SegmenterPredictor:
     """A :class:`~protoseg.segment.Segmenter` queried with ``dataset.query_classes``.
 
     With ``save_dir`` every label map is also written as ``save_dir/<stem>.png`` (the format
-    :class:`~protoseg.eval.labelmaps.PredictionFolder` reads), so a run can be re-scored or compared later. ``diagnostics`` sums
-    the segmentations' counts (e.g. transport problems that did not converge) over the images segmented
-    by this predictor (``images``; a resumed run does not segment finished shards again).
+    :class:`~protoseg.eval.labelmaps.PredictionFolder` reads), so a run can be re-scored or compared later.
+    ``diagnostics`` sums the segmentations' counts (e.g. transport problems that did not converge) over the
+    images segmented by this predictor (``images``; a resumed run does not segment finished shards again).
 
     With a ``query`` (a :class:`~protoseg.eval.query.BenchmarkQuery`) the segmenter is asked the query's
     classes (with their synonyms) under its background rule, and the labels are mapped to the dataset's

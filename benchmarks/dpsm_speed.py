@@ -49,8 +49,8 @@ from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
 from protoseg.models.sam import keep_freed_memory  # noqa: E402
 from protoseg.models.sam_decoder import DECODERS  # noqa: E402
-from protoseg.partsworld import render_scene  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
+from protoseg.worlds import render_scene  # noqa: E402
 
 TIMES: dict[str, float] = {}
 

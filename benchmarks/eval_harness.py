@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from protoseg.datasets import open_dataset
-from protoseg.evaluate import PredictionFolder, evaluate
+from protoseg.eval.labelmaps import PredictionFolder
+from protoseg.eval.shards import evaluate
 
 
 def make_dataset(root: Path, count: int, seed: int = 0) -> Path:

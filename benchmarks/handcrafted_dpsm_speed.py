@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import protoseg.match.dpsm as dpsm_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
-from protoseg.datasets.examples import WORLD_SPLITS  # noqa: E402
 from protoseg.images import load_image  # noqa: E402
 from protoseg.offline.examples import bank_from_examples  # noqa: E402
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples  # noqa: E402
+from protoseg.worlds.cache import WORLD_SPLITS  # noqa: E402
 
 TIMES: dict[str, float] = {}
 

@@ -17,7 +17,7 @@ def make_small_world(root, size: int, test: int = 2):
     """A parts world in ``root``: 4 support scenes (seed 7: every class appears) in ``train/``, ``test``
     held-out scenes in ``test/`` and their hand-crafted bank in ``bank/``; returns ``root``."""
     from protoseg.offline.examples import bank_from_examples
-    from protoseg.partsworld import write_examples
+    from protoseg.worlds import write_examples
 
     write_examples(root / "train", 4, seed=7, size=size)
     write_examples(root / "test", test, seed=6, size=size)

@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 
-from protoseg.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
 from protoseg.bank import PrototypeBank
-from protoseg.datasets import dataset_preset, open_examples
-from protoseg.datasets.examples import ensure_parts_world_split
+from protoseg.datasets import open_examples
 from protoseg.errors import ProtosegError
-from protoseg.evaluate import SegmenterPredictor, evaluate
+from protoseg.eval.ablations import ABLATIONS, Ablation, ablation_markdown, run_ablations
+from protoseg.eval.benchmarks import dataset_preset
+from protoseg.eval.segmenter_predictor import SegmenterPredictor
+from protoseg.eval.shards import evaluate
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 from protoseg.segment import Segmenter
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
+from protoseg.worlds.cache import ensure_parts_world_split
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_ablation_table_on_parts_world(small_world):
 
 def test_parts_world_split_is_generated_once_and_deterministically(tmp_path, monkeypatch):
     calls = []
-    import protoseg.partsworld as pw
+    import protoseg.worlds.cache as pw
 
     original = pw.write_examples
 
@@ -114,9 +116,9 @@ def test_cli_eval_with_a_bank(small_world, tmp_path):
 
 
 def test_dpsm_rows_cover_table_3_and_every_switch():
-    from protoseg.ablations import DPSM_ABLATIONS, DPSM_PAPER, SUITES
     from protoseg.config.matchers import DpsmOptions
     from protoseg.config.segment import get_preset
+    from protoseg.eval.ablations import DPSM_ABLATIONS, DPSM_PAPER, SUITES
 
     assert SUITES["dpsm"] is DPSM_ABLATIONS and SUITES["freeda"] is ABLATIONS
     options = [get_preset(r.preset).with_options(**r.options).matcher_options for r in DPSM_ABLATIONS
@@ -145,7 +147,7 @@ def recombined_world(tmp_path_factory):
 
 
 def test_dpsm_ablation_table_with_superpixel_and_oracle_proposals(recombined_world):
-    from protoseg.ablations import DPSM_PAPER, dpsm_ablation_markdown
+    from protoseg.eval.ablations import DPSM_PAPER, dpsm_ablation_markdown
 
     bank, test = recombined_world
     rows = (Ablation("FreeDA local", {}, preset="handcrafted"),
@@ -160,7 +162,7 @@ def test_dpsm_ablation_table_with_superpixel_and_oracle_proposals(recombined_wor
         assert not np.array_equal(own[k][1].totals, oracle[k][1].totals)
         assert oracle[k][1].config["proposals"] == "oracle"
     # an oracle row is the segmenter fed the object masks of each image
-    from protoseg.partsworld import read_objects
+    from protoseg.worlds import read_objects
 
     preset = dataset_preset("recombined-world").apply("handcrafted-dpsm", matcher_options={
         **rows[2].options, "proposals": "given"})
@@ -194,7 +196,7 @@ def test_oracle_rows_need_object_masks(recombined_world, tmp_path):
 def test_cli_ablate_passes_suite_world_split_and_proposals(monkeypatch, small_world, tmp_path):
     from typer.testing import CliRunner
 
-    import protoseg.ablations as ablations
+    import protoseg.eval.ablations as ablations
     from protoseg.cli import app
 
     bank, test = small_world

@@ -21,7 +21,7 @@ from PIL import Image
 from protoseg import cli
 from protoseg.bank import KeyIndex, PrototypeBank
 from protoseg.models import load_features
-from protoseg.partsworld import render_scene, scene_info, write_examples
+from protoseg.worlds import render_scene, scene_info, write_examples
 
 TRIALS_PER_CHUNK = 60
 CHUNKS = 4

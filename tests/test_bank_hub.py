@@ -14,7 +14,7 @@ from protoseg.bank import PrototypeBank
 from protoseg.bank.hub import hub_spec
 from protoseg.bank.storage import file_problem, verify_files
 from protoseg.errors import ProtosegError
-from protoseg.partsworld import write_examples
+from protoseg.worlds import write_examples
 
 
 @pytest.fixture(scope="module")

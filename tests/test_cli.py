@@ -13,7 +13,7 @@ from protoseg import cli
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from protoseg import cli
-from protoseg.compare import compare, compare_files, load_reports, to_markdown
 from protoseg.errors import ProtosegError
+from protoseg.eval.compare import compare, compare_files, load_reports, to_markdown
 
 
 def report(dataset, ious, miou, classes=("road", "car", "truck", "sky")):

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protoseg.datasets import DATASET_PRESETS, dataset_classes, open_dataset
+from protoseg.datasets import dataset_classes, open_dataset
 from protoseg.datasets import names as N
 from protoseg.datasets.coco_object import convert_coco_object, raw_to_object_lut
 from protoseg.datasets.mmseg import MMSEG_DATASETS
 from protoseg.errors import ProtosegError
+from protoseg.eval.benchmarks import DATASET_PRESETS
 
 # sha256 of json.dumps(list(CLASSES)) for the mmsegmentation 0.27.0 wheel's tuples.
 MMSEG_027_SHA = {

@@ -14,8 +14,8 @@ from protoseg import cli
 from protoseg.config.segment import PRESETS, get_preset
 from protoseg.demo import SegmenterCache, legend_html, run_demo_request
 from protoseg.errors import ProtosegError
-from protoseg.partsworld import PARTS_WORLD_CLASSES
 from protoseg.viz import class_colours, read_label_classes
+from protoseg.worlds import PARTS_WORLD_CLASSES
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 

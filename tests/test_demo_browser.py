@@ -21,7 +21,7 @@ from skimage import data
 
 from protoseg.demo import DemoSettings, SegmenterCache, build_demo
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

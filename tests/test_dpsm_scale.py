@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from test_dpsm import _handcrafted_bank
 from tiny_models import tiny_sam
 
-from protoseg.ablations import SUITES
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
 from protoseg.errors import ProtosegError
+from protoseg.eval.ablations import SUITES
 from protoseg.match.dpsm import DPSMMatcher, SubRegions
 from protoseg.match.transport import aggregate_suppliers, sinkhorn_grouped_mass
 from protoseg.models.sam import SamPredictor

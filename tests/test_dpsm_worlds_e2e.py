@@ -18,8 +18,8 @@ from PIL import Image
 from protoseg.config.segment import get_preset
 from protoseg.images import load_image
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, read_objects, write_examples
 from protoseg.segment import Segmenter
+from protoseg.worlds import PARTS_WORLD_CLASSES, read_objects, write_examples
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,15 @@ from typer.testing import CliRunner
 from protoseg import __version__
 from protoseg.bank import PrototypeBank
 from protoseg.cli import app, run
-from protoseg.config.benchmarks import dataset_preset
 from protoseg.datasets import open_dataset
-from protoseg.evaluate import SegmenterPredictor, evaluate
+from protoseg.eval.benchmarks import dataset_preset
+from protoseg.eval.plots import confusion_heatmap, expected_chart_pixels, figure_pixels
+from protoseg.eval.query import benchmark_query
+from protoseg.eval.segmenter_predictor import SegmenterPredictor
+from protoseg.eval.shards import evaluate
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
-from protoseg.plots import confusion_heatmap, expected_chart_pixels, figure_pixels
-from protoseg.protocol import benchmark_query
 from protoseg.segment import Segmenter
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from protoseg.cli import app
 from protoseg.config.segment import get_preset
 from protoseg.datasets import open_dataset
 from protoseg.errors import ProtosegError
-from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, write_reports
+from protoseg.eval.labelmaps import PredictionFolder
+from protoseg.eval.result import write_reports
+from protoseg.eval.segmenter_predictor import SegmenterPredictor
+from protoseg.eval.shards import evaluate
 from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.segment import Segmenter
 

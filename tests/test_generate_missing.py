@@ -15,9 +15,9 @@ from protoseg.errors import ProtosegError
 from protoseg.generate.captions import noun_captions
 from protoseg.offline import DpsmSource, FreedaSource, RunOptions, build_bank, get_build_preset
 from protoseg.offline.ondemand import bank_recipe, generate_missing, generate_work_dir, missing_classes
-from protoseg.partsworld import write_examples
 from protoseg.segment import Segmenter
 from protoseg.viz import read_label_classes
+from protoseg.worlds import write_examples
 
 
 @pytest.fixture(scope="module")

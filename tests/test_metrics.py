@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from protoseg.metrics import MetricAccumulator, intersect_and_union, summarize
+from protoseg.eval.metrics import MetricAccumulator, intersect_and_union, summarize
 
 
 def mmseg_intersect_and_union(pred, label, num_classes, ignore_index=255):

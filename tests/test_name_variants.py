@@ -5,16 +5,25 @@ from importlib import resources
 
 import pytest
 
-from protoseg.config.protocols import BENCHMARKS, NAME_VARIANTS
 from protoseg.datasets import names
 from protoseg.datasets.mmseg import MMSEG_DATASETS
 from protoseg.datasets.variants import VARIANTS, class_names, query_names
 from protoseg.errors import ProtosegError
+from protoseg.eval.protocols import BENCHMARKS, NAME_VARIANTS
 
 # SHA-256 of the shipped lists, equal to the source files in the repositories named in
 # protoseg/data/names/README.md (SCLIP @ b56bd30 = NACLIP @ 0cac3a6, ProxyCLIP @ e7b767f, CorrCLIP @ 103bc18):
 # an editor that strips SCLIP's trailing space in "wood " or adds a final newline changes what is encoded.
+# The mmseg/ lists are MMSegmentation 0.27.0's CLASSES, one name a line with a final newline.
 SHA256 = {
+    "mmseg/ade20k.txt": "c7069a45b3d3285d1c497f62a18bd83df6c2ecc2fc98d435416075bdca2fb8d1",
+    "mmseg/cityscapes.txt": "48cab81b30ea4ee4f3b07ee136cb7e52c71de093d7bf834211ce29269ddfb196",
+    "mmseg/coco-object.txt": "80701ae9381b4e718e0285f562e15dfa955a3df98ced2a8a3586fd245fe3368b",
+    "mmseg/coco-stuff.txt": "183abbcf67345584c8fd5fab2fe93e56ec77e25836483a185e991318398bd248",
+    "mmseg/context59.txt": "6a45bee9f3acb41f923ebd9474ba5bca699eff3e1b67fc790e4e530d35ac2253",
+    "mmseg/context60.txt": "c8278f9257ab2ed0d7499b99bd6c69485d15881768e26c64b01ee6cefad39eac",
+    "mmseg/voc.txt": "5e0e0d1f1a439ba7736618a4c4453a0428eb3213da0a1dc5486c54c191f4c296",
+    "mmseg/voc20.txt": "f14861775969fd006b382e005f96dc811ef062ea4a37356efb70d7775e90f743",
     "corrclip/ade20k.txt": "09ac710c57fc65910822a955574d054d166e002f3555dde6c824a43585f68d70",
     "corrclip/cityscapes.txt": "8dba4f1e3eeefc376b15dd566ab11867bf6572b209b8de2d18a108142f8d2c23",
     "corrclip/coco-object.txt": "6d0d48b0979836237bee4bb1e91be677cbb704a379d9d09440e658fd92c50100",

@@ -18,7 +18,7 @@ from protoseg.offline import (
     get_build_preset,
 )
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import write_examples
+from protoseg.worlds import write_examples
 
 
 class Killed(Exception):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from protoseg.datasets.names import ADE20K_CLASSES, CITYSCAPES_CLASSES
 from protoseg.errors import ProtosegError
-from protoseg.plots import (
+from protoseg.eval.plots import (
     DPI,
     Confusion,
     chart_size,

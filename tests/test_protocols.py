@@ -4,9 +4,12 @@ import dataclasses
 
 import pytest
 
-from protoseg.config.benchmarks import DATASET_PRESETS
 from protoseg.config.fields import to_dict
-from protoseg.config.protocols import (
+from protoseg.config.segment import get_preset
+from protoseg.datasets.mmseg import MMSEG_DATASETS
+from protoseg.errors import ProtosegError
+from protoseg.eval.benchmarks import DATASET_PRESETS
+from protoseg.eval.protocols import (
     BENCHMARKS,
     CONFIG_FILES,
     PROTOCOLS,
@@ -15,9 +18,6 @@ from protoseg.config.protocols import (
     protocol_family,
     protocol_settings,
 )
-from protoseg.config.segment import get_preset
-from protoseg.datasets.mmseg import MMSEG_DATASETS
-from protoseg.errors import ProtosegError
 from protoseg.windows import rescale_size, window_grid
 
 

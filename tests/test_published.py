@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from protoseg.config.protocols import BENCHMARKS, FAMILIES
 from protoseg.errors import ProtosegError
-from protoseg.published import (
+from protoseg.eval.protocols import BENCHMARKS, FAMILIES
+from protoseg.eval.published import (
     COLUMNS,
     PROVENANCES,
     load_published,

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 from protoseg.bank import PrototypeBank
-from protoseg.config.benchmarks import dataset_preset
-from protoseg.config.protocols import protocol_settings
 from protoseg.datasets import open_dataset, open_examples
 from protoseg.datasets.mmseg import MMSEG_DATASETS
 from protoseg.datasets.variants import class_names
 from protoseg.errors import ProtosegError
-from protoseg.evaluate import SegmenterPredictor, evaluate
+from protoseg.eval.benchmarks import dataset_preset
+from protoseg.eval.protocols import protocol_settings
+from protoseg.eval.query import benchmark_query
+from protoseg.eval.segmenter_predictor import SegmenterPredictor
+from protoseg.eval.shards import evaluate
 from protoseg.offline.examples import bank_from_examples
-from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
-from protoseg.protocol import benchmark_query
 from protoseg.segment import Segmenter
+from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
 
 
 # ------------------------------------------------------------------------------------------- configuration

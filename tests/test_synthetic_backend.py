@@ -7,7 +7,7 @@ from PIL import Image
 from skimage import data
 
 from protoseg.config.segment import get_preset
-from protoseg.partsworld import is_parts_world_image
+from protoseg.worlds import is_parts_world_image
 
 
 @pytest.fixture(scope="module")

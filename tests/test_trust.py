@@ -21,7 +21,7 @@ from protoseg.bank import KeyIndex, PrototypeBank
 from protoseg.errors import ProtosegError
 from protoseg.models import load_features
 from protoseg.models.hub import from_pretrained
-from protoseg.partsworld import PARTS_WORLD_CLASSES
+from protoseg.worlds import PARTS_WORLD_CLASSES
 
 CLASSES = ", ".join(PARTS_WORLD_CLASSES)
 
@@ -349,7 +349,7 @@ def test_unknown_manifest_keys_of_a_newer_minor_version_are_tolerated(world, tmp
 
 
 def test_interrupted_eval_says_a_rerun_resumes_and_then_resumes(world, tmp_path, run, monkeypatch):
-    import protoseg.evaluate as ev
+    import protoseg.eval.shards as ev
 
     real = ev.confusion_matrix
     calls = []

@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protoseg import partsworld as pw
 from protoseg.atomic import GENERATED_MARKER
 from protoseg.datasets import open_dataset
-from protoseg.datasets.examples import WORLD_SPLITS, ensure_parts_world_split, open_parts_world
-from protoseg.partsworld import (
+from protoseg.datasets.examples import open_parts_world
+from protoseg.worlds import (
     PARTS_WORLD_CLASSES,
+    canvas,
     read_objects,
+    recombined,
     render_recombined_scene,
     render_scene,
     render_scene_objects,
     write_examples,
 )
+from protoseg.worlds import cache as world_cache
+from protoseg.worlds.cache import WORLD_SPLITS, ensure_parts_world_split
 
 
 def _check_objects(labels: np.ndarray, objects: np.ndarray) -> None:
@@ -40,13 +43,13 @@ def test_recombined_scenes_are_deterministic_with_consistent_object_masks(combos
     assert image.shape == (224, 224, 3) and image.dtype == np.uint8
     assert set(np.unique(labels)) <= set(range(len(PARTS_WORLD_CLASSES)))
     _check_objects(labels, objects)
-    things = {pw.CAR, pw.TREE, pw.HOUSE, pw.FLOWER}
+    things = {canvas.CAR, canvas.TREE, canvas.HOUSE, canvas.FLOWER}
     assert len(set(np.unique(labels)) & things) >= 2  # every scene has two or three objects
 
 
 def test_recombined_held_out_scenes_recombine_parts():
     # the look pairings of held-out scenes never occur in support scenes
-    for looks in (pw._HOUSE_LOOKS, pw._TREE_LOOKS, pw._FLOWER_LOOKS):
+    for looks in (recombined._HOUSE_LOOKS, recombined._TREE_LOOKS, recombined._FLOWER_LOOKS):
         assert not set(looks["support"]) & set(looks["novel"])
     support = render_recombined_scene(np.random.default_rng([0, 0]), 224, "support")[0]
     novel = render_recombined_scene(np.random.default_rng([0, 0]), 224, "novel")[0]
@@ -91,13 +94,13 @@ def test_world_splits_have_their_own_seeds_and_held_out_scenes_recombine():
 def test_recombined_world_split_is_generated_on_demand_and_older_splits_are_renewed(tmp_path, monkeypatch):
     monkeypatch.setitem(WORLD_SPLITS["recombined"], "test", {"count": 2, "seed": 11, "combos": "novel"})
     calls = []
-    original = pw.write_examples
+    original = world_cache.write_examples
 
     def small(root, count, seed, size=448, world="parts", combos="support"):
         calls.append((count, seed, world, combos))
         return original(root, count, seed, size=96, world=world, combos=combos)
 
-    monkeypatch.setattr(pw, "write_examples", small)
+    monkeypatch.setattr(world_cache, "write_examples", small)
     data = open_dataset("recombined-world", tmp_path)
     assert data.name == "recombined-world" and len(data) == 2 and data.classes == tuple(PARTS_WORLD_CLASSES)
     assert calls == [(2, 11, "recombined", "novel")]

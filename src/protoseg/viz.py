@@ -81,7 +81,7 @@ def palette(n: int) -> np.ndarray:
 def _benchmark_palettes() -> dict[tuple[str, ...], np.ndarray]:
     """Class list (names stripped, lower case, background dropped) -> its benchmark palette, for every
     benchmark with a published palette (package data ``palettes.json``) under every name variant."""
-    # import time: protoseg.datasets loads torch (seconds), wanted only when a palette is looked up
+    from protoseg.datasets import dataset_classes, has_background
     from protoseg.datasets.names import COCO_STUFF_CLASSES
     from protoseg.datasets.variants import VARIANTS, class_names
 
@@ -92,7 +92,7 @@ def _benchmark_palettes() -> dict[tuple[str, ...], np.ndarray]:
     colours["coco-object"] = np.concatenate([[[0, 0, 0]], colours["coco-stuff"][:len(COCO_STUFF_CLASSES[:80])]])
     table: dict[tuple[str, ...], np.ndarray] = {}
     for dataset, rows in colours.items():
-        skip = 1 if dataset in ("voc", "context60", "coco-object") else 0  # their label 0 is background
+        skip = 1 if has_background(dataset_classes(dataset)) else 0  # label 0 is background
         for variant in VARIANTS:
             names = [synonyms[0] for synonyms in class_names(dataset, variant)][skip:]
             table.setdefault(tuple(name.strip().lower() for name in names), rows[skip:])

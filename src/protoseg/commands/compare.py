@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from protoseg.errors import ProtosegError
+from protoseg.eval.compare import Comparison, compare_reports
 
 
 def _iou(x: float | None) -> str:
@@ -24,7 +25,7 @@ def _delta(x: float | None) -> Text:
     return Text(f"{x:+.2f}", style=style)
 
 
-def _table(comparison, top: int) -> Table:
+def _table(comparison: Comparison, top: int) -> Table:
     reports = comparison.reports
     table = Table(title=f"{comparison.dataset}: per-class IoU (%), Δ = run − baseline "
                         f"({reports[0].label}), largest |Δ| first")
@@ -62,18 +63,9 @@ def compare_command(
     ] = None,
 ) -> None:
     """Per-class IoU differences between evaluation runs of one dataset (first report = baseline)."""
-    from protoseg.compare import compare_files, to_markdown
-
     if top < 0:
         raise ProtosegError(f"--top must be >= 0; got {top}")
-    comparison = compare_files(reports)
-    if markdown is not None:
-        from protoseg.atomic import write_bytes
-
-        if any(markdown.resolve() == p.resolve() for p in reports):
-            raise ProtosegError(f"--markdown {markdown} is one of the reports; pick another file name")
-        write_bytes(markdown, to_markdown(comparison).encode("utf-8"))
-    Console().print(_table(comparison, top))
+    Console().print(_table(compare_reports(reports, markdown), top))
 
 
 def register(app: typer.Typer) -> None:

@@ -28,27 +28,15 @@ def partsworld(
 
     Each split is a folder protoseg marks as generated; rerunning with the same settings leaves it as is,
     with other settings replaces it — unless someone put other files into it (then nothing is touched)."""
-    from protoseg.atomic import check_generated_dir, check_output_dir, generated_dir
-    from protoseg.datasets.examples import world_spec
-    from protoseg.partsworld import PARTS_WORLD_CLASSES, WORLDS, write_examples
+    from protoseg.worlds import PARTS_WORLD_CLASSES, WORLDS  # numpy: loaded when the command runs
+    from protoseg.worlds.cache import write_world
 
     if world not in WORLDS:
         raise ProtosegError(f"--world must be one of {', '.join(WORLDS)}; got {world!r}")
     check_positive(train=train, test=test)
     if size < MIN_SIZE:
         raise ProtosegError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
-    check_output_dir(out, "OUT")
-    combos = {"train": "support", "test": "novel" if world == "recombined" else "support"}
-    splits = {"train": (train, seed), "test": (test, seed + 1)}
-    specs = {name: world_spec(name, n, s, size, world, combos[name]) for name, (n, s) in splits.items()}
-    for name in splits:  # refuse before writing anything
-        check_generated_dir(out / name, specs[name])
-    wrote = []
-    for name, (count, split_seed) in splits.items():
-        if generated_dir(out / name, specs[name],
-                         lambda tmp, name=name, count=count, split_seed=split_seed: write_examples(
-                             tmp, count, seed=split_seed, size=size, world=world, combos=combos[name])):
-            wrote.append(name)
+    wrote = write_world(out, train, test, seed, size, world)
     done = "wrote " + " and ".join(wrote) if wrote else "already up to date:"
     typer.echo(f"{done} {train} + {test} {world}-world scenes in {out}; classes: {', '.join(PARTS_WORLD_CLASSES)}")
 

@@ -15,7 +15,7 @@ from protoseg.config.matchers import DpsmOptions, FreedaOptions, matcher_options
 from protoseg.errors import ProtosegError
 from protoseg.regions import SuperpixelParams
 
-#: Feature backends that are test stand-ins, built for the procedural parts world (:mod:`protoseg.partsworld`):
+#: Feature backends that are test stand-ins, built for the procedural parts world (:mod:`protoseg.worlds`):
 #: their labels mean nothing on other images (:attr:`Preset.synthetic`).
 SYNTHETIC_FEATURES = ("handcrafted", "protoseg/handcrafted-v1")
 
@@ -51,7 +51,7 @@ class Preset:
             image's non-background pixels is removed (SCLIP's ``area_thd``); ``None``: no such rule.
 
     The background fields of a benchmark protocol come from
-    :meth:`protoseg.config.protocols.ProtocolSettings.preset_overrides`.
+    :meth:`protoseg.eval.protocols.ProtocolSettings.preset_overrides`.
     """
 
     name: str

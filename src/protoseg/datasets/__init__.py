@@ -1,31 +1,30 @@
-"""Evaluation datasets: the eight MMSegmentation benchmarks, the examples layout and the parts world.
+"""Evaluation datasets: the eight MMSegmentation benchmarks, the examples layout and the procedural worlds.
 
 ``open_dataset(name, data_root)`` is the one entry point; ``dataset_classes(name)`` gives the scored
-class list without touching the disk.
+class list without touching the disk; :func:`has_background` is the one rule for a background class.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from protoseg.config.benchmarks import DATASET_PRESETS, DatasetPreset, dataset_preset
-from protoseg.datasets.base import Sample, SegDataset
+from protoseg.datasets.base import BACKGROUND, Sample, SegDataset, has_background
 from protoseg.datasets.examples import open_examples, open_parts_world
 from protoseg.datasets.mmseg import MMSEG_DATASETS, open_mmseg
 from protoseg.errors import ProtosegError
+from protoseg.worlds.canvas import PARTS_WORLD_CLASSES
 
 #: All dataset names ``open_dataset`` accepts.
 DATASET_NAMES: tuple[str, ...] = (*MMSEG_DATASETS, "parts-world", "recombined-world", "examples")
 
 __all__ = [
+    "BACKGROUND",
     "SegDataset",
     "Sample",
     "open_dataset",
     "dataset_classes",
     "DATASET_NAMES",
-    "DATASET_PRESETS",
-    "DatasetPreset",
-    "dataset_preset",
+    "has_background",
     "open_examples",
     "open_parts_world",
 ]
@@ -52,14 +51,11 @@ def open_dataset(name: str, data_root: str | Path | None = None) -> SegDataset:
 
 
 def dataset_classes(name: str, data_root: str | Path | None = None) -> tuple[str, ...]:
-    """The scored class list of ``name`` (index = label value); no disk access for MMSeg benchmarks."""
+    """The scored class list of ``name`` (index = label value); no disk access for the MMSeg benchmarks and
+    the procedural worlds."""
     _check_name(name)
     if name in MMSEG_DATASETS:
         return MMSEG_DATASETS[name].classes
     if name in ("parts-world", "recombined-world"):
-        try:
-            from protoseg.partsworld import PARTS_WORLD_CLASSES
-        except ModuleNotFoundError:
-            return open_dataset(name, data_root).classes
         return tuple(PARTS_WORLD_CLASSES)
     return open_dataset(name, data_root).classes

@@ -8,11 +8,13 @@ MMSegmentation reads it (PIL, original resolution, palette PNGs give their indic
   ``255`` (MMSeg's ``LoadAnnotations`` / ``intersect_and_union``);
 - ``label_lut``: an optional 256-entry lookup applied to the raw values first.
 
-``255`` is the ignore index everywhere.
+``255`` is the ignore index everywhere. A dataset has a background class when its class 0 is named
+:data:`BACKGROUND` (:func:`has_background`, the one rule every part of protoseg asks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +22,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from protoseg.errors import ProtosegError
-from protoseg.images import load_image
-from protoseg.metrics import IGNORE_INDEX
+from protoseg.eval.metrics import IGNORE_INDEX
+from protoseg.images import check_image, load_image
+
+#: Name of the background class: label 0 of the datasets that have one (scored, never queried by name).
+BACKGROUND = "background"
+
+
+def has_background(classes: Sequence[str]) -> bool:
+    """Whether a dataset with the class list ``classes`` (label order) has a background class: its class 0
+    is :data:`BACKGROUND`. Its pixels are label 0 and the other classes follow."""
+    return len(classes) > 0 and classes[0] == BACKGROUND
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ class SegDataset:
     Attributes:
         name: dataset key (``"ade20k"``, ...).
         classes: scored class names, index = label value after the ground-truth rule. When
-            ``classes[0] == "background"`` the dataset has a background class (never queried).
+            :func:`has_background` the dataset has a background class (never queried).
         samples: the images, in evaluation order.
         reduce_zero_label: apply MMSeg's reduce-zero-label rule to the raw ground truth.
         label_lut: optional ``[256]`` lookup applied to raw values before anything else.
@@ -113,7 +124,8 @@ class SegDataset:
 
     @property
     def has_background(self) -> bool:
-        return self.classes[0] == "background"
+        """:func:`has_background` of :attr:`classes`."""
+        return has_background(self.classes)
 
     @property
     def query_classes(self) -> list[str]:
@@ -161,8 +173,6 @@ class SegDataset:
         Raises:
             ProtosegError: naming the first bad file.
         """
-        from protoseg.images import check_image
-
         for sample in self.samples:
             size = label_size(sample.label)
             if images:

@@ -1,9 +1,10 @@
 """Class-name variants: the strings a method encodes for each class of a benchmark.
 
-``mmseg`` (the default, FreeDA's) is the MMSegmentation ``CLASSES`` list of :mod:`protoseg.datasets.names`,
+``mmseg`` (the default, FreeDA's) is the MMSegmentation ``CLASSES`` list (:mod:`protoseg.datasets.names`),
 one name per class. The SCLIP protocol family renames classes and gives some several synonyms (a class's
-score is the max over its synonyms); those lists ship as package data in ``protoseg/data/names/<variant>/``,
-byte-identical to the repositories' ``configs/cls_<dataset>.txt`` (sources in that folder's README).
+score is the max over its synonyms). Every list ships as package data in ``protoseg/data/names/<variant>/``;
+the SCLIP family's are byte-identical to the repositories' ``configs/cls_<dataset>.txt`` (sources in that
+folder's README).
 
 A list's index is the dataset's label index: for benchmarks with background, entry 0 is the background
 class — ``["background"]`` under ``mmseg`` (never queried by FreeDA: a constant threshold stands in), but
@@ -12,10 +13,10 @@ under the SCLIP variants of VOC and COCO-Object a list of stuff names that *is* 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from importlib import resources
 
+from protoseg.datasets.mmseg import MMSEG_DATASETS
+from protoseg.datasets.names import read_names
 from protoseg.errors import ProtosegError
 
 
@@ -24,17 +25,18 @@ class NameVariant:
     """One family of class lists.
 
     Attributes:
-        separator: what separates synonyms on a line (the source repository's split string).
+        separator: what separates synonyms on a line (the source repository's split string); ``None``: one
+            name a line.
         source: repository @ commit : folder the files were copied from.
     """
 
-    separator: str
+    separator: str | None
     source: str
 
 
-#: variant -> how its files are read (``mmseg`` has no files: it is :mod:`protoseg.datasets.names`).
-VARIANTS: dict[str, NameVariant | None] = {
-    "mmseg": None,
+#: variant -> how its files are read.
+VARIANTS: dict[str, NameVariant] = {
+    "mmseg": NameVariant(None, "open-mmlab/mmsegmentation@v0.27.0:mmseg/datasets (CLASSES)"),
     "sclip": NameVariant(", ", "wangf3014/SCLIP@b56bd30:configs (= sinahmr/NACLIP@0cac3a6:configs)"),
     "proxyclip": NameVariant("; ", "mc-lan/ProxyCLIP@e7b767f:configs"),
     "corrclip": NameVariant("; ", "zdk258/CorrCLIP@103bc18:CorrCLIPv1/configs"),
@@ -42,29 +44,12 @@ VARIANTS: dict[str, NameVariant | None] = {
 
 
 def _mmseg_classes(dataset: str) -> tuple[str, ...]:
-    from protoseg.datasets.mmseg import MMSEG_DATASETS
-
     try:
         return MMSEG_DATASETS[dataset].classes
     except KeyError:
         raise ProtosegError(
             f"no class-name variants for dataset {dataset!r}; choose one of: {', '.join(MMSEG_DATASETS)}"
         ) from None
-
-
-@functools.cache
-def _read(variant: str, dataset: str) -> tuple[tuple[str, ...], ...]:
-    spec = VARIANTS[variant]
-    assert spec is not None
-    path = resources.files("protoseg") / "data" / "names" / variant / f"{dataset}.txt"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProtosegError(f"class-name variant {variant!r} has no list for dataset {dataset!r}") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":  # a final newline ends the last line; it does not start a class
-        lines.pop()
-    return tuple(tuple(line.split(spec.separator)) for line in lines)
 
 
 def class_names(dataset: str, variant: str = "mmseg") -> list[list[str]]:
@@ -79,7 +64,7 @@ def class_names(dataset: str, variant: str = "mmseg") -> list[list[str]]:
     mmseg = _mmseg_classes(dataset)
     if variant == "mmseg":
         return [[name] for name in mmseg]
-    lists = _read(variant, dataset)
+    lists = read_names(variant, dataset, VARIANTS[variant].separator)
     if len(lists) != len(mmseg):  # a damaged install; the shipped files are checked by the tests
         raise ProtosegError(
             f"class-name list {variant}/{dataset}.txt has {len(lists)} classes, the dataset {len(mmseg)}"

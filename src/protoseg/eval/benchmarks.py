@@ -18,6 +18,7 @@ from typing import Any
 
 from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
+from protoseg.eval.protocols import WITH_BACKGROUND
 from protoseg.regions import SuperpixelParams
 
 
@@ -26,24 +27,30 @@ class DatasetPreset:
     """Protocol settings of one benchmark.
 
     Attributes:
+        dataset: the protoseg dataset name these settings belong to.
         superpixels: Felzenszwalb parameters.
         beta: paper weight of the local term; ``beta_code`` the released code's value.
         k: retrieved prototypes per class.
-        background_threshold: constant background score (used when ``background``).
-        background: the benchmark has a background class.
+        background_threshold: constant background score (used when the dataset has a background class).
         templates: prompt-template set name (informational; the matcher's default).
         model_preset: model preset used when ``--preset`` is not given.
     """
 
+    dataset: str
     superpixels: SuperpixelParams
     beta: float
     beta_code: float = 0.8
     k: int = 350
     background_threshold: float = 0.4
-    background: bool = False
     templates: str = "sub_imagenet"
     model_preset: str = "freeda-l"
     notes: str = ""
+
+    @property
+    def background(self) -> bool:
+        """Whether the benchmark has a background class (:data:`~protoseg.eval.protocols.WITH_BACKGROUND`;
+        ``False`` for a folder whose class list is on disk, ``examples``)."""
+        return self.dataset in WITH_BACKGROUND
 
     def apply(self, preset_name: str, beta_source: str = "paper", **overrides: Any) -> Preset:
         """The model preset ``preset_name`` with this benchmark's settings (``overrides`` win)."""
@@ -70,28 +77,30 @@ _SP_STUFF = SuperpixelParams(scale=100.0, sigma=1.0, min_size=100)
 _SP_CITY = SuperpixelParams(scale=20.0, sigma=0.5, min_size=50)
 
 DATASET_PRESETS: dict[str, DatasetPreset] = {
-    "voc20": DatasetPreset(_SP_VOC, beta=0.7),
-    "voc": DatasetPreset(_SP_VOC, beta=0.7, background=True, notes="superpixels: voc20's (none released)"),
-    "context59": DatasetPreset(_SP_DEFAULT, beta=0.8),
+    "voc20": DatasetPreset("voc20", _SP_VOC, beta=0.7),
+    "voc": DatasetPreset("voc", _SP_VOC, beta=0.7, notes="superpixels: voc20's (none released)"),
+    "context59": DatasetPreset("context59", _SP_DEFAULT, beta=0.8),
     "context60": DatasetPreset(
-        _SP_DEFAULT, beta=0.8, background=True, notes="superpixels: context59's (none released)"
+        "context60", _SP_DEFAULT, beta=0.8, notes="superpixels: context59's (none released)"
     ),
-    "coco-stuff": DatasetPreset(_SP_STUFF, beta=0.8),
+    "coco-stuff": DatasetPreset("coco-stuff", _SP_STUFF, beta=0.8),
     "coco-object": DatasetPreset(
-        _SP_STUFF, beta=0.8, background=True, notes="superpixels: coco-stuff's (none released)"
+        "coco-object", _SP_STUFF, beta=0.8, notes="superpixels: coco-stuff's (none released)"
     ),
-    "cityscapes": DatasetPreset(_SP_CITY, beta=0.8),
-    "ade20k": DatasetPreset(_SP_DEFAULT, beta=0.8),
-    "examples": DatasetPreset(_SP_DEFAULT, beta=0.8, notes="generic folder: FreeDA defaults; pick --preset"),
+    "cityscapes": DatasetPreset("cityscapes", _SP_CITY, beta=0.8),
+    "ade20k": DatasetPreset("ade20k", _SP_DEFAULT, beta=0.8),
+    "examples": DatasetPreset(
+        "examples", _SP_DEFAULT, beta=0.8, notes="generic folder: FreeDA defaults; pick --preset"
+    ),
     "parts-world": DatasetPreset(
-        SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
+        "parts-world", SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
         beta=1.0,
         beta_code=1.0,
         model_preset="handcrafted",
         notes="procedural benchmark; hand-crafted features, no CLIP",
     ),
     "recombined-world": DatasetPreset(
-        SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
+        "recombined-world", SuperpixelParams(scale=100.0, sigma=0.5, min_size=20),
         beta=0.8,  # unused: the handcrafted presets have no global (CLIP) term
         model_preset="handcrafted",
         notes="procedural benchmark (looks, recombined parts, look-alike parts); hand-crafted features, no CLIP",
@@ -100,6 +109,11 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
 
 
 def dataset_preset(name: str) -> DatasetPreset:
+    """The method settings of dataset ``name`` (a key of :data:`DATASET_PRESETS`).
+
+    Raises:
+        ProtosegError: a dataset without settings.
+    """
     try:
         return DATASET_PRESETS[name]
     except KeyError:

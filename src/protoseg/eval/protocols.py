@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from protoseg.config.fields import checked, require
+from protoseg.datasets import DATASET_NAMES, dataset_classes, has_background
 from protoseg.errors import ProtosegError
 
 #: The eight MMSeg benchmarks (protoseg dataset names), in the order papers usually list them.
@@ -32,8 +33,8 @@ BENCHMARKS: tuple[str, ...] = (
     "voc20", "voc", "context59", "context60", "coco-stuff", "coco-object", "cityscapes", "ade20k",
 )
 
-#: Benchmarks whose class list starts with a background class.
-WITH_BACKGROUND: frozenset[str] = frozenset({"voc", "context60", "coco-object"})
+#: Benchmarks with a background class (:func:`protoseg.datasets.has_background` of their class lists).
+WITH_BACKGROUND: frozenset[str] = frozenset(d for d in BENCHMARKS if has_background(dataset_classes(d)))
 
 #: Protocol families: numbers are comparable within a family only.
 FAMILIES: tuple[str, ...] = ("tcl", "sclip")
@@ -84,8 +85,6 @@ class ProtocolSettings:
     def __post_init__(self) -> None:
         what = "protocol setting"
         checked(self, what)
-        from protoseg.datasets import DATASET_NAMES
-
         require(self.dataset in DATASET_NAMES, what, "dataset", "one of " + ", ".join(DATASET_NAMES), self.dataset)
         require(min(self.scale) >= 1, what, "scale", "two positive sizes", self.scale)
         require((self.crop is None) == (self.stride is None), what, "stride", "given exactly when crop is",
@@ -133,7 +132,7 @@ class ProtocolSettings:
         "Whole image" (``crop`` ``None``) becomes one window of ``max(scale)`` pixels, which covers every
         image the resize produces. Without background the softmax of the probability rule is monotone, so
         the argmax over classes is the one of the scores and nothing else is needed. The class-name variant
-        is not a preset field (:func:`protoseg.protocol.benchmark_query` applies it).
+        is not a preset field (:func:`protoseg.eval.query.benchmark_query` applies it).
         """
         side = max(self.scale)
         fields: dict[str, Any] = {
@@ -279,8 +278,6 @@ def protocol_settings(protocol: str, dataset: str, has_background: bool | None =
         raise ProtosegError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}") from None
     if dataset in table:
         return table[dataset]
-    from protoseg.datasets import DATASET_NAMES
-
     if has_background is None or dataset in BENCHMARKS or dataset not in DATASET_NAMES:
         raise ProtosegError(
             f"protocol {protocol!r} has no settings for dataset {dataset!r}; it covers: {', '.join(table)}"

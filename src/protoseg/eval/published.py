@@ -5,7 +5,7 @@ The table ships as ``protoseg/data/published.csv`` with the columns
 ========== ================================================================================================
 method     method name as its paper writes it
 backbone   the paper's backbone label (``ViT-B``, ``ViT-L/14``, …; ``notes`` spells out the models)
-protocol   ``tcl`` or ``sclip`` (:data:`protoseg.config.protocols.FAMILIES`): numbers are comparable only
+protocol   ``tcl`` or ``sclip`` (:data:`protoseg.eval.protocols.FAMILIES`): numbers are comparable only
            within a protocol family
 dataset    protoseg dataset name (``voc20``, ``voc``, ``context59``, ``context60``, ``coco-stuff``,
            ``coco-object``, ``cityscapes``, ``ade20k``)
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from protoseg.config.protocols import BENCHMARKS, FAMILIES, protocol_family
 from protoseg.errors import ProtosegError
+from protoseg.eval.protocols import BENCHMARKS, FAMILIES, protocol_family
 
 #: Allowed values of the ``provenance`` column.
 PROVENANCES: tuple[str, ...] = ("paper", "repo", "quoted")
@@ -97,7 +97,7 @@ def load_published() -> tuple[PublishedResult, ...]:
 
 def published(dataset: str, protocol: str) -> list[PublishedResult]:
     """Published rows of ``dataset`` under ``protocol`` (a family, ``tcl``/``sclip``, or any protocol name of
-    :data:`protoseg.config.protocols.PROTOCOLS`, which selects its family), best mIoU first."""
+    :data:`protoseg.eval.protocols.PROTOCOLS`, which selects its family), best mIoU first."""
     if dataset not in BENCHMARKS:
         raise ProtosegError(f"no published numbers for dataset {dataset!r}; known: {', '.join(BENCHMARKS)}")
     family = protocol_family(protocol)

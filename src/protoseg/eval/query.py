@@ -2,10 +2,10 @@
 
 :func:`benchmark_query` is the one call. It combines
 
-- the benchmark's method settings (:mod:`protoseg.config.benchmarks`: superpixels, beta, K; the model
+- the benchmark's method settings (:mod:`protoseg.eval.benchmarks`: superpixels, beta, K; the model
   preset when none is named),
-- the protocol's test-time settings (:mod:`protoseg.config.protocols`, as Preset fields through
-  :meth:`~protoseg.config.protocols.ProtocolSettings.preset_overrides`: resize, windows, background rule),
+- the protocol's test-time settings (:mod:`protoseg.eval.protocols`, as Preset fields through
+  :meth:`~protoseg.eval.protocols.ProtocolSettings.preset_overrides`: resize, windows, background rule),
 - the class names (:mod:`protoseg.datasets.variants`: one list of synonyms per class),
 
 and returns a :class:`BenchmarkQuery`: the :class:`~protoseg.config.segment.Preset`, the classes to query
@@ -31,10 +31,13 @@ from typing import Any, Literal
 import numpy as np
 
 from protoseg.classes import ClassList, normalize_classes
-from protoseg.config.benchmarks import dataset_preset
-from protoseg.config.protocols import NAME_VARIANTS, ProtocolSettings, protocol_settings
 from protoseg.config.segment import Preset
+from protoseg.datasets import dataset_classes, has_background
+from protoseg.datasets.mmseg import MMSEG_DATASETS
+from protoseg.datasets.variants import class_names
 from protoseg.errors import ProtosegError
+from protoseg.eval.benchmarks import dataset_preset
+from protoseg.eval.protocols import NAME_VARIANTS, ProtocolSettings, protocol_settings
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class BenchmarkQuery:
             synonyms.
         background: ``"none"`` (the dataset has no background class), else the preset's background rule.
         background_names: the names queried as background (``probability`` rule only; else empty).
-        has_background: the dataset's class 0 is background (labels shift by one).
+        has_background: the dataset has a background class (:func:`protoseg.datasets.has_background`;
+            labels shift by one).
     """
 
     dataset: str
@@ -106,12 +110,12 @@ def benchmark_query(dataset: str, protocol: str = "tcl", names: str | None = Non
 
     Args:
         dataset: a protoseg dataset name (:data:`protoseg.datasets.DATASET_NAMES`).
-        protocol: a key of :data:`protoseg.config.protocols.PROTOCOLS`.
-        names: a class-name variant (:data:`~protoseg.config.protocols.NAME_VARIANTS`); ``None``: the
+        protocol: a key of :data:`protoseg.eval.protocols.PROTOCOLS`.
+        names: a class-name variant (:data:`~protoseg.eval.protocols.NAME_VARIANTS`); ``None``: the
             protocol's own for the benchmarks, ``mmseg`` (the dataset's own names) elsewhere.
         preset: model preset name; ``None``: the benchmark's default (``freeda-l``, ``handcrafted`` for the
             parts world).
-        beta_source: ``"paper"`` or ``"code"`` (:meth:`~protoseg.config.benchmarks.DatasetPreset.apply`).
+        beta_source: ``"paper"`` or ``"code"`` (:meth:`~protoseg.eval.benchmarks.DatasetPreset.apply`).
         data_root: the dataset's folder; needed only for ``examples`` (its class list is on disk).
         overrides: Preset fields; they win over the benchmark's and the protocol's settings.
 
@@ -121,13 +125,9 @@ def benchmark_query(dataset: str, protocol: str = "tcl", names: str | None = Non
     Raises:
         ProtosegError: unknown dataset, protocol, variant or preset; a variant the dataset has no lists for.
     """
-    from protoseg.datasets import dataset_classes
-    from protoseg.datasets.mmseg import MMSEG_DATASETS
-    from protoseg.datasets.variants import class_names
-
     own = dataset_classes(dataset, data_root)  # also checks the dataset name
-    has_background = own[0] == "background"
-    settings = protocol_settings(protocol, dataset, has_background=has_background)
+    with_background = has_background(own)
+    settings = protocol_settings(protocol, dataset, has_background=with_background)
     benchmark = dataset in MMSEG_DATASETS
     variant = names if names is not None else (settings.names if benchmark else "mmseg")
     if variant not in NAME_VARIANTS:
@@ -142,11 +142,11 @@ def benchmark_query(dataset: str, protocol: str = "tcl", names: str | None = Non
     method = dataset_preset(dataset)
     preset_name = preset or method.model_preset
     built = method.apply(preset_name, beta_source=beta_source, **{**settings.preset_overrides(), **overrides})
-    background = built.background_rule if has_background else "none"
-    queried = lists[1:] if has_background else lists
+    background = built.background_rule if with_background else "none"
+    queried = lists[1:] if with_background else lists
     return BenchmarkQuery(
         dataset=dataset, settings=settings, names=variant, preset_name=preset_name, preset=built,
         classes=normalize_classes(queried), background=background,
         background_names=tuple(lists[0]) if background == "probability" else (),
-        has_background=has_background,
+        has_background=with_background,
     )

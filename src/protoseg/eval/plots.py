@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from protoseg.atomic import atomic_path
 from protoseg.errors import ProtosegError
@@ -54,6 +55,7 @@ class Confusion:
 
 
 def _pyplot():
+    """pyplot on the Agg backend (imported here: the backend must be chosen before pyplot loads)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -226,7 +228,7 @@ def confusion_heatmap(confusion: np.ndarray, classes: Sequence[str], path: str |
     if top < 0 or max_classes < 2:
         raise ProtosegError("top must be >= 0 and max_classes >= 2")
     plt = _pyplot()
-    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.colors import LinearSegmentedColormap  # matplotlib loads once _pyplot chose its backend
 
     tops = top_confusions(m, classes, top)
     idx = _classes_to_show(m, tops, max_classes) or list(range(min(m.shape[0], max_classes)))
@@ -281,8 +283,6 @@ def confusion_heatmap(confusion: np.ndarray, classes: Sequence[str], path: str |
 
 def figure_pixels(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` in pixels of a written PNG."""
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.size
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protoseg.atomic import write_bytes
 from protoseg.errors import ProtosegError
 
 
@@ -213,3 +214,19 @@ def to_markdown(comparison: Comparison, top: int = 0) -> str:
         mean += [iou(v), delta(d)]
     lines.append("| " + " | ".join(mean) + " |")
     return "\n".join(lines) + "\n"
+
+
+def compare_reports(paths: Sequence[str | Path], markdown: str | Path | None = None) -> Comparison:
+    """:func:`compare_files` of ``paths`` (the first is the baseline); with ``markdown``, also write the whole
+    comparison there as a Markdown table (atomically).
+
+    Raises:
+        ProtosegError: unreadable or incomparable reports, or ``markdown`` naming one of the reports.
+    """
+    comparison = compare_files(paths)
+    if markdown is not None:
+        markdown = Path(markdown)
+        if any(markdown.resolve() == Path(p).resolve() for p in paths):
+            raise ProtosegError(f"--markdown {markdown} is one of the reports; pick another file name")
+        write_bytes(markdown, to_markdown(comparison).encode("utf-8"))
+    return comparison

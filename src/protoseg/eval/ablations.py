@@ -29,16 +29,26 @@ from typing import Any
 
 import numpy as np
 
-from protoseg.datasets import SegDataset, dataset_preset, open_parts_world
-from protoseg.datasets.examples import (
+from protoseg.bank import PrototypeBank
+from protoseg.config.segment import get_preset
+from protoseg.datasets import SegDataset, open_parts_world
+from protoseg.errors import ProtosegError
+from protoseg.eval.benchmarks import dataset_preset
+from protoseg.eval.result import EvalResult
+from protoseg.eval.segmenter_predictor import SegmenterPredictor
+from protoseg.eval.shards import evaluate, run_id
+from protoseg.models import ModelSet
+from protoseg.offline import ExamplesSource, build_bank, examples_preset
+from protoseg.runs import Progress
+from protoseg.segment import Segmenter
+from protoseg.worlds import read_objects
+from protoseg.worlds.cache import (
     WORLD_DATASETS,
     WORLD_SPLITS,
     default_parts_world_root,
     ensure_parts_world_split,
+    support_bank_folder,
 )
-from protoseg.errors import ProtosegError
-from protoseg.evaluate import EvalResult, SegmenterPredictor, evaluate, run_id
-from protoseg.runs import Progress
 
 #: Sources of proposals for DPSM rows: the preset's own, or the world's object masks.
 PROPOSAL_SOURCES = ("superpixels", "oracle")
@@ -116,6 +126,24 @@ SAM_GRID_ABLATIONS: tuple[Ablation, ...] = tuple(
 SUITES: dict[str, tuple[Ablation, ...]] = {"freeda": ABLATIONS, "dpsm": DPSM_ABLATIONS, "sam-grid": SAM_GRID_ABLATIONS}
 
 
+def select_rows(suite: str, rows: str | None = None) -> tuple[Ablation, ...]:
+    """The rows of suite ``suite`` (a key of :data:`SUITES`) that ``rows`` names: 1-based row numbers separated
+    by commas (``"2,16"``); ``None`` or empty: every row.
+
+    Raises:
+        ProtosegError: an unknown suite or a row number outside the suite.
+    """
+    if suite not in SUITES:
+        raise ProtosegError(f"--suite must be one of {', '.join(SUITES)}; got {suite!r}")
+    chosen = SUITES[suite]
+    if not rows:
+        return chosen
+    picked = [i.strip() for i in rows.split(",")]
+    if not all(i.isdigit() and 1 <= int(i) <= len(chosen) for i in picked):
+        raise ProtosegError(f"--rows takes numbers 1..{len(chosen)} separated by commas; got {rows!r}")
+    return tuple(chosen[int(i) - 1] for i in picked)
+
+
 class ObjectProposalPredictor(SegmenterPredictor):
     """A segmenter fed the world's object masks as proposals (``objects/<stem>.png`` beside ``masks/``):
     the oracle of a perfect class-agnostic proposal generator, for DPSM presets with ``proposals="given"``."""
@@ -124,8 +152,6 @@ class ObjectProposalPredictor(SegmenterPredictor):
         return {**super().describe(), "proposals": "objects"}
 
     def __call__(self, index: int, image: np.ndarray | None) -> np.ndarray:
-        from protoseg.partsworld import read_objects
-
         assert image is not None
         label = self.dataset.samples[index].label
         path = label.parent.parent / "objects" / label.name
@@ -152,16 +178,11 @@ def build_parts_world_bank(
     builder; later runs on the same split load it instead of rebuilding. A ``data_root`` the user gave is
     only read.
     """
-    from protoseg.bank import PrototypeBank
-    from protoseg.offline import ExamplesSource, build_bank, examples_preset
-    from protoseg.runs import files_digest
-
     root = Path(data_root).expanduser() if data_root else default_parts_world_root(world)
     spec = WORLD_SPLITS[world]["train"]
     train = ensure_parts_world_split(root, "train", int(spec["count"]), int(spec["seed"]), world,
                                      str(spec["combos"]), renew=not data_root)
-    digest = files_digest(sorted(p for p in train.rglob("*") if p.is_file()))[:16]
-    cached = default_parts_world_root().parent / "support-banks" / f"{preset_name}-{digest}"
+    cached = support_bank_folder(preset_name, train)
     if cached.is_dir():
         return PrototypeBank.load(cached)
     preset = dataset_preset(WORLD_DATASETS[world]).apply(preset_name)
@@ -197,9 +218,6 @@ def run_ablations(
     source and ``seconds_per_image`` (wall time over the images this call segmented; ``None`` when a
     resumed run segmented none). ``sam``: SAM weights (hub id or folder) for rows with SAM proposals.
     """
-    from protoseg.models import ModelSet
-    from protoseg.segment import Segmenter
-
     if proposals not in PROPOSAL_SOURCES:
         raise ProtosegError(f"proposals must be one of {', '.join(PROPOSAL_SOURCES)}; got {proposals!r}")
     if sam is None and any(row.options.get("proposals") == "sam" for row in ablations):
@@ -258,8 +276,6 @@ def ablation_markdown(results: list[Any]) -> str:
 
 def _settings(row: Ablation) -> str:
     """The DPSM settings a row runs with, in words (``mode · solver · ε · τ · supply``)."""
-    from protoseg.config.segment import get_preset
-
     preset = get_preset(row.preset)
     if preset.matcher != "dpsm":
         return f"{preset.matcher} ({row.preset})"
@@ -286,3 +302,16 @@ def dpsm_ablation_markdown(results: list[tuple[Ablation, EvalResult]], title: st
         lines.append(f"| {row.name} | {_settings(row)} | {100 * res.scores.miou:.1f} | {iou} | "
                      f"{'–' if sec is None else f'{sec:.2f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def suite_title(suite: str, world: str, split: str, results: list[tuple[Ablation, EvalResult]],
+                proposals: str) -> str:
+    """The title of a suite's table: suite, world, split, number of images and proposal source."""
+    images = results[0][1].images
+    return f"{suite} ablations on the {world} world ({split}, {images} images, proposals: {proposals})"
+
+
+def suite_markdown(suite: str, results: list[tuple[Ablation, EvalResult]], title: str) -> str:
+    """A suite's results as Markdown: :func:`ablation_markdown` for ``freeda``, else
+    :func:`dpsm_ablation_markdown` under ``title``."""
+    return ablation_markdown(results) if suite == "freeda" else dpsm_ablation_markdown(results, title)

@@ -12,8 +12,8 @@ from protoseg.batch import BatchSettings, check_request, segment_files
 from protoseg.errors import ProtosegError
 from protoseg.images import load_image
 from protoseg.models import ModelSet
-from protoseg.partsworld import PARTS_WORLD_CLASSES
 from protoseg.segment import Segmenter
+from protoseg.worlds import PARTS_WORLD_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,10 @@ from protoseg.images import check_image, expand_images, load_image
 from protoseg.models import ModelSet
 from protoseg.models.base import resolve_device, resolve_dtype
 from protoseg.offline.ondemand import missing_classes
-from protoseg.worlds import check_synthetic_backend
 from protoseg.runs import Progress, file_stamp, fingerprint_of, jsonable
 from protoseg.segment import Segmenter
 from protoseg.viz import MAX_CLASSES, output_paths, read_sidecar, save_segmentation, written_by_protoseg
+from protoseg.worlds import check_synthetic_backend
 
 #: ``grown(classes, bank, seconds)``: the bank was grown with ``classes`` (generated in ``seconds``).
 Grown = Callable[[list[str], PrototypeBank, float], None]

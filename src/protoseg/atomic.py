@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from protoseg.errors import ProtosegError
+from protoseg.version import __version__
 
 #: Marker file of a folder protoseg generated (JSON: what generated it and the files it wrote).
 GENERATED_MARKER = ".protoseg-generated"
@@ -212,8 +213,6 @@ def _files_under(folder: Path) -> list[str]:
 def mark_generated(folder: str | Path, spec: dict[str, Any]) -> None:
     """Write the marker into ``folder`` (listing every file in it now) — call it last, inside the temporary
     folder of :func:`atomic_dir`."""
-    from protoseg import __version__
-
     folder = Path(folder)
     record = {"by": "protoseg", "version": __version__, "spec": spec,
               "files": [f for f in _files_under(folder) if f != GENERATED_MARKER]}

@@ -23,7 +23,6 @@ from itertools import tee
 from pathlib import Path
 from typing import Any
 
-from protoseg import __version__
 from protoseg.atomic import check_not_inputs, check_output_dir
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import Preset, get_preset
@@ -34,6 +33,7 @@ from protoseg.models.base import resolve_device, resolve_dtype
 from protoseg.offline.ondemand import missing_classes
 from protoseg.runs import Progress, file_stamp, fingerprint_of, jsonable
 from protoseg.segment import Segmenter
+from protoseg.version import build_id
 from protoseg.viz import MAX_CLASSES, output_paths, read_sidecar, save_segmentation, written_by_protoseg
 from protoseg.worlds import check_synthetic_backend
 
@@ -155,7 +155,7 @@ def segment_files(images: Sequence[str | Path], settings: BatchSettings, progres
     planned = _check_outputs(out, paths, bank, settings.inputs)
     request = {"classes": settings.classes, "background": settings.background,
                "side_by_side": settings.side_by_side, "preset": jsonable(preset), "bank": bank.fingerprint(),
-               "device": str(resolved), "dtype": settings.dtype, "protoseg": __version__}
+               "device": str(resolved), "dtype": settings.dtype, "protoseg": build_id()}
     meta = {path: {"image": str(path), "preset": settings.preset, "bank": bank.source,
                    "bank_id": bank.manifest.bank_id,
                    "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}

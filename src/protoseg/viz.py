@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from protoseg import __version__
 from protoseg.atomic import atomic_path
+from protoseg.version import __version__
 
 #: Label value written for background / unlabelled pixels in 8-bit label maps.
 UNLABELLED = 255

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protoseg import __version__
 from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
 from protoseg.bank import PrototypeBank
 from protoseg.config.fields import to_dict
@@ -33,6 +32,7 @@ from protoseg.models import ModelSet
 from protoseg.models.base import resolve_device
 from protoseg.runs import Progress, check_work_dir
 from protoseg.segment import Segmenter
+from protoseg.version import __version__
 from protoseg.viz import read_label_classes
 
 

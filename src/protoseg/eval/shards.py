@@ -33,12 +33,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from protoseg import __version__
 from protoseg.datasets.base import SegDataset
 from protoseg.errors import ProtosegError
 from protoseg.eval.metrics import confusion_matrix, counts_from_confusion, summarize
 from protoseg.eval.result import EvalResult
 from protoseg.runs import Progress, ShardResult, files_digest, load_shard, prepare_work_dir, run_shards, shard_path
+from protoseg.version import build_id
 
 RUN_FORMAT = 2
 
@@ -78,7 +78,7 @@ def run_fingerprint(dataset: SegDataset, predictor: Predictor, shard_size: int) 
     own = predictor.inputs() if hasattr(predictor, "inputs") else {}
     return {
         "format": RUN_FORMAT,
-        "protoseg": __version__,
+        "protoseg": build_id(),
         "dataset": dataset.name,
         "classes": list(dataset.classes),
         "images": len(dataset),

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protoseg import __version__
 from protoseg.bank.storage import check_bank_out
 from protoseg.config.build import BuildPreset, BuildSource, ExamplesSource, FreedaImportSource, examples_preset
 from protoseg.config.segment import Preset
@@ -20,6 +19,7 @@ from protoseg.offline.base import Builder, Plan
 from protoseg.offline.freeda_import import release_preset
 from protoseg.offline.registry import check_source, get_builder
 from protoseg.runs import Progress, check_work_dir, fingerprint_of, prepare_work_dir, remove_work_dir, run_shards
+from protoseg.version import build_id
 
 
 def default_work_dir(out: str | Path) -> Path:
@@ -102,7 +102,7 @@ def run_build(preset: BuildPreset, source: BuildSource, out: Path, run: RunOptio
                      "diffusion_dtype": run.dtype, **plan.settings}
     items = [vars(item) for item in plan.items]
     work = prepare_work_dir(work_dir, {**plan.settings, "items": len(items), "items_sha256": fingerprint_of(items),
-                                       "inputs": plan.inputs, "protoseg": __version__})
+                                       "inputs": plan.inputs, "protoseg": build_id()})
 
     shards = run_shards(work, _chunks(plan.items, run.shard_size), builder.shard, progress=progress,
                         on_shard_written=on_shard_written, ray=run.ray, ray_address=run.ray_address,

@@ -35,7 +35,8 @@ _PUBLIC = {
     "load_image": "protoseg.images",
 }
 
-__all__ = ["ProtosegError", "__version__", *_PUBLIC]
+__all__ = ["EvalSettings", "ProtosegError", "PrototypeBank", "Segmentation", "Segmenter", "__version__", "build_bank",
+           "load_bank", "load_image", "run_benchmark"]
 
 
 def __getattr__(name: str) -> Any:

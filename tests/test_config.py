@@ -10,8 +10,8 @@ from protoseg.bank import PrototypeBank
 from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
 from protoseg.config.matchers import DpsmOptions, FreedaOptions
 from protoseg.config.segment import PRESETS, Preset, get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "protoseg"

@@ -11,13 +11,14 @@ from tiny_models import tiny_sam
 
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match import build_matcher
 from protoseg.match.dpsm import DPSMMatcher, SubRegions, subregion_weights
 from protoseg.models import ModelSet
 from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.proposals import generate_masks
-from protoseg.regions import SuperpixelParams, region_weights
+from protoseg.regions import region_weights
 from protoseg.segment import Segmenter
 
 

@@ -15,12 +15,12 @@ from tiny_models import tiny_sam
 from protoseg.ablations import SUITES
 from protoseg.bank import PrototypeBank
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match.dpsm import DPSMMatcher, SubRegions
 from protoseg.match.transport import aggregate_suppliers, sinkhorn_grouped_mass
 from protoseg.models.sam import SamPredictor
 from protoseg.proposals import MaskGenerationSettings, generate_masks
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.config.matchers import DpsmOptions
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match.dpsm import DPSMMatcher, SubRegions, capacity_candidates
 from protoseg.models.handcrafted import HANDCRAFTED_ID
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match.freeda import FreeDAMatcher
-from protoseg.regions import SuperpixelParams
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 

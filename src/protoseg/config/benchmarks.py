@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from protoseg.config.segment import Preset, get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from protoseg.config.fields import checked, override, require, to_dict
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 
 
 @dataclass(frozen=True)

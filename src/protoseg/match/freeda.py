@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.match.prototypes import aggregate, class_rows, served_names
-from protoseg.regions import SuperpixelParams, pool_features, region_weights, superpixels
+from protoseg.regions import pool_features, region_weights, superpixels
 
 
 class FreeDAMatcher:

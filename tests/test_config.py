@@ -47,7 +47,7 @@ def test_switching_matcher_starts_from_its_defaults():
     assert preset.matcher_options == DpsmOptions(proposals="superpixels")
     seg = Segmenter.from_preset("handcrafted", bank=_bank(), matcher="dpsm",
                                 matcher_options={"proposals": "superpixels"})
-    assert type(seg.matcher).__name__ == "DPSMMatcher" and seg.matcher.proposals == "superpixels"
+    assert type(seg.matcher).__name__ == "DPSMMatcher" and seg.matcher.options.proposals == "superpixels"
     with pytest.raises(ProtosegError, match="unknown dpsm option 'k'"):
         get_preset("handcrafted", matcher="dpsm", matcher_options={"k": 5})  # FreeDA options do not leak
 

@@ -16,6 +16,7 @@ from protoseg.config.segment import get_preset
 from protoseg.datasets import open_dataset
 from protoseg.errors import ProtosegError
 from protoseg.evaluate import PredictionFolder, SegmenterPredictor, evaluate, write_reports
+from protoseg.match import Matcher
 from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.segment import Segmenter
 
@@ -188,7 +189,7 @@ def test_segmenter_diagnostics_are_summed_into_the_report(tmp_path):
     assert "diagnostics" not in quiet.config
 
 
-class ColourMatcher:
+class ColourMatcher(Matcher):
     """Scores by colour: class a = R/255, class b = G/255 (a stand-in matcher)."""
 
     def prepare(self, classes):

@@ -33,9 +33,9 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from protoseg.config.segment import get_preset  # noqa: E402
+from protoseg.config.superpixels import SuperpixelParams  # noqa: E402
 from protoseg.images import load_image  # noqa: E402
 from protoseg.offline.examples import bank_from_examples  # noqa: E402
-from protoseg.regions import SuperpixelParams  # noqa: E402
 from protoseg.segment import Segmenter  # noqa: E402
 from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples  # noqa: E402
 

@@ -43,9 +43,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import protoseg.match.dpsm as dpsm_module  # noqa: E402
+import protoseg.match.dpsm.matcher as dpsm_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
+from protoseg.match.dpsm import modes as dpsm_modes  # noqa: E402
 from protoseg.models import ModelSet  # noqa: E402
 from protoseg.models.sam import keep_freed_memory  # noqa: E402
 from protoseg.models.sam_decoder import DECODERS  # noqa: E402
@@ -158,7 +159,7 @@ def main() -> None:
     proposals = []
     dpsm_module.generate_masks = (lambda f: functools.wraps(f)(lambda *a, **k: proposals.append(
         len((r := f(*a, **k))[0])) or r))(dpsm_module.generate_masks)
-    seg.matcher.subregion_ot = timed("transport (rest)", seg.matcher.subregion_ot)
+    dpsm_modes.MODES["subregion-ot"] = timed("transport (rest)", dpsm_modes.MODES["subregion-ot"])
     seg.matcher.subregions = timed("sub-regions (rest)", seg.matcher.subregions)
     matched = []
     seg.matcher.proposal_scores = (lambda f: lambda sub: matched.append(len(sub.masks)) or f(sub))(
@@ -172,9 +173,9 @@ def main() -> None:
           f"{int((bank.table['level'] == 'part').sum())} part prototypes; image 448x{width} ({args.windows} "
           f"window{'s' if args.windows > 1 else ''}); sam_scope {args.sam_scope}; {args.points_per_side}x"
           f"{args.points_per_side} points; filtering at {args.filter_resolution} resolution; dtype {args.dtype}; "
-          f"{args.decoder} decoder; prune_keep {seg.matcher.prune_keep}; torch threads {torch.get_num_threads()}; "
-          f"SAM thresholds iou "
-          f"{args.pred_iou_thresh} stability {args.stability_thresh}")
+          f"{args.decoder} decoder; prune_keep {seg.matcher.options.prune_keep}; "
+          f"torch threads {torch.get_num_threads()}; SAM thresholds iou {args.pred_iou_thresh} "
+          f"stability {args.stability_thresh}")
     totals = []
     for _ in range(args.repeats):
         TIMES.clear()

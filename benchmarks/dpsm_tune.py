@@ -25,8 +25,8 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from protoseg.config.superpixels import SuperpixelParams  # noqa: E402
 from protoseg.eval.ablations import Ablation, run_ablations  # noqa: E402
-from protoseg.regions import SuperpixelParams  # noqa: E402
 
 EXACT = {"mode": "subregion-ot", "emd_solver": "exact", "composition": "mean"}
 

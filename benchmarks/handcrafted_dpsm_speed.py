@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import protoseg.match.dpsm as dpsm_module  # noqa: E402
+import protoseg.match.dpsm.matcher as dpsm_module  # noqa: E402
 from protoseg.bank import PrototypeBank  # noqa: E402
 from protoseg.config.segment import get_preset  # noqa: E402
 from protoseg.images import load_image  # noqa: E402

@@ -19,8 +19,8 @@ Usage: ``python benchmarks/transport.py [--classes 150 --clusters 64 --parts 8 -
 ``speedup <x> max_abs_diff <y>`` compares the batched solver with the POT log-domain loop at a fixed iteration
 count (max abs difference of the class probabilities). The last line,
 ``vs_pot_sinkhorn <x> max_abs_diff <y>``, times POT's plain ``ot.sinkhorn`` per-proposal loop against
-protoseg's default DPSM transport (``DPSMMatcher.subregion_ot``: size buckets, ``prune_keep`` pruning with
-class aggregates, the real sub-regions' stop criterion), both at the matcher's ``stop_thr`` and iteration
+protoseg's default DPSM transport (``protoseg.match.dpsm.modes.subregion_ot``: size buckets, ``prune_keep``
+pruning with class aggregates, the real sub-regions' stop criterion), both at the matcher's ``stop_thr`` and iteration
 cap, given the cost matrices (their construction, the same GEMM work for both, is timed and printed on its own;
 the ratio with it included is printed above); ``y`` is the max abs difference of the default transport's class
 probabilities from an unpruned float64 solve converged to a marginal error of ``1e-7``.
@@ -46,7 +46,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from protoseg.bank import PrototypeBank  # noqa: E402
-from protoseg.match.dpsm import DPSMMatcher, SubRegions  # noqa: E402
+from protoseg.config.matchers import DpsmOptions  # noqa: E402
+from protoseg.match.dpsm import DPSMMatcher, SubRegions, modes  # noqa: E402
 from protoseg.match.transport import sinkhorn_grouped_mass  # noqa: E402
 
 
@@ -162,7 +163,7 @@ def dpsm_matcher(protos, groups, supply, C: int, **options) -> DPSMMatcher:
         device = torch.device("cpu")
         sam = None
 
-    matcher = DPSMMatcher(bank, _Models(), proposals="superpixels", **options)
+    matcher = DPSMMatcher(bank, _Models(), DpsmOptions(proposals="superpixels", **options))
     matcher.prepare([f"class{c}" for c in range(C)])
     return matcher
 
@@ -179,21 +180,22 @@ def default_transport(args, protos, groups, supply, feats, demand, counts) -> No
     sub = SubRegions(torch.from_numpy(feats), d, valid, torch.zeros(P, feats.shape[2]), torch.zeros(P, 1, 1).bool())
     ours = dpsm_matcher(protos, groups, supply, C, epsilon=args.eps)
     t_ours_cost = [0.0]
-    build = ours.costs
+    build = modes.costs
 
-    def costs(features):
+    def costs(features, prototypes):
         t = time.perf_counter()
-        out = build(features)
+        out = build(features, prototypes)
         t_ours_cost[0] += time.perf_counter() - t
         return out
 
-    ours.costs = costs
+    modes.costs = costs
     t0 = time.perf_counter()
-    probs = ours.subregion_ot(sub).double().numpy()
+    probs = modes.subregion_ot(sub, ours.prepared()).double().numpy()
     t_ours = time.perf_counter() - t0
+    modes.costs = build
     t_ours_cost = t_ours_cost[0]
     stats = dict(ours.stats)
-    keep = ours.pruned_count(len(protos))
+    keep = modes.pruned_count(len(protos), ours.prepared())
     t_pot = t_pot_cost = 0.0
     pot = np.zeros((P, C))
     for p in range(P):
@@ -205,21 +207,22 @@ def default_transport(args, protos, groups, supply, feats, demand, counts) -> No
         t_pot_cost += t1 - t0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            G = ot.sinkhorn(supply, b, M.astype(np.float64), args.eps, numItermax=ours.iterations,
-                            stopThr=ours.stop_thr)
+            G = ot.sinkhorn(supply, b, M.astype(np.float64), args.eps, numItermax=ours.options.iterations,
+                            stopThr=ours.options.stop_thr)
         pot[p] = np.bincount(groups, weights=G[:, :k].sum(1), minlength=C)
         t_pot += time.perf_counter() - t1
     t0 = time.perf_counter()
     reference = dpsm_matcher(protos, groups, supply, C, epsilon=args.eps, prune_keep=0.0,
                              transport_dtype="float64", stop_thr=1e-7, iterations=20000)
-    ref = reference.subregion_ot(sub).double().numpy()
+    ref = modes.subregion_ot(sub, reference.prepared()).double().numpy()
     t_ref = time.perf_counter() - t0
     unpruned = dpsm_matcher(protos, groups, supply, C, epsilon=args.eps, prune_keep=0.0)
     t0 = time.perf_counter()
-    plain = unpruned.subregion_ot(sub).double().numpy()
+    plain = modes.subregion_ot(sub, unpruned.prepared()).double().numpy()
     t_plain = time.perf_counter() - t0
-    print(f"default transport (prune_keep {ours.prune_keep}: {keep} prototypes kept + {C} class aggregates per "
-          f"proposal, stop_thr {ours.stop_thr}, {ours.transport_dtype}): {t_ours:.2f} s of which cost matrices "
+    o = ours.options
+    print(f"default transport (prune_keep {o.prune_keep}: {keep} prototypes kept + {C} class aggregates per "
+          f"proposal, stop_thr {o.stop_thr}, {o.transport_dtype}): {t_ours:.2f} s of which cost matrices "
           f"{t_ours_cost:.2f} s; {stats['transport_not_converged']}/{stats['transport_problems']} not converged")
     print(f"unpruned (prune_keep 0): {t_plain:.2f} s (max_abs_diff {np.abs(plain - ref).max():.2e}); "
           f"reference (unpruned, float64, stop_thr 1e-7) {t_ref:.2f} s, "

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from protoseg.offline.clustering import ClassSupport, fuse_class, kmeans
+from protoseg.kmeans import kmeans
+from protoseg.offline.clustering import ClassSupport, fuse_class
 
 
 def _support(kappa=2, n=3, d=6, seed=0):

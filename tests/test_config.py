@@ -10,8 +10,8 @@ from protoseg.bank import PrototypeBank
 from protoseg.config.build import BUILD_PRESETS, BuildPreset, get_build_preset
 from protoseg.config.matchers import DpsmOptions, FreedaOptions
 from protoseg.config.segment import PRESETS, Preset, get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "protoseg"
@@ -47,7 +47,7 @@ def test_switching_matcher_starts_from_its_defaults():
     assert preset.matcher_options == DpsmOptions(proposals="superpixels")
     seg = Segmenter.from_preset("handcrafted", bank=_bank(), matcher="dpsm",
                                 matcher_options={"proposals": "superpixels"})
-    assert type(seg.matcher).__name__ == "DPSMMatcher" and seg.matcher.proposals == "superpixels"
+    assert type(seg.matcher).__name__ == "DPSMMatcher" and seg.matcher.options.proposals == "superpixels"
     with pytest.raises(ProtosegError, match="unknown dpsm option 'k'"):
         get_preset("handcrafted", matcher="dpsm", matcher_options={"k": 5})  # FreeDA options do not leak
 

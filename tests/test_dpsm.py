@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import ot
 import pytest
@@ -10,14 +12,17 @@ import torch.nn.functional as F
 from tiny_models import tiny_sam
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.matchers import DpsmOptions
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match import build_matcher
-from protoseg.match.dpsm import DPSMMatcher, SubRegions, subregion_weights
+from protoseg.match.dpsm import DPSMMatcher, SubRegions
+from protoseg.match.dpsm.subregions import subregion_weights
 from protoseg.models import ModelSet
 from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.proposals import generate_masks
-from protoseg.regions import SuperpixelParams, region_weights
+from protoseg.regions import region_weights
 from protoseg.segment import Segmenter
 
 
@@ -47,7 +52,7 @@ def _car_proposal() -> SubRegions:
 
 
 def _matcher(mode: str, **kw) -> DPSMMatcher:
-    m = DPSMMatcher(_car_tomato_bank(), _Models(), mode=mode, proposals="superpixels", **kw)
+    m = DPSMMatcher(_car_tomato_bank(), _Models(), DpsmOptions(mode=mode, proposals="superpixels", **kw))
     m.prepare(["car", "tomato"])
     return m
 
@@ -83,15 +88,16 @@ def test_single_mode_takes_the_best_support_image():
     table = {"label": ["a", "a", "a", "b"], "level": ["part"] * 4, "image_id": [0, 1, 1, 2],
              "coarse_cluster": [-1, -1, -1, -1], "supply": [0.5, 0.25, 0.25, 1.0]}
     bank = PrototypeBank.create(vectors, table, method="test", feature_encoder="test", dtype="float32")
-    m = DPSMMatcher(bank, _Models(), mode="single", proposals="superpixels", emd_solver="exact")
+    m = DPSMMatcher(bank, _Models(), DpsmOptions(mode="single", proposals="superpixels", emd_solver="exact"))
     m.prepare(["a", "b"])
-    torch.testing.assert_close(m.supply, torch.tensor([0.5, 0.25, 0.25, 1.0]))  # per class sums to 1
+    torch.testing.assert_close(m.suppliers.supply, torch.tensor([0.5, 0.25, 0.25, 1.0]))  # per class sums to 1
     sub = SubRegions(torch.eye(4)[1:3][None], torch.tensor([[0.5, 0.5]]), torch.ones(1, 2, dtype=torch.bool),
                      torch.zeros(1, 4), torch.ones(1, 2, 2, dtype=torch.bool))
     scores = m.proposal_scores(sub)[0]
     # image 1 of "a" matches both sub-regions exactly (EMD 0); "b" is orthogonal (EMD 1)
     torch.testing.assert_close(scores.float(), torch.tensor([1.0, 0.0]), atol=1e-6, rtol=0)
-    c = DPSMMatcher(bank, _Models(), mode="image-to-class", proposals="superpixels", emd_solver="exact")
+    c = DPSMMatcher(bank, _Models(), DpsmOptions(mode="image-to-class", proposals="superpixels",
+                                                emd_solver="exact"))
     c.prepare(["a", "b"])
     # all parts of "a" at once: half of the supply sits on e0, which costs 1 to ship anywhere
     a_cost = ot.emd2(np.array([0.5, 0.25, 0.25]), np.array([0.5, 0.5]),
@@ -104,20 +110,20 @@ def test_supply_groups_follow_coarse_clusters():
     table = {"label": ["a"] * 4, "level": ["part"] * 4, "image_id": [0, 1, 2, 3],
              "coarse_cluster": [0, 0, 1, 1], "supply": [1.0, 1.0, 1.0, 1.0]}
     bank = PrototypeBank.create(vectors, table, method="test", feature_encoder="test", dtype="float32")
-    m = DPSMMatcher(bank, _Models(), mode="single", proposals="superpixels")
+    m = DPSMMatcher(bank, _Models(), DpsmOptions(mode="single", proposals="superpixels"))
     m.prepare(["a"])
-    assert m.support_group.tolist() == [0, 0, 1, 1]
-    torch.testing.assert_close(m.supply, torch.full((4,), 0.25))
+    assert m.suppliers.support_group.tolist() == [0, 0, 1, 1]
+    torch.testing.assert_close(m.suppliers.supply, torch.full((4,), 0.25))
 
 
 def test_missing_class_is_a_user_error():
-    m = DPSMMatcher(_car_tomato_bank(), _Models(), proposals="superpixels")
+    m = DPSMMatcher(_car_tomato_bank(), _Models(), DpsmOptions(proposals="superpixels"))
     with pytest.raises(ProtosegError, match="zebra"):
         m.prepare(["car", "zebra"])
     with pytest.raises(ProtosegError, match="mode"):
-        DPSMMatcher(_car_tomato_bank(), _Models(), mode="nearest", proposals="superpixels")
+        DPSMMatcher(_car_tomato_bank(), _Models(), DpsmOptions(mode="nearest", proposals="superpixels"))
     with pytest.raises(ProtosegError, match="SAM"):
-        DPSMMatcher(_car_tomato_bank(), _Models(), proposals="sam")
+        DPSMMatcher(_car_tomato_bank(), _Models(), DpsmOptions(proposals="sam"))
 
 
 @pytest.mark.parametrize("mode", ["area", "point"])
@@ -150,11 +156,11 @@ def test_composition_rules():
     masks[0, 0, :2] = True  # big proposal covers pixels 0, 1
     masks[1, 0, 1] = True  # small proposal covers pixel 1
     scores = torch.tensor([[0.9, 0.1], [0.4, 0.6]])
-    m.composition = "mean"
+    m.options = replace(m.options, composition="mean")
     torch.testing.assert_close(m.compose(scores, masks)[:, 0], torch.tensor([[0.9, 0.65, 0.0], [0.1, 0.35, 0.0]]))
-    m.composition = "smallest"
+    m.options = replace(m.options, composition="smallest")
     torch.testing.assert_close(m.compose(scores, masks)[:, 0], torch.tensor([[0.9, 0.4, 0.0], [0.1, 0.6, 0.0]]))
-    m.composition = "confident"
+    m.options = replace(m.options, composition="confident")
     torch.testing.assert_close(m.compose(scores, masks)[:, 0], torch.tensor([[0.9, 0.9, 0.0], [0.1, 0.1, 0.0]]))
 
 

@@ -13,14 +13,16 @@ from test_dpsm import _handcrafted_bank
 from tiny_models import tiny_sam
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.matchers import DpsmOptions
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.eval.ablations import SUITES
-from protoseg.match.dpsm import DPSMMatcher, SubRegions
+from protoseg.match.dpsm import DPSMMatcher, SubRegions, modes
+from protoseg.match.dpsm.modes import buckets, costs, pruned_count, subregion_ot
 from protoseg.match.transport import aggregate_suppliers, sinkhorn_grouped_mass
 from protoseg.models.sam import SamPredictor
 from protoseg.proposals import MaskGenerationSettings, generate_masks
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 
@@ -53,16 +55,19 @@ def _proposals(centres: torch.Tensor, counts: list[int], seed: int, spread: floa
     return SubRegions(feats, demand / demand.sum(1, keepdim=True), valid, feats.mean(1), torch.ones(N, 1, 1).bool())
 
 
-def _matcher(bank, classes, **options) -> DPSMMatcher:
-    m = DPSMMatcher(bank, _Models(), proposals="superpixels", **options)
+def _matcher(bank, classes, cost_chunk_bytes=modes.COST_CHUNK_BYTES, prune_min=modes.PRUNE_MIN,
+             **options) -> DPSMMatcher:
+    m = DPSMMatcher(bank, _Models(), DpsmOptions(proposals="superpixels", **options),
+                    cost_chunk_bytes=cost_chunk_bytes, prune_min=prune_min)
     m.prepare(classes)
     return m
 
 
 def _reference(bank, classes, sub, **options):
     """Unpruned, float64, converged far below the default stop threshold."""
-    return _matcher(bank, classes, prune_keep=0.0, transport_dtype="float64", stop_thr=1e-8, iterations=20000,
-                    **options).subregion_ot(sub).double()
+    m = _matcher(bank, classes, prune_keep=0.0, transport_dtype="float64", stop_thr=1e-8, iterations=20000,
+                 **options)
+    return subregion_ot(sub, m.prepared()).double()
 
 
 # ---------------------------------------------------------------- aggregate suppliers
@@ -117,8 +122,8 @@ def test_merging_identical_suppliers_is_exact():
     # keep the 8 cheapest: everything else per class is either identical (class 0 / 1 halves) or far
     pruned = _matcher(bank, classes, prune_keep=0.02, prune_min=8, stop_thr=1e-9, iterations=20000,
                       transport_dtype="float64")
-    assert pruned.pruned_count(400) == 8
-    got = pruned.subregion_ot(sub).double()
+    assert pruned_count(400, pruned.prepared()) == 8
+    got = subregion_ot(sub, pruned.prepared()).double()
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=5e-3)
 
 
@@ -132,17 +137,18 @@ def test_pruned_class_probabilities_close_to_the_unpruned_solution(seed, spread,
     ref = _reference(bank, classes, sub, epsilon=eps)
     pruned = _matcher(bank, classes, epsilon=eps, prune_keep=0.05, prune_min=1, transport_dtype="float64",
                       stop_thr=1e-8, iterations=20000)
-    assert pruned.pruned_count(2400) == 120
-    got = pruned.subregion_ot(sub).double()
+    assert pruned_count(2400, pruned.prepared()) == 120
+    got = subregion_ot(sub, pruned.prepared()).double()
     err = float((got - ref).abs().max())
     assert err < 1e-3, err
     # plain top-M: the same kept prototypes, the others' supply sent to the dustbin
     C = 6
-    cost = pruned.costs(sub.features)
-    a, M, grp = aggregate_suppliers(cost.double(), pruned.supply.double(), pruned.prototype_class, C, 120, eps,
+    suppliers = pruned.suppliers
+    cost = costs(sub.features, suppliers.prototypes)
+    a, M, grp = aggregate_suppliers(cost.double(), suppliers.supply.double(), suppliers.prototype_class, C, 120, eps,
                                     sub.valid)
     Mt = torch.cat([M[:, :, :120], torch.zeros(len(M), 1, 120, dtype=torch.float64)], 1)
-    dustbin = float(pruned.supply.double().sum()) - 1
+    dustbin = float(suppliers.supply.double().sum()) - 1
     a_kept = a[:, :120]
     demand = torch.cat([sub.demand.double(), (a_kept.sum(1) - 1)[:, None]], 1)
     real = torch.cat([sub.valid, torch.zeros(len(M), 1, dtype=torch.bool)], 1)
@@ -157,15 +163,15 @@ def test_pruned_transport_close_to_pot_on_the_full_problem():
     sub = _proposals(centres, [3, 6], seed=7)
     classes = [f"c{c}" for c in range(4)]
     m = _matcher(bank, classes, prune_keep=0.05, prune_min=1, stop_thr=1e-7, iterations=20000)
-    got = m.subregion_ot(sub).double().numpy()
-    a = m.supply.double().numpy()
+    got = subregion_ot(sub, m.prepared()).double().numpy()
+    a = m.suppliers.supply.double().numpy()
     for p in range(2):
         live = sub.valid[p].numpy()
         d = sub.demand[p].double().numpy()[live]
-        M = 1 - m.prototypes.double().numpy() @ sub.features[p].double().numpy()[live].T
+        M = 1 - m.suppliers.prototypes.double().numpy() @ sub.features[p].double().numpy()[live].T
         plan = ot.sinkhorn(a, np.concatenate([d, [a.sum() - 1]]), np.concatenate([M, np.zeros((len(a), 1))], 1),
                            0.05, numItermax=20000, stopThr=1e-9, warn=False)
-        ref = np.bincount(m.prototype_class.numpy(), weights=plan[:, :-1].sum(1), minlength=4)
+        ref = np.bincount(m.suppliers.prototype_class.numpy(), weights=plan[:, :-1].sum(1), minlength=4)
         np.testing.assert_allclose(got[p], ref, atol=1e-3)
 
 
@@ -178,15 +184,16 @@ def test_bucketed_and_chunked_equal_one_problem_at_a_time(prune_keep):
     classes = [f"c{c}" for c in range(4)]
     options = {"prune_keep": prune_keep, "prune_min": 1, "stop_thr": 1e-9, "iterations": 20000}
     batched = _matcher(bank, classes, **options)
-    buckets = batched.buckets(sub.valid.sum(1), 400)
-    assert [n for _, n in buckets] == [3, 8, 30]  # counts 1,1,1,2,3 | 7,8 | 30 (within 25 % + 2 of the first)
-    whole = batched.subregion_ot(sub)
-    tiny_chunks = _matcher(bank, classes, cost_chunk_bytes=1, chunk_bytes=1, **options).subregion_ot(sub)
+    bucketed = buckets(sub.valid.sum(1), 400, batched.cost_chunk_bytes)
+    assert [n for _, n in bucketed] == [3, 8, 30]  # counts 1,1,1,2,3 | 7,8 | 30 (within 25 % + 2 of the first)
+    whole = subregion_ot(sub, batched.prepared())
+    tiny = _matcher(bank, classes, cost_chunk_bytes=1, chunk_bytes=1, **options)
+    tiny_chunks = subregion_ot(sub, tiny.prepared())
     torch.testing.assert_close(tiny_chunks, whole, atol=1e-6, rtol=0)
     for p, k in enumerate(counts):  # each proposal alone, unpadded
         one = SubRegions(sub.features[p:p + 1, :k], sub.demand[p:p + 1, :k], sub.valid[p:p + 1, :k],
                          sub.proposal_features[p:p + 1], sub.masks[p:p + 1])
-        torch.testing.assert_close(batched.subregion_ot(one)[0], whole[p], atol=1e-6, rtol=0)
+        torch.testing.assert_close(subregion_ot(one, batched.prepared())[0], whole[p], atol=1e-6, rtol=0)
 
 
 def test_stop_criterion_measures_the_real_sub_regions():
@@ -195,9 +202,7 @@ def test_stop_criterion_measures_the_real_sub_regions():
     sub = _proposals(centres, [2, 5], seed=11)
     m = _matcher(bank, ["c0", "c1", "c2"], prune_keep=0.0, iterations=3, stop_thr=1e-12)
     seen = []
-    import protoseg.match.dpsm as dpsm
-
-    original = dpsm.sinkhorn_grouped_mass
+    original = modes.sinkhorn_grouped_mass
 
     def spy(a, b, M, eps, groups, C, columns, **kw):
         probs, res = original(a, b, M, eps, groups, C, columns, **kw)
@@ -205,11 +210,11 @@ def test_stop_criterion_measures_the_real_sub_regions():
         seen.append((plan.sum(1) - b, kw["measured"], res.error))
         return probs, res
 
-    dpsm.sinkhorn_grouped_mass = spy
+    modes.sinkhorn_grouped_mass = spy
     try:
-        m.subregion_ot(sub)
+        subregion_ot(sub, m.prepared())
     finally:
-        dpsm.sinkhorn_grouped_mass = original
+        modes.sinkhorn_grouped_mass = original
     for diff, measured, error in seen:
         assert not measured[:, -1].any()  # never the dustbin
         expected = torch.linalg.vector_norm(torch.where(measured, diff, torch.zeros_like(diff)), dim=1)

@@ -3,6 +3,8 @@ nearest-part reference, caller-given proposals and SAM-order composition — aga
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import ot
 import pytest
@@ -12,10 +14,12 @@ import torch.nn.functional as F
 from protoseg.bank import PrototypeBank
 from protoseg.config.matchers import DpsmOptions
 from protoseg.config.segment import get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.match.dpsm import DPSMMatcher, SubRegions, capacity_candidates
+from protoseg.match.dpsm import DPSMMatcher, SubRegions
+from protoseg.match.dpsm.exact import capacity_candidates
+from protoseg.match.dpsm.modes import proposal_epsilon
 from protoseg.models.handcrafted import HANDCRAFTED_ID
-from protoseg.regions import SuperpixelParams
 from protoseg.segment import Segmenter
 
 
@@ -44,7 +48,7 @@ def _red_proposal() -> SubRegions:
 
 
 def _matcher(bank: PrototypeBank, classes: list[str], **options) -> DPSMMatcher:
-    m = DPSMMatcher(bank, _Models(), proposals="superpixels", **options)
+    m = DPSMMatcher(bank, _Models(), DpsmOptions(proposals="superpixels", **options))
     m.prepare(classes)
     return m
 
@@ -97,14 +101,14 @@ def _random_proposals(seed: int, N: int = 3, n: int = 4, dim: int = 6) -> SubReg
 def _pot_class_mass(m: DPSMMatcher, sub: SubRegions, p: int, eps: float | None) -> np.ndarray:
     """Eq. 10-11 for proposal ``p`` with POT on the full, unpruned problem."""
     live = sub.valid[p].numpy()
-    a = m.supply.double().numpy()
+    a = m.suppliers.supply.double().numpy()
     d = sub.demand[p].double().numpy()[live]
-    M = 1 - m.prototypes.double().numpy() @ sub.features[p].double().numpy()[live].T  # [m, n]
+    M = 1 - m.suppliers.prototypes.double().numpy() @ sub.features[p].double().numpy()[live].T  # [m, n]
     b = np.concatenate([d, [a.sum() - d.sum()]])
     M = np.concatenate([M, np.zeros((len(a), 1))], 1)
     plan = ot.emd(a, b, M, numItermax=10**7) if eps is None else ot.sinkhorn(a, b, M, eps, numItermax=20000,
                                                                                stopThr=1e-10, method="sinkhorn_log")
-    return np.bincount(m.prototype_class.numpy(), weights=plan[:, :-1].sum(1), minlength=len(m.classes))
+    return np.bincount(m.suppliers.prototype_class.numpy(), weights=plan[:, :-1].sum(1), minlength=len(m.classes))
 
 
 @pytest.mark.parametrize("capacity,supply", [(1.0, "class"), (3.0, "class"), (1.0, "view"), (2.0, "cluster")])
@@ -130,8 +134,8 @@ def test_exact_transport_on_capacity_candidates_equals_pot_on_the_full_problem(c
     sub = _random_proposals(4)
     # the candidates really prune (so the equality above exercises the pruning)
     live = sub.valid[0]
-    cost = (1 - sub.features[0][live] @ m.prototypes.T).double()
-    keep = capacity_candidates(cost, m.supply.double(), 1.0)
+    cost = (1 - sub.features[0][live] @ m.suppliers.prototypes.T).double()
+    keep = capacity_candidates(cost, m.suppliers.supply.double(), 1.0)
     assert 0 < int(keep.sum()) < len(keep)
 
 
@@ -147,17 +151,18 @@ def test_supply_units_per_view_and_per_cluster():
     bank = _random_bank(5, classes=2, views=4, parts=3)
     for supply, capacity in (("class", 2.0), ("view", 1.5), ("cluster", 3.0)):
         m = _matcher(bank, ["c0", "c1"], supply=supply, capacity=capacity, supply_clusters=2)
-        totals = torch.zeros(int(m.supply_unit.max()) + 1).index_add_(0, m.supply_unit, m.supply)
+        s = m.suppliers
+        totals = torch.zeros(int(s.supply_unit.max()) + 1).index_add_(0, s.supply_unit, s.supply)
         torch.testing.assert_close(totals, torch.full_like(totals, capacity))
-        units_per_class = [len(torch.unique(m.supply_unit[m.prototype_class == c])) for c in range(2)]
+        units_per_class = [len(torch.unique(s.supply_unit[s.prototype_class == c])) for c in range(2)]
         assert units_per_class == {"class": [1, 1], "view": [4, 4], "cluster": [2, 2]}[supply]
         if supply == "view":  # a unit is exactly one support view
-            assert torch.equal(m.supply_unit, m.support_group)
+            assert torch.equal(m.suppliers.supply_unit, m.suppliers.support_group)
         # within a unit, parts keep their eq. 7 area shares
         raw = torch.from_numpy(np.asarray(bank.table["supply"])[bank.table["level"] == "part"]).float()
-        for u in torch.unique(m.supply_unit):
-            sel = m.supply_unit == u
-            torch.testing.assert_close(m.supply[sel], capacity * raw[sel] / raw[sel].sum())
+        for u in torch.unique(m.suppliers.supply_unit):
+            sel = m.suppliers.supply_unit == u
+            torch.testing.assert_close(m.suppliers.supply[sel], capacity * raw[sel] / raw[sel].sum())
 
 
 def test_cluster_supply_groups_views_by_their_whole_prototypes():
@@ -169,14 +174,15 @@ def test_cluster_supply_groups_views_by_their_whole_prototypes():
              "part_id": [-1] * 4 + [0] * 4, "supply": [0.0] * 4 + [0.25] * 4}
     bank = PrototypeBank.create(vectors, table, method="test", feature_encoder="test", dtype="float32")
     m = _matcher(bank, ["a"], supply="cluster", supply_clusters=2)
-    assert m.supply_unit.tolist()[0] == m.supply_unit.tolist()[1] != m.supply_unit.tolist()[2]
-    assert m.supply_unit.tolist()[2] == m.supply_unit.tolist()[3]
-    torch.testing.assert_close(m.supply, torch.full((4,), 0.5))
+    units = m.suppliers.supply_unit.tolist()
+    assert units[0] == units[1] != units[2]
+    assert units[2] == units[3]
+    torch.testing.assert_close(m.suppliers.supply, torch.full((4,), 0.5))
     # a bank with its own coarse clusters keeps them
     clustered = dict(table, coarse_cluster=[0, 0, 0, 1, 0, 0, 0, 1])
     bank = PrototypeBank.create(vectors, clustered, method="test", feature_encoder="test", dtype="float32")
     m = _matcher(bank, ["a"], supply="cluster", supply_clusters=2)
-    assert m.supply_unit.tolist() == [0, 0, 0, 1]
+    assert m.suppliers.supply_unit.tolist() == [0, 0, 0, 1]
 
 
 def test_auto_epsilon_is_the_scaled_deciding_spread_and_solves_at_that_epsilon():
@@ -184,9 +190,9 @@ def test_auto_epsilon_is_the_scaled_deciding_spread_and_solves_at_that_epsilon()
     m = _matcher(bank, ["c0", "c1", "c2"], epsilon="auto", epsilon_ratio=0.7, epsilon_floor=1e-3,
                  iterations=20000, stop_thr=1e-7)
     sub = _random_proposals(8)
-    cost = 1 - sub.features @ m.prototypes.T
-    eps = m.proposal_epsilon(cost, sub)
-    classes = m.prototype_class.numpy()
+    cost = 1 - sub.features @ m.suppliers.prototypes.T
+    eps = proposal_epsilon(cost, sub.demand, m.prepared())
+    classes = m.suppliers.prototype_class.numpy()
     for p in range(3):
         spread = 0.0
         for j in np.flatnonzero(sub.valid[p].numpy()):
@@ -198,7 +204,7 @@ def test_auto_epsilon_is_the_scaled_deciding_spread_and_solves_at_that_epsilon()
         np.testing.assert_allclose(probs[p].numpy(), _pot_class_mass(m, sub, p, float(eps[p])), atol=2e-4)
     assert len(set(np.round(eps.numpy(), 6))) == 3  # one epsilon per proposal
     floor = _matcher(bank, ["c0", "c1", "c2"], epsilon="auto", epsilon_ratio=1e-9, epsilon_floor=0.02)
-    torch.testing.assert_close(floor.proposal_epsilon(cost, sub), torch.full((3,), 0.02))
+    torch.testing.assert_close(proposal_epsilon(cost, sub.demand, floor.prepared()), torch.full((3,), 0.02))
 
 
 def test_nearest_part_votes_each_sub_regions_demand_and_is_the_large_capacity_limit():
@@ -206,11 +212,11 @@ def test_nearest_part_votes_each_sub_regions_demand_and_is_the_large_capacity_li
     sub = _random_proposals(10)
     m = _matcher(bank, ["c0", "c1", "c2"], mode="nearest-part")
     votes = m.proposal_scores(sub)
-    cos = sub.features @ m.prototypes.T
+    cos = sub.features @ m.suppliers.prototypes.T
     expected = torch.zeros(3, 3)
     for p in range(3):
         for j in np.flatnonzero(sub.valid[p].numpy()):
-            expected[p, m.prototype_class[cos[p, j].argmax()]] += sub.demand[p, j]
+            expected[p, m.suppliers.prototype_class[cos[p, j].argmax()]] += sub.demand[p, j]
     torch.testing.assert_close(votes, expected)
     huge = _matcher(bank, ["c0", "c1", "c2"], emd_solver="exact", capacity=1e4).proposal_scores(sub)
     torch.testing.assert_close(huge, votes, atol=1e-5, rtol=0)
@@ -218,7 +224,7 @@ def test_nearest_part_votes_each_sub_regions_demand_and_is_the_large_capacity_li
 
 def test_confident_then_smaller_composition():
     m = _matcher(_looks_bank(), ["car", "brick"])
-    m.composition = "confident-smallest"
+    m.options = replace(m.options, composition="confident-smallest")
     masks = torch.zeros(3, 1, 4, dtype=torch.bool)
     masks[0, 0, :] = True  # whole row, confident 0.9
     masks[1, 0, :2] = True  # nested, equally confident (0.9), smaller: wins pixels 0-1
@@ -226,7 +232,7 @@ def test_confident_then_smaller_composition():
     scores = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4]])
     out = m.compose(scores, masks)[:, 0]
     torch.testing.assert_close(out, torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.9, 0.9, 0.1, 0.1]]))
-    m.composition = "confident"  # ties resolved by order, not by size
+    m.options = replace(m.options, composition="confident")  # ties resolved by order, not by size
     assert not torch.equal(m.compose(scores, masks)[:, 0], out)
 
 
@@ -297,7 +303,7 @@ def test_switch_options_are_validated():
         with pytest.raises(ProtosegError, match=match):
             DpsmOptions(**bad)
     with pytest.raises(ProtosegError, match="auto"):
-        DPSMMatcher(_looks_bank(), _Models(), mode="single", proposals="superpixels", epsilon="auto")
+        DPSMMatcher(_looks_bank(), _Models(), DpsmOptions(mode="single", proposals="superpixels", epsilon="auto"))
     o = DpsmOptions()  # the paper's setting by default
     assert (o.capacity, o.supply, o.epsilon, o.emd_solver, o.mode, o.composition) == (
         1.0, "class", 0.05, "sinkhorn", "subregion-ot", "mean")

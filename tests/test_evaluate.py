@@ -19,6 +19,7 @@ from protoseg.eval.labelmaps import PredictionFolder
 from protoseg.eval.result import write_reports
 from protoseg.eval.segmenter_predictor import SegmenterPredictor
 from protoseg.eval.shards import evaluate
+from protoseg.match import Matcher
 from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.segment import Segmenter
 
@@ -191,7 +192,7 @@ def test_segmenter_diagnostics_are_summed_into_the_report(tmp_path):
     assert "diagnostics" not in quiet.config
 
 
-class ColourMatcher:
+class ColourMatcher(Matcher):
     """Scores by colour: class a = R/255, class b = G/255 (a stand-in matcher)."""
 
     def prepare(self, classes):

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.matchers import FreedaOptions
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match.freeda import FreeDAMatcher
-from protoseg.regions import SuperpixelParams
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 
@@ -57,7 +58,7 @@ def models(with_clip=True):
 
 @pytest.mark.parametrize("pooling", ["area", "point"])
 def test_local_global_mix_matches_hand_computation(pooling):
-    m = FreeDAMatcher(bank(), models(), beta=0.8, pooling=pooling,
+    m = FreeDAMatcher(bank(), models(), FreedaOptions(beta=0.8, pooling=pooling),
                       superpixels=SuperpixelParams(scale=100, sigma=0.5, min_size=5))
     m.prepare(["A", "B"])
     scores = m(halves_image())
@@ -70,7 +71,7 @@ def test_local_global_mix_matches_hand_computation(pooling):
 
 
 def test_without_superpixels_is_the_upsampled_dense_map():
-    m = FreeDAMatcher(bank(), models(with_clip=False), use_global=False, use_superpixels=False)
+    m = FreeDAMatcher(bank(), models(with_clip=False), FreedaOptions(use_global=False, use_superpixels=False))
     m.prepare(["A", "B"])
     scores = m(halves_image())
     dense = torch.sigmoid(torch.tensor([[[1.0, 0.0]] * 2, [[0.0, 1.0]] * 2]))  # [C, 2, 2]
@@ -81,7 +82,7 @@ def test_without_superpixels_is_the_upsampled_dense_map():
 def test_region_without_grid_weight_keeps_dense_fallback():
     crop = halves_image(29)
     crop[:, 12:17, 5:9] = torch.tensor([255.0, 0, 0])[:, None, None]  # a small red square away from the samples
-    m = FreeDAMatcher(bank(), models(with_clip=False), use_global=False, pooling="point",
+    m = FreeDAMatcher(bank(), models(with_clip=False), FreedaOptions(use_global=False, pooling="point"),
                       superpixels=SuperpixelParams(scale=1, sigma=0.1, min_size=1))
     m.prepare(["A", "B"])
     scores = m(crop)
@@ -94,7 +95,7 @@ def test_region_without_grid_weight_keeps_dense_fallback():
 def test_retrieval_takes_k_nearest_keys_and_averages_raw_prototypes():
     # Keys: rows 0 and 1 near class A's text vector, row 2 near B's; row 3 is a part row (never used).
     keys = np.array([[1, 0.1, 0], [1, -0.1, 0], [0, 1, 0], [1, 0, 0]], np.float32)
-    m = FreeDAMatcher(bank(keys), models(), k=3)
+    m = FreeDAMatcher(bank(keys), models(), FreedaOptions(k=3))
     m.prepare(["A", "B"])
     # A retrieves rows {3, 0, 1}; the part row is dropped; mean(e1, 2*e1) normalised = e1.
     torch.testing.assert_close(m.prototypes[0, 0], E1)
@@ -103,12 +104,13 @@ def test_retrieval_takes_k_nearest_keys_and_averages_raw_prototypes():
 
 
 def test_kmeans_aggregation_keeps_several_centroids():
-    m = FreeDAMatcher(bank(), models(with_clip=False), use_global=False, aggregation="kmeans", clusters=2)
+    m = FreeDAMatcher(bank(), models(with_clip=False),
+                      FreedaOptions(use_global=False, aggregation="kmeans", clusters=2))
     m.prepare(["A", "B"])
     assert m.prototypes.shape == (2, 2, 2)
 
 
 def test_unknown_class_without_keys_is_a_clear_error():
-    m = FreeDAMatcher(bank(), models(with_clip=False), use_global=False)
+    m = FreeDAMatcher(bank(), models(with_clip=False), FreedaOptions(use_global=False))
     with pytest.raises(ProtosegError, match="'zebra'"):
         m.prepare(["A", "zebra"])

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.offline.parts import image_prototypes, object_prototypes, supply_units
-from protoseg.regions import SuperpixelParams, mask_weights, pool_features
+from protoseg.regions import mask_weights, pool_features
 
 
 def test_object_prototypes_equal_pooling_each_mask_separately():

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protoseg.regions import SuperpixelParams, mask_weights, pool_features, region_weights, superpixels
+from protoseg.config.superpixels import SuperpixelParams
+from protoseg.regions import mask_weights, pool_features, region_weights, superpixels
 
 
 def one_hot(labels: torch.Tensor, num: int) -> torch.Tensor:

@@ -14,8 +14,10 @@ import torch
 
 from protoseg.bank import PrototypeBank
 from protoseg.classes import ClassList, normalize_background, normalize_classes
+from protoseg.config.matchers import FreedaOptions
 from protoseg.config.segment import get_preset
 from protoseg.errors import ProtosegError
+from protoseg.match import Matcher
 from protoseg.match.freeda import FreeDAMatcher
 from protoseg.match.prototypes import served_names
 from protoseg.models.handcrafted import HANDCRAFTED_ID
@@ -24,7 +26,7 @@ from protoseg.segment import Segmenter
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
-class LinearMatcher:
+class LinearMatcher(Matcher):
     """Scores name ``n`` as ``w_n . rgb / 255`` (weights ``name -> (r, g, b)``); ``unserved`` names are
     reported as not servable."""
 
@@ -145,7 +147,7 @@ def test_synonyms_are_reduced_after_window_averaging():
     two windows, "cat" scores 1 in one window and 0 in the other, "kitty" the reverse: max(average) = 0.5 loses
     to dog's 0.6, while a per-window max would give the class 1."""
 
-    class AlternatingMatcher:
+    class AlternatingMatcher(Matcher):
         def prepare(self, classes):
             self.names, self.calls = list(classes), 0
 
@@ -203,13 +205,14 @@ def test_freeda_serves_by_label_or_by_retrieval():
     label_bank = PrototypeBank.create(protos, table, method="t", feature_encoder="fixed", dtype="float32")
     label_bank.prototypes[3] = np.nan  # a damaged row: D has no finite prototype
     no_clip = SimpleNamespace(clip=None, device=torch.device("cpu"))
-    m = FreeDAMatcher(label_bank, no_clip, use_global=False)
+    m = FreeDAMatcher(label_bank, no_clip, FreedaOptions(use_global=False))
     assert m.serves(["A", "Z", "C", "D"]) == [True, False, False, False]  # C: a part row only
     assert served_names(label_bank, ["A", "C"], retrieval=False, level="part") == [False, True]
     keyed = PrototypeBank.create(protos[:2], {"label": ["A", "B"]}, method="t", feature_encoder="fixed",
                                  keys=np.eye(2, 3, dtype=np.float32), text_encoder="clip", dtype="float32")
     with_clip = SimpleNamespace(clip=object(), device=torch.device("cpu"))
-    assert FreeDAMatcher(keyed, with_clip).serves(["A", "zebra"]) == [True, True]  # retrieval serves any name
+    retrieval = FreeDAMatcher(keyed, with_clip, FreedaOptions())
+    assert retrieval.serves(["A", "zebra"]) == [True, True]  # retrieval serves any name
 
 
 # ------------------------------------------------------------------------------------ probability background

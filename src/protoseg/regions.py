@@ -13,23 +13,14 @@ and agree exactly with resizing each binary mask separately (see tests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
 
+from protoseg.config.superpixels import SuperpixelParams
+
 POOLING_MODES = ("area", "point")
-
-
-@dataclass(frozen=True)
-class SuperpixelParams:
-    """Felzenszwalb parameters (scikit-image semantics)."""
-
-    scale: float = 100.0
-    sigma: float = 1.0
-    min_size: int = 20
 
 
 def superpixels(image: np.ndarray, params: SuperpixelParams = SuperpixelParams()) -> np.ndarray:
@@ -56,7 +47,7 @@ def _adaptive_bins(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return start, end
 
 
-def _area_axis_weights(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+def area_axis_weights(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each input index along an axis: the (up to two) bins it falls in and its weight in each.
 
     Returns ``bins [size, 2]`` (``-1`` when absent) and ``weights [size, 2]`` (``1 / bin length``).
@@ -76,7 +67,7 @@ def _area_axis_weights(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]
     return bins, weights
 
 
-def _point_axis_weights(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+def point_axis_weights(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each output sample along an axis: the two input pixels bilinear (align_corners=True) reads.
 
     Returns ``src [out, 2]`` indices and ``weights [out, 2]``.
@@ -111,8 +102,8 @@ def region_weights(labels: torch.Tensor | np.ndarray, grid: tuple[int, int], mod
     if R == 0:
         return out.view(0, h * w)
     if mode == "area":
-        by, wy = (t.to(labels.device) for t in _area_axis_weights(H, h))
-        bx, wx = (t.to(labels.device) for t in _area_axis_weights(W, w))
+        by, wy = (t.to(labels.device) for t in area_axis_weights(H, h))
+        bx, wx = (t.to(labels.device) for t in area_axis_weights(W, w))
         for a in range(2):
             rows = torch.arange(H, device=labels.device) if a == 0 else torch.nonzero(by[:, 1] >= 0)[:, 0]
             for b in range(2):
@@ -123,8 +114,8 @@ def region_weights(labels: torch.Tensor | np.ndarray, grid: tuple[int, int], mod
                 val = (wy[rows, a, None] * wx[None, cols, b]).expand_as(lab)
                 out.index_add_(0, idx[ok], val[ok])
     elif mode == "point":
-        sy, wy = _point_axis_weights(H, h)
-        sx, wx = _point_axis_weights(W, w)
+        sy, wy = point_axis_weights(H, h)
+        sx, wx = point_axis_weights(W, w)
         sy, wy, sx, wx = (t.to(labels.device) for t in (sy, wy, sx, wx))
         cell = torch.arange(h * w, device=labels.device).view(h, w)
         for a in range(2):

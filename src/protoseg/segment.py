@@ -214,8 +214,8 @@ class Segmenter:
     def query(self, classes: Sequence[ClassSpec] | ClassList, background_names: Sequence[str] = ()) -> Query:
         """The prepared :class:`Query` of ``classes`` (and of ``background_names``, queried as background).
 
-        A matcher that says which names it can serve (``serves(names)``, e.g. banks that look prototypes up
-        by exact label) gets only those: a class is served when any of its synonyms is. A class none of
+        The matcher gets only the names it can serve (:meth:`protoseg.match.Matcher.serves`, e.g. banks that look
+        prototypes up by exact label): a class is served when any of its synonyms is. A class none of
         whose names is served is passed on whole, and the matcher's error names it.
         """
         given = normalize_classes(classes)
@@ -223,13 +223,10 @@ class Segmenter:
         key = (given, background)
         if self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
-        served, kept_background = given, background
-        serves = getattr(self.matcher, "serves", None)
-        if serves is not None:
-            background_class = ClassList((background,)) if background else None
-            served = given.keep(serves(given.names))
-            if background_class is not None:
-                kept_background = background_class.keep(serves(list(background))).synonyms[0]
+        served = given.keep(self.matcher.serves(given.names))
+        kept_background = background
+        if background:
+            kept_background = ClassList((background,)).keep(self.matcher.serves(list(background))).synonyms[0]
         query = Query.build(given, served, kept_background)
         self.matcher.prepare(list(query.names))
         self._prepared = (key, query)
@@ -264,43 +261,34 @@ class Segmenter:
         size = rescale_size(*image.shape[:2], self.preset.scale)
         resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
-        if proposals is not None and getattr(self.matcher, "image_scope", False):
-            raise ProtosegError("proposals were passed but this dpsm matcher makes its own ('sam'); set matcher "
-                                "option proposals='given'")
+        self.matcher.check_proposals(proposals is not None)
         if proposals is not None:
             masks = torch.as_tensor(np.asarray(proposals)).bool()
             if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(image.shape[:2]):
                 raise ProtosegError(f"proposals must be bool [N, H, W] masks of the {image.shape[1]}x"
                                     f"{image.shape[0]} image; got shape {tuple(masks.shape)}")
             masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
-            resized = torch.cat([resized, masks.to(resized)])  # cropped together with the image
-        else:  # a matcher that proposes regions once per image (DPSM sam_scope="image"): cropped the same way
-            image_proposals = getattr(self.matcher, "image_proposals", None)
-            masks = image_proposals(resized) if image_proposals is not None else None
-            if masks is not None:
-                proposals = masks
-                resized = torch.cat([resized, masks.to(resized)])
+        else:  # a matcher that proposes regions once per image (DPSM sam_scope="image"), or None
+            masks = self.matcher.image_proposals(resized)
 
         channels = len(query.names) + int(constant)
-        batched = getattr(self.matcher, "score_windows", None)
-        if batched is not None:  # the matcher scores several windows per model forward
-            if proposals is not None:
-                raise ProtosegError(f"the {self.preset.matcher} matcher takes no region proposals")
+        if masks is None:  # windows in batches of the matcher's size
             def score_batch(crops: torch.Tensor) -> torch.Tensor:
-                s = batched(crops)
+                s = self.matcher.score_windows(crops)
                 if constant:
                     s = torch.cat([torch.full_like(s[:, :1], threshold), s], 1)
                 return s
 
             return slide_batches(resized, score_batch, channels, self.preset.crop, self.preset.stride,
-                                 getattr(self.matcher, "batch_size", 1))
+                                 self.matcher.batch_size)
 
-        def score(crop: torch.Tensor) -> torch.Tensor:
-            s = self.matcher(crop) if proposals is None else self.matcher(crop[:3], proposals=crop[3:] > 0.5)
+        def score(crop: torch.Tensor) -> torch.Tensor:  # the image's channels, then its proposals
+            s = self.matcher(crop[:3], proposals=crop[3:] > 0.5)
             if constant:
                 s = torch.cat([torch.full_like(s[:1], threshold), s])
             return s
 
+        resized = torch.cat([resized, masks.to(resized)])  # proposals are cropped together with the image
         return slide(resized, score, channels, self.preset.crop, self.preset.stride)
 
     @torch.no_grad()
@@ -327,9 +315,7 @@ class Segmenter:
             raise ProtosegError("background names are queried only by the probability background rule; "
                                 f"this segmentation uses {rule!r}")
         query = self.query(classes, background_names)
-        reset_stats = getattr(self.matcher, "reset_stats", None)
-        if reset_stats is not None:
-            reset_stats()
+        self.matcher.reset_stats()
         scores = self._slide(image, query, rule == "constant", proposals)
         H, W = image.shape[:2]
         scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
@@ -341,7 +327,7 @@ class Segmenter:
                 scores = torch.cat([scores[:offset], query.served.reduce(query.entries(scores[offset:]))])
             labels = scores.argmax(0) - offset
             kept = scores[offset:]
-        diagnostics = dict(getattr(self.matcher, "stats", None) or {})
+        diagnostics = dict(self.matcher.stats)
         return Segmentation(labels=labels.cpu().numpy().astype(np.int64), classes=query.classes.labels,
                             scores=kept.float().cpu() if return_scores else None, diagnostics=diagnostics)
 

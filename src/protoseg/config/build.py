@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from protoseg.classes import validate_classes
 from protoseg.config.fields import checked, override, require, to_dict
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 
 
 @dataclass(frozen=True)

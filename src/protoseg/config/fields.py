@@ -8,7 +8,7 @@ names the field and the values it takes — never later, inside the first image.
 - ``Literal[...]`` fields take one of the listed values;
 - ``bool`` takes ``True``/``False`` only; ``int`` a whole number; ``float`` any real number (stored as
   ``float``); ``X | None`` also ``None``;
-- nested records (e.g. :class:`~protoseg.regions.SuperpixelParams`) take an instance or a dict;
+- nested records (e.g. :class:`~protoseg.config.superpixels.SuperpixelParams`) take an instance or a dict;
 - tuples take any sequence of the right length.
 
 :func:`override` is the single merge rule: the given fields replace the record's (``None`` included: it

@@ -1,9 +1,11 @@
 """Options of each matcher as a typed record, validated on construction.
 
-``MATCHER_OPTIONS`` maps a matcher name (:data:`protoseg.match.MATCHERS`) to its options record; a
-preset holds one such record, so a bad key or value fails when the preset (and hence the
-:class:`~protoseg.segment.Segmenter`) is made, naming the key and the values it takes. The
-superpixel parameters are a preset field shared by every matcher, not a matcher option.
+Each option is declared and validated here, once; a matcher is constructed from its record
+(``Matcher(bank, models, options, superpixels=...)``). ``MATCHER_OPTIONS`` maps a matcher name
+(:data:`protoseg.match.MATCHERS`) to its options record; a preset holds one such record, so a bad key
+or value fails when the preset (and hence the :class:`~protoseg.segment.Segmenter`) is made, naming
+the key and the values it takes. The superpixel parameters are a preset field shared by every matcher,
+not a matcher option.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from protoseg.config.fields import checked, from_dict, require
-from protoseg.regions import SuperpixelParams
+from protoseg.config.superpixels import SuperpixelParams
+from protoseg.errors import ProtosegError
 
 
 @dataclass(frozen=True)
@@ -122,16 +125,17 @@ class DpsmOptions:
         require(self.stop_thr > 0, "dpsm option", "stop_thr", "> 0", self.stop_thr)
         require(self.max_proposals is None or self.max_proposals >= 1, "dpsm option", "max_proposals",
                 ">= 1 or None", self.max_proposals)
+        if self.epsilon == "auto" and self.mode in ("single", "image-to-class") and self.emd_solver == "sinkhorn":
+            raise ProtosegError(f"dpsm epsilon='auto' is a per-proposal scale of mode 'subregion-ot'; give mode "
+                                f"{self.mode!r} a number (or emd_solver='exact')")
 
 
-#: matcher name -> its options record.
+#: matcher name -> its options record (:func:`protoseg.match.register_matcher` adds to it).
 MATCHER_OPTIONS: dict[str, type] = {"freeda": FreedaOptions, "dpsm": DpsmOptions}
 
 
 def matcher_options(matcher: str, options: Any = None) -> Any:
     """The options record of ``matcher`` from a record, a dict of overrides of its defaults, or ``None``."""
-    from protoseg.errors import ProtosegError
-
     try:
         cls = MATCHER_OPTIONS[matcher]
     except KeyError:

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from protoseg.config.fields import checked, from_dict, override, require, to_dict
 from protoseg.config.matchers import DpsmOptions, FreedaOptions, matcher_options
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
-from protoseg.regions import SuperpixelParams
 
 #: Feature backends that are test stand-ins, built for the procedural parts world (:mod:`protoseg.worlds`):
 #: their labels mean nothing on other images (:attr:`Preset.synthetic`).

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from protoseg.config.segment import Preset, get_preset
+from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.eval.protocols import WITH_BACKGROUND
-from protoseg.regions import SuperpixelParams
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import abc
 import importlib
-from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.matchers import MATCHER_OPTIONS, DpsmOptions, FreedaOptions, matcher_options
 from protoseg.errors import ProtosegError
 
 
-class Matcher(Protocol):
+class Matcher(abc.ABC):
     """Scores windows of one image against a class list.
+
+    A matcher is constructed from its bank, the loaded models and its options record
+    (:mod:`protoseg.config.matchers`): ``Matcher(bank, models, options, superpixels=...)``.
 
     ``prepare`` runs once per class list (retrieval, prototype aggregation); ``__call__`` once per
     window. Scores are "higher is more likely", comparable across classes, and on the scale the
@@ -23,36 +28,103 @@ class Matcher(Protocol):
     names, and :class:`protoseg.segment.Segmenter` takes the max over a class's channels after window
     averaging (SCLIP's order).
 
-    A matcher may also keep counts of what it did (``stats``: ``dict[str, int]``, zeroed by
-    ``reset_stats()``); :class:`protoseg.segment.Segmenter` resets them per image and reports them as
-    ``Segmentation.diagnostics``. And it may say which names it can score (``serves(names) -> list[bool]``,
-    for banks that look prototypes up by exact label): the segmenter then drops a class's unserved
-    synonyms, so a class is served when any of its names is. A matcher that can score several windows at
-    once has ``score_windows(crops [B, 3, h, w]) -> [B, C, h, w]`` and ``batch_size``; the segmenter then
-    passes it its windows in batches of that size.
+    Everything else :class:`~protoseg.segment.Segmenter` uses is declared here with a default a matcher
+    overrides when it has the capability:
+
+    - :meth:`serves`: which names it can score (banks that look prototypes up by exact label); the
+      segmenter drops a class's unserved synonyms, so a class is served when any of its names is.
+    - :attr:`proposes_per_image` / :meth:`image_proposals`: region proposals made once on the whole
+      (resized) image, cropped with every window and passed to ``__call__``.
+    - :attr:`takes_proposals` / :meth:`check_proposals`: region proposals given by the caller.
+    - :meth:`score_windows` and :attr:`batch_size`: several windows per model forward.
+    - :meth:`reset_stats` / :attr:`stats`: counts of what it did, reset per image and reported as
+      ``Segmentation.diagnostics``.
     """
 
-    def prepare(self, classes: list[str]) -> None: ...
+    #: Windows per :meth:`score_windows` call.
+    batch_size: int = 1
 
-    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
-        """``crop``: float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]`` (C = len(classes))."""
-        ...
+    @abc.abstractmethod
+    def prepare(self, classes: list[str]) -> None:
+        """Set up for ``classes`` (one score channel each)."""
+
+    @abc.abstractmethod
+    def __call__(self, crop: torch.Tensor, proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """``crop``: float ``[3, h, w]`` RGB 0-255 -> scores ``[C, h, w]`` (C = len(classes)).
+
+        ``proposals``: bool ``[N, h, w]`` region proposals of this window, passed only to a matcher that
+        takes them (:attr:`takes_proposals`) or made them (:meth:`image_proposals`).
+        """
+
+    def serves(self, names: list[str]) -> list[bool]:
+        """Which ``names`` :meth:`prepare` can score (default: all)."""
+        return [True] * len(names)
+
+    @property
+    def proposes_per_image(self) -> bool:
+        """Whether :meth:`image_proposals` proposes regions once per image (default: no)."""
+        return False
+
+    def image_proposals(self, image: torch.Tensor) -> torch.Tensor | None:
+        """Region proposals bool ``[N, H, W]`` of the whole resized image ``[3, H, W]``, or ``None``
+        (default) when the matcher makes none per image."""
+        return None
+
+    @property
+    def takes_proposals(self) -> bool:
+        """Whether the caller gives region proposals of every image (default: no)."""
+        return False
+
+    def check_proposals(self, given: bool) -> None:
+        """Raise :class:`ProtosegError` unless proposals being ``given`` (or not) for an image suits this
+        matcher."""
+        if given and not self.takes_proposals:
+            raise ProtosegError(f"{type(self).__name__} takes no region proposals")
+
+    def score_windows(self, crops: torch.Tensor) -> torch.Tensor:
+        """Windows of one size ``crops`` float ``[B, 3, h, w]`` -> ``[B, C, h, w]`` (default: one at a time)."""
+        return torch.stack([self(crop) for crop in crops])
+
+    def reset_stats(self) -> None:  # noqa: B027 (a capability with a do-nothing default, not abstract)
+        """Zero :attr:`stats` (default: nothing to zero)."""
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts since the last :meth:`prepare` / :meth:`reset_stats` (default: none)."""
+        return {}
 
 
-#: name -> "module:factory". A factory takes ``(bank, models, **options, superpixels=...)`` and returns a
-#: Matcher; its options record is registered in :data:`protoseg.config.matchers.MATCHER_OPTIONS`.
-MATCHERS: dict[str, str] = {
-    "freeda": "protoseg.match.freeda:FreeDAMatcher",
-    "dpsm": "protoseg.match.dpsm:DPSMMatcher",
+@dataclass(frozen=True)
+class Registration:
+    """A registered matcher: its class and its options record.
+
+    Attributes:
+        target: the class, or its ``"module:Class"`` path (imported when first built, so naming a
+            matcher loads no model code).
+        options: its options record (a frozen dataclass; :mod:`protoseg.config.fields`).
+    """
+
+    target: type[Matcher] | str
+    options: type
+
+    def matcher_class(self) -> type[Matcher]:
+        if isinstance(self.target, str):
+            module, attr = self.target.split(":")
+            return getattr(importlib.import_module(module), attr)
+        return self.target
+
+
+#: name -> registered matcher.
+MATCHERS: dict[str, Registration] = {
+    "freeda": Registration("protoseg.match.freeda:FreeDAMatcher", FreedaOptions),
+    "dpsm": Registration("protoseg.match.dpsm:DPSMMatcher", DpsmOptions),
 }
 
 
-def register_matcher(name: str, target: str, options: type) -> None:
-    """Register a matcher factory by ``"module:attribute"`` path with its options record (a frozen
-    dataclass whose fields are the factory's keyword options; see :mod:`protoseg.config.fields`)."""
-    from protoseg.config.matchers import MATCHER_OPTIONS
-
-    MATCHERS[name] = target
+def register_matcher(name: str, target: type[Matcher] | str, options: type) -> None:
+    """Register a matcher class (or its ``"module:Class"`` path) by ``name`` with its options record (a
+    frozen dataclass; see :mod:`protoseg.config.fields`); presets then name it in ``matcher``."""
+    MATCHERS[name] = Registration(target, options)
     MATCHER_OPTIONS[name] = options
 
 
@@ -60,17 +132,10 @@ def build_matcher(name: str, bank: PrototypeBank, models: Any, options: Any = No
     """Instantiate matcher ``name`` on ``bank`` with loaded ``models`` (:class:`protoseg.models.ModelSet`).
 
     ``options``: the matcher's typed options (:mod:`protoseg.config.matchers`) or a dict of overrides of
-    their defaults, validated here; ``extra``: keyword arguments every matcher takes (``superpixels``).
+    their defaults, validated there; ``extra``: keyword arguments every matcher takes (``superpixels``).
     """
-    from dataclasses import fields
-
-    from protoseg.config.matchers import matcher_options
-
     try:
-        target = MATCHERS[name]
+        registration = MATCHERS[name]
     except KeyError:
         raise ProtosegError(f"unknown matcher {name!r}; known: {', '.join(sorted(MATCHERS))}") from None
-    module, attr = target.split(":")
-    factory: Callable[..., Matcher] = getattr(importlib.import_module(module), attr)
-    record = matcher_options(name, options)
-    return factory(bank, models, **{f.name: getattr(record, f.name) for f in fields(record)}, **extra)
+    return registration.matcher_class()(bank, models, matcher_options(name, options), **extra)

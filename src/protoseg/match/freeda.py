@@ -35,30 +35,34 @@ import torch
 import torch.nn.functional as F
 
 from protoseg.bank import PrototypeBank
+from protoseg.config.matchers import FreedaOptions
+from protoseg.config.superpixels import SuperpixelParams
+from protoseg.errors import ProtosegError
+from protoseg.match.base import Matcher
 from protoseg.match.prototypes import aggregate, class_rows, served_names
-from protoseg.regions import SuperpixelParams, pool_features, region_weights, superpixels
+from protoseg.regions import pool_features, region_weights, superpixels
 
 
-class FreeDAMatcher:
-    """Local (region-pooled prototype cosine) + global (CLIP) similarity."""
+class FreeDAMatcher(Matcher):
+    """Local (region-pooled prototype cosine) + global (CLIP) similarity.
 
-    def __init__(self, bank: PrototypeBank, models: Any, *, k: int = 350, beta: float = 0.8,
-                 aggregation: str = "mean", clusters: int = 1, pooling: str = "point",
-                 use_superpixels: bool = True, use_global: bool = True, local_sigmoid: bool = True,
-                 global_sigmoid: bool = False, normalize_templates: bool = False, batch_size: int = 4,
+    Args:
+        bank: the prototype bank.
+        models: loaded models (:class:`protoseg.models.ModelSet`): ``features``, and ``clip`` for the
+            global term and text-key retrieval.
+        options: :class:`~protoseg.config.matchers.FreedaOptions`.
+        superpixels: the Felzenszwalb superpixels of the local region term.
+    """
+
+    def __init__(self, bank: PrototypeBank, models: Any, options: FreedaOptions, *,
                  superpixels: SuperpixelParams = SuperpixelParams()):
-        if use_global and models.clip is None:
-            raise ValueError("use_global=True needs a CLIP model (preset field `text`)")
+        if options.use_global and models.clip is None:
+            raise ProtosegError("freeda option use_global=True needs a CLIP model (preset field `text`)")
         self.bank = bank
         self.models = models
-        self.k, self.beta = k, beta
-        self.aggregation, self.clusters = aggregation, clusters
-        self.pooling = pooling
-        self.use_superpixels, self.use_global = use_superpixels, use_global
-        self.local_sigmoid, self.global_sigmoid = local_sigmoid, global_sigmoid
-        self.normalize_templates = normalize_templates
+        self.options = options
         self.superpixel_params = superpixels
-        self.batch_size = int(batch_size)
+        self.batch_size = options.batch_size
         self._workers: ThreadPoolExecutor | None = None
         self._workers_pid = 0
         self.prototypes: torch.Tensor | None = None  # [C, M, D] L2-normalised
@@ -77,10 +81,12 @@ class FreeDAMatcher:
         clip = self.models.clip
         text_np = None
         if clip is not None:
-            self.text_vectors = clip.encode_classes(classes, normalize_each=self.normalize_templates).to(device)
+            self.text_vectors = clip.encode_classes(classes,
+                                                    normalize_each=self.options.normalize_templates).to(device)
             text_np = self.text_vectors.float().cpu().numpy()
-        rows = class_rows(self.bank, classes, text_np, self.k, level="whole")
-        per_class = [aggregate(self.bank.vectors(r), self.aggregation, self.clusters) for r in rows]
+        rows = class_rows(self.bank, classes, text_np, self.options.k, level="whole")
+        options = self.options
+        per_class = [aggregate(self.bank.vectors(r), options.aggregation, options.clusters) for r in rows]
         M = max(p.shape[0] for p in per_class)
         # Pad classes with fewer centroids by repeating their first one (max over centroids is unchanged).
         stacked = np.stack([np.concatenate([p, np.repeat(p[:1], M - len(p), 0)]) for p in per_class])
@@ -113,17 +119,17 @@ class FreeDAMatcher:
         (``labels``: its superpixels, computed here when not given)."""
         D, gh, gw = feats.shape
         h, w = crop.shape[-2:]
-        dense = self._squash(self._cosine(feats.reshape(D, -1).T), self.local_sigmoid)  # [gh*gw, C]
+        dense = self._squash(self._cosine(feats.reshape(D, -1).T), self.options.local_sigmoid)  # [gh*gw, C]
         dense = dense.T.reshape(1, -1, gh, gw)
         dense = F.interpolate(dense, size=(h, w), mode="bilinear", align_corners=True)[0]
-        if not self.use_superpixels:
+        if not self.options.use_superpixels:
             return dense
         if labels is None:
             labels = self._superpixels(crop)
         labels = torch.as_tensor(labels).to(feats.device)
-        weights = region_weights(labels, (gh, gw), self.pooling)
+        weights = region_weights(labels, (gh, gw), self.options.pooling)
         pooled, mass = pool_features(feats, weights)
-        region = self._squash(self._cosine(pooled), self.local_sigmoid)  # [R, C]
+        region = self._squash(self._cosine(pooled), self.options.local_sigmoid)  # [R, C]
         covered = (mass > 0)[labels]  # [h, w]
         painted = region[labels].permute(2, 0, 1)  # [C, h, w]
         return torch.where(covered[None], painted, dense)
@@ -133,17 +139,17 @@ class FreeDAMatcher:
         embedding of the whole crop vs the class text vectors."""
         single = crops.dim() == 3
         image = self.models.clip.encode_images(crops[None] if single else crops)  # [B, Dt] normalised
-        scores = self._squash(image.float() @ self.text_vectors.float().T, self.global_sigmoid)
+        scores = self._squash(image.float() @ self.text_vectors.float().T, self.options.global_sigmoid)
         return scores[0] if single else scores
 
     @torch.no_grad()
     def score_windows(self, crops: torch.Tensor) -> torch.Tensor:
         """Windows of one size ``crops`` float ``[B, 3, h, w]`` RGB 0-255 -> ``[B, C, h, w]``, one DINOv2 and
         one CLIP forward for the batch; superpixels run on a worker thread meanwhile."""
-        pending = self._superpixels_async(crops) if self.use_superpixels else [None] * len(crops)
+        pending = self._superpixels_async(crops) if self.options.use_superpixels else [None] * len(crops)
         try:
             feats = self.models.features(crops)
-            glob = self.global_scores(crops) if self.use_global else None
+            glob = self.global_scores(crops) if self.options.use_global else None
         except BaseException:
             for job in pending:
                 if job is not None:
@@ -153,14 +159,19 @@ class FreeDAMatcher:
         for i, crop in enumerate(crops):
             labels = pending[i].result() if pending[i] is not None else None
             local = self.local_scores(crop, feats[i], labels)
-            out.append(local if glob is None else self.beta * local + (1 - self.beta) * glob[i][:, None, None])
+            out.append(self._mix(local, None if glob is None else glob[i]))
         return torch.stack(out)
 
     @torch.no_grad()
-    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
-        """``crop`` float ``[3, h, w]`` RGB 0-255 -> ``[C, h, w]``."""
+    def __call__(self, crop: torch.Tensor, proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """``crop`` float ``[3, h, w]`` RGB 0-255 -> ``[C, h, w]`` (FreeDA takes no ``proposals``)."""
         feats = self.models.features(crop[None])[0]
         local = self.local_scores(crop, feats)
-        if not self.use_global:
+        return self._mix(local, self.global_scores(crop) if self.options.use_global else None)
+
+    def _mix(self, local: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
+        """``S = beta * local [C, h, w] + (1 - beta) * glob [C]`` (``local`` alone without the global term)."""
+        if glob is None:
             return local
-        return self.beta * local + (1 - self.beta) * self.global_scores(crop)[:, None, None]
+        beta = self.options.beta
+        return beta * local + (1 - beta) * glob[:, None, None]

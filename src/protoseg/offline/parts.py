@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protoseg.regions import SuperpixelParams, pool_features, region_weights, superpixels
+from protoseg.config.superpixels import SuperpixelParams
+from protoseg.regions import pool_features, region_weights, superpixels
 
 
 @dataclass

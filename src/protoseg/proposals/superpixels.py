@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from protoseg.regions import SuperpixelParams, superpixels
+from protoseg.config.superpixels import SuperpixelParams
+from protoseg.regions import superpixels
 
 
 def superpixel_proposals(image: np.ndarray, params: SuperpixelParams) -> torch.Tensor:

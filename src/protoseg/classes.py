@@ -104,7 +104,7 @@ class ClassList:
     def reduce(self, scores: torch.Tensor) -> torch.Tensor:
         """Per-name scores ``[len(names), ...]`` -> per-class ``[len(self), ...]``: max over each class's
         synonyms (the input itself when every class has one name)."""
-        import torch
+        import torch  # import time: protoseg.config imports this module and loads no torch
 
         if scores.shape[0] != len(self.names):
             raise ValueError(f"{scores.shape[0]} score channels for {len(self.names)} names")

@@ -81,6 +81,7 @@ def palette(n: int) -> np.ndarray:
 def _benchmark_palettes() -> dict[tuple[str, ...], np.ndarray]:
     """Class list (names stripped, lower case, background dropped) -> its benchmark palette, for every
     benchmark with a published palette (package data ``palettes.json``) under every name variant."""
+    # import time: protoseg.datasets loads torch (seconds), wanted only when a palette is looked up
     from protoseg.datasets import dataset_classes, has_background
     from protoseg.datasets.names import COCO_STUFF_CLASSES
     from protoseg.datasets.variants import VARIANTS, class_names

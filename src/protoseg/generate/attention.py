@@ -197,7 +197,7 @@ class CrossAttentionCaptureProcessor:
     """
 
     def __init__(self, store: CrossAttentionStore, original: Any):
-        from diffusers.models.attention_processor import AttnProcessor
+        from diffusers.models.attention_processor import AttnProcessor  # import time: diffusers ~2 s
 
         self.store = store
         self.original = original

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protoseg.errors import ProtosegError
+from protoseg.generate.prompts import indefinite_article
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,4 @@ NOUN_CAPTIONS = (
 
 def noun_captions(noun: str) -> list[str]:
     """:data:`NOUN_CAPTIONS` for ``noun``; each holds ``noun`` verbatim (the word whose attention is taken)."""
-    from protoseg.generate.prompts import indefinite_article
-
     return [template.format(a=indefinite_article(noun), noun=noun) for template in NOUN_CAPTIONS]

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from protoseg.errors import ProtosegError
+from protoseg.models.clip import FREEDA_TEMPLATES
 
 DEFAULT_ALPHA = 0.9
 
@@ -37,8 +38,6 @@ class TextEncoder(Protocol):
 
 
 def _default_templates() -> tuple[str, ...]:
-    from protoseg.models.clip import FREEDA_TEMPLATES
-
     return tuple(FREEDA_TEMPLATES)
 
 

@@ -74,7 +74,7 @@ class TransformersChat:
 
     def __init__(self, name_or_path: str, gguf_file: str | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # import time: transformers ~1.3 s
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -122,7 +122,7 @@ class TransformersChat:
 
 def _dtype_kwarg() -> str:
     """``dtype`` (transformers >= 4.56) or the older ``torch_dtype`` keyword of ``from_pretrained``."""
-    import transformers
+    import transformers  # import time: ~1.3 s, paid when a model loads
 
     major, minor = (int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"

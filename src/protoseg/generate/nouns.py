@@ -248,7 +248,7 @@ class SpacyNounExtractor:
 
     def __init__(self, model: str = "en_core_web_sm"):
         try:
-            import spacy
+            import spacy  # optional dependency (protoseg[nlp])
         except ImportError:
             raise ProtosegError("the 'spacy' noun extractor needs spaCy; install it with `pip install spacy` "
                                 f"and the model with `python -m spacy download {model}`, or use "

@@ -10,8 +10,11 @@ from typing import Any
 import torch
 
 from protoseg.models.base import DenseFeatureExtractor, resolve_device, resolve_dtype
+from protoseg.models.clip import ClipModel
+from protoseg.models.dinov2 import Dinov2Features
 from protoseg.models.handcrafted import HANDCRAFTED_ID, HandcraftedFeatures
 from protoseg.models.hub import resolve_weights
+from protoseg.models.sam import SamPredictor
 
 __all__ = ["DenseFeatureExtractor", "ModelSet", "load_features", "resolve_device", "resolve_dtype"]
 
@@ -21,8 +24,6 @@ def load_features(name: str, device: str | torch.device | None = None,
     """Dense feature backend by name: ``"handcrafted"`` or a DINOv2 hub id / local folder."""
     if name in ("handcrafted", HANDCRAFTED_ID):
         return HandcraftedFeatures(device=device)
-    from protoseg.models.dinov2 import Dinov2Features
-
     return Dinov2Features(name, device=device, dtype=dtype)
 
 
@@ -57,12 +58,8 @@ class ModelSet:
             elif role == "features":
                 self._loaded[role] = load_features(name, self.device, self.dtype)
             elif role == "clip":
-                from protoseg.models.clip import ClipModel
-
                 self._loaded[role] = ClipModel(name, device=self.device, dtype=self.dtype)
             elif role == "sam":
-                from protoseg.models.sam import SamPredictor
-
                 self._loaded[role] = SamPredictor(name, device=self.device, dtype=self.dtype)
         return self._loaded[role]
 

@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from protoseg.errors import ProtosegError
+
 
 @runtime_checkable
 class DenseFeatureExtractor(Protocol):
@@ -36,8 +38,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises:
         ProtosegError: an unknown device name, or a device this machine (or this torch build) lacks.
     """
-    from protoseg.errors import ProtosegError
-
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -65,14 +65,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            from protoseg.errors import ProtosegError
-
-            raise ProtosegError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16")
+                    raise ProtosegError(f"unsupported dtype {dtype}; use float32, float16 or bfloat16")
         return dtype
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
                 "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
     except KeyError:
-        from protoseg.errors import ProtosegError
-
-        raise ProtosegError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+            raise ProtosegError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None

@@ -62,7 +62,7 @@ class ClipModel:
 
     def __init__(self, name_or_path: str, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, batch_size: int = 256):
-        from transformers import AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel  # import time: transformers ~1.3 s, paid when a model loads
 
         self.encoder_id = str(name_or_path)
         self.device = resolve_device(device)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from protoseg.errors import ProtosegError
-from protoseg.models.base import resolve_device
+from protoseg.models.base import resolve_device, resolve_dtype
 from protoseg.models.hub import from_pretrained
 
 __all__ = ["SCHEDULERS", "load_pipeline"]
@@ -26,8 +26,6 @@ def _resolve_pipeline_dtype(dtype: str | torch.dtype | None, device: torch.devic
     """``None``/``"auto"``: fp16 on CUDA (the usual Stable Diffusion inference precision), fp32 elsewhere."""
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    from protoseg.models.base import resolve_dtype
-
     return resolve_dtype(dtype, device)
 
 
@@ -41,6 +39,7 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
 
 
 def _swap_scheduler(pipe: Any, scheduler: str) -> None:
+    # import time: diffusers ~2 s, paid when a pipeline loads
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
     classes = {"ddim": DDIMScheduler, "pndm": PNDMScheduler, "dpm": DPMSolverMultistepScheduler}
@@ -67,7 +66,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     content is fixed by the captions, and a blacked-out image would silently corrupt a prototype.
     The progress bar of diffusers is switched off (library code never prints).
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # import time: diffusers ~2 s
 
     device_ = resolve_device(device)
     dtype_ = _resolve_pipeline_dtype(dtype, device_)

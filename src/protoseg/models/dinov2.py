@@ -31,6 +31,7 @@ class Dinov2Features:
 
     def __init__(self, name_or_path: str, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, image_size: int = 518):
+        # import time: transformers ~1.3 s, paid when a model loads
         from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel
 
         self.encoder_id = str(name_or_path)

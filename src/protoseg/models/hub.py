@@ -61,7 +61,7 @@ def resolve_weights(name: str | None, role: str) -> str | None:
     ``"text"``, ``"diffusion"``; :mod:`protoseg.testing.tiny`), made on first use."""
     if name != "tiny":
         return name
-    from protoseg.testing.tiny import ensure_tiny_models
+    from protoseg.testing.tiny import ensure_tiny_models  # import time: diffusers + transformers, tests only
 
     return str(ensure_tiny_models((role,))[role])
 

@@ -47,7 +47,7 @@ def processor_stats(name_or_path: str, default_mean: Sequence[float], default_st
                     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``image_mean`` / ``image_std`` from the weights' ``preprocessor_config.json`` when it exists
     (local folder or hub cache), otherwise the defaults."""
-    from transformers.utils import cached_file
+    from transformers.utils import cached_file  # import time: transformers ~1.3 s, paid when a model loads
 
     try:
         path = cached_file(name_or_path, "preprocessor_config.json",

@@ -12,6 +12,8 @@ the default: the image's shared part once, per-point work only) or by ``SamModel
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +52,6 @@ def keep_freed_memory() -> bool:
     CPU; its gain is not measured separately by ``benchmarks/dpsm_speed.py``); the process keeps its peak
     memory. Returns ``False`` where glibc's ``mallopt`` is not available.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -91,7 +90,7 @@ class SamPredictor:
 
     def __init__(self, name_or_path: str | Path, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, decoder: str = "fast"):
-        from transformers import SamModel, SamProcessor
+        from transformers import SamModel, SamProcessor  # import time: transformers ~1.3 s, paid when a model loads
 
         if decoder not in DECODERS:
             raise ProtosegError(f"unknown SAM decoder {decoder!r}; use one of {', '.join(DECODERS)}")

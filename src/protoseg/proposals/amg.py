@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from skimage.measure import label
 
 
 def point_grid(points_per_side: int) -> torch.Tensor:
@@ -92,8 +93,6 @@ def remove_small_regions(mask: np.ndarray, area_thresh: int, mode: str) -> tuple
 
     Returns ``(mask [H, W], changed)``. Uses 8-connectivity like SAM's OpenCV implementation.
     """
-    from skimage.measure import label
-
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
     correct_holes = mode == "holes"

@@ -201,9 +201,11 @@ def evaluate(
         progress: ``progress("images", done, total)`` after each image (resumed images count as done at
             once; with Ray, after each shard).
         config: extra JSON-able description stored in the result.
-        ray, ray_address, ray_init: run the shards as Ray tasks (one GPU each when the cluster has GPUs);
-            needs ``run_dir`` and a predictor that pickles (a prediction folder, or a segmenter predictor made
-            with a ``recipe``). The totals equal a local run's.
+        ray: run the shards as Ray tasks (one GPU each when the cluster has GPUs); needs ``run_dir`` and a
+            predictor that pickles (a prediction folder, or a segmenter predictor made with a ``recipe``).
+            The totals equal a local run's.
+        ray_address: the cluster to join (``None``: start or join a local one).
+        ray_init: extra keyword arguments of ``ray.init``.
 
     Raises:
         ProtosegError: unreadable files, size mismatches, or a run folder that is not protoseg's.

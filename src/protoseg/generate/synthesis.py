@@ -152,12 +152,14 @@ def synthesize(pipe: Any, prompts: Sequence[str], words: Sequence[Sequence[str]]
         seeds: ``N`` seeds, one per image.
         steps: denoising steps (both papers: 50). guidance: classifier-free guidance scale (> 1 enables
             it; the diffusers default 7.5, the papers do not state it).
-        height, width: image size (default: the UNet's native size, 512 for SD 2.x base).
+        height: image height (default: the UNet's native size, 512 for SD 2.x base).
+        width: image width (default likewise).
         batch_size: images per pipeline call (does not change the results).
         unet_feature_block: ``None`` (no features), an index into ``unet.up_blocks``
             (:data:`DEFAULT_UNET_FEATURE_BLOCK` for DPSM), or a module path (``"mid_block"``).
         unet_feature_timestep: the features are taken at the step whose timestep is closest to this.
-        map_size, token_reduction: see :class:`protoseg.generate.attention.CrossAttentionStore`.
+        map_size: resolution ``(h, w)`` of the stored maps (:class:`protoseg.generate.attention.CrossAttentionStore`).
+        token_reduction: how a word's sub-tokens combine (:class:`protoseg.generate.attention.CrossAttentionStore`).
         negative_prompt: optional text of the unconditional branch.
         missing_words: ``"raise"`` (a :class:`ProtosegError` when a word does not occur in its prompt) or
             ``"skip"`` (such a word gets no entry in ``attributions``).

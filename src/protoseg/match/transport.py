@@ -410,7 +410,10 @@ def grouped_row_mass(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, eps: flo
     """Mass each group of suppliers sends to the selected demanders (DPSM eq. 11).
 
     Args:
-        f, g, M, eps: potentials ``[B, m]``, ``[B, n]``, costs ``[B, m, n]``.
+        f: supplier potentials ``[B, m]``.
+        g: demander potentials ``[B, n]``.
+        M: costs ``[B, m, n]``.
+        eps: entropic regularisation the potentials were computed with.
         groups: long ``[m]`` group (class) id of every supplier in ``0..num_groups-1`` (or ``[B, m]``).
         columns: bool ``[B, n]`` or ``[n]`` demanders counted (default all).
 

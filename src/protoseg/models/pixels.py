@@ -27,7 +27,8 @@ def squash_normalize(images: torch.Tensor, size: tuple[int, int], mode: str, mea
         images: float ``[B, 3, H, W]`` RGB in 0-255.
         size: output ``(h, w)``.
         mode: ``"bilinear"`` or ``"bicubic"`` (``align_corners=False``, ``antialias=False``).
-        mean, std: per-channel statistics on the 0-1 scale.
+        mean: per-channel means on the 0-1 scale.
+        std: per-channel standard deviations on the 0-1 scale.
         dtype: dtype of the returned tensor (the arithmetic is done in float32).
 
     Returns:

@@ -84,7 +84,7 @@ class DpsmOptions:
         chunk_bytes: memory budget of one transport chunk (``"auto"`` or bytes).
         prune_keep: Sinkhorn ``subregion-ot`` only: fraction of the part prototypes kept exactly per
             proposal (its cheapest); each class's other prototypes are merged into one aggregate supplier
-            (``0`` disables; README "DPSM" has the measured error).
+            (``0`` disables; docs/dpsm.md has the measured error).
         transport_dtype: precision of the Sinkhorn iterations of ``subregion-ot``.
         sam_scope: ``"image"``: SAM runs once on the whole resized image and its masks are cropped per
             sliding window; ``"window"``: once per window.

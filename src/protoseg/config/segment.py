@@ -137,8 +137,8 @@ PRESETS: dict[str, Preset] = {
         description="DPSM sub-region transport on hand-crafted colour/texture features (parts worlds), "
                     "coarse superpixel proposals, exact transport, one supply unit per support view, capacity 16",
         features="handcrafted", text=None, sam=None, matcher="dpsm",
-        # Chosen on the dev splits of both worlds (benchmarks/dpsm_tune.py; README "DPSM: SAM proposals and
-        # sub-region transport"; held-out tables in docs/ablations).
+        # Chosen on the dev splits of both worlds (benchmarks/dpsm_tune.py; docs/dpsm.md, "The handcrafted-dpsm
+        # preset"; held-out tables in docs/ablations).
         matcher_options=DpsmOptions(mode="subregion-ot", proposals="superpixels", emd_solver="exact",
                                     supply="view", capacity=16.0, pooling="area", composition="mean",
                                     fallback="superpixels"),

@@ -84,7 +84,7 @@ transformers_logging.disable_progress_bar()
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
-sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE))  # dpsm_speed
 from dpsm_speed import random_bank as dpsm_bank  # noqa: E402
 
 from protoseg.bank import PrototypeBank  # noqa: E402

@@ -7,9 +7,10 @@ One command for a machine with a GPU::
 Models: full-size random-initialised checkpoints from their default configurations (compute does not depend
 on the weight values) — DINOv2-B/14 and -L/14, CLIP ViT-B/16 and ViT-L/14, SAM ViT-B, and a real
 ``StableDiffusionPipeline`` with Stable Diffusion 2.1-base's UNet, VAE, text encoder (OpenCLIP-H text tower)
-and scheduler configurations (written below as dicts; no hub is needed) — saved with ``save_pretrained``
-to a folder (``--model-dir`` keeps and reuses them) and loaded through protoseg's adapters
-(:class:`protoseg.models.ModelSet`, :func:`protoseg.models.diffusion.load_pipeline`) in each dtype.
+and scheduler configurations (written below as dicts, so no hub is needed; every parameter count equals the
+released checkpoint's) — saved with ``save_pretrained`` to a folder (``--model-dir`` keeps and reuses them)
+and loaded through protoseg's adapters (:class:`protoseg.models.ModelSet`,
+:func:`protoseg.models.diffusion.load_pipeline`) in each dtype.
 
 Stages, each timed on one image after an untimed warm-up image, with the device synchronised around it:
 
@@ -31,19 +32,18 @@ Peak memory per stage is ``torch.cuda.max_memory_allocated`` (reset before the s
 on a CPU it is the process's peak resident memory so far. Output: a Markdown table
 ``| stage | <dtype> s ... | peak memory |``, the images/s lines, and a last line ``stages N``.
 
-Budget on one H100 (the whole run within 10 minutes): building and saving the nine random checkpoints
-(~2.4 B parameters, ~10 GB in fp32) on the host's CPU takes one to two minutes, and nothing with
-``--model-dir`` pointing at a previous run's folder; per dtype, loading everything once from the page
-cache takes well under a minute; the FreeDA and DPSM stages are 2 images each (warm-up + timed) plus 4
-images of ``segment_many`` — seconds for the forwards, the CPU-bound superpixels and SAM post-processing
-of ~6 images, tens of seconds in all; the offline stage is one 2-step warm-up plus one 50-step 512² image
-(two UNet passes per step under classifier-free guidance: a few seconds in bf16, ~10 s in fp32). About
-five minutes in all, half of it building and loading models.
+Budget on one H100 (estimated; the whole run within 10 minutes): building and saving the eight random
+models (2.35 B parameters, 9.4 GB in fp32) on the host's CPU takes one to two minutes, and nothing with
+``--model-dir`` pointing at a previous run's folder; per dtype, loading everything once from the page cache
+takes well under a minute; the FreeDA and DPSM stages are 2 images each (warm-up + timed) plus 4 images of
+``segment_many`` — seconds for the forwards, the CPU-bound superpixels and SAM post-processing of ~6 images,
+tens of seconds in all; the offline stage is one 2-step warm-up plus one 50-step 512² image (two UNet passes
+per step under classifier-free guidance: a few seconds in bf16, ~10 s in fp32). About five minutes in all,
+half of it building and loading models.
 
 ``--tiny --device cpu`` runs the same code with the tiny random models of :mod:`protoseg.testing.tiny`
 (224 x 336 images in 224² windows, an 8 x 8 point grid, small banks, a 64² image at 5 steps, 2 images of
-``segment_many``; fp32 unless
-``--dtypes`` says otherwise); the test suite runs it.
+``segment_many``; fp32 unless ``--dtypes`` says otherwise); the test suite runs it.
 """
 
 from __future__ import annotations

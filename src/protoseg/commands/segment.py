@@ -25,8 +25,8 @@ from protoseg.commands.verbosity import model_library_output
 from protoseg.errors import ProtosegError
 
 if TYPE_CHECKING:
-    from protoseg.batch import BatchSummary
     from protoseg.bank import PrototypeBank
+    from protoseg.batch import BatchSummary
     from protoseg.config.segment import Preset
 
 

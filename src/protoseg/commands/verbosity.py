@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+from huggingface_hub.utils import logging as hub_logging
 
 from protoseg.errors import ProtosegError
 
@@ -72,6 +75,7 @@ def set_verbosity(quiet: bool, verbose: int) -> None:
         raise ProtosegError("give -q/--quiet or -v/--verbose, not both")
     _Output.level = QUIET if quiet else min(DEBUG, max(_Output.level, NORMAL) + verbose)
     _apply()
+    _show_hub_bars(not quiet)
 
 
 def _apply() -> None:
@@ -92,27 +96,34 @@ def command_output() -> Iterator[None]:
         yield
     finally:
         _LIBRARY_LOGGER.removeHandler(_Output.handler)
+        if _Output.level == QUIET:
+            _show_hub_bars(True)
         _Output.level, _Output.handler = NORMAL, None
         _apply()
+
+
+def _show_hub_bars(show: bool) -> None:
+    """Switch the Hugging Face Hub's download bars on or off (``HF_HUB_DISABLE_PROGRESS_BARS`` has the last
+    word)."""
+    if not show:
+        disable_progress_bars()
+    elif hub_constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:
+        enable_progress_bars()
 
 
 def model_library_output(diffusion: bool = False) -> None:
     """Set up the model libraries' output before models load: the Hub's download bars stay visible (unless
     quiet) while the weight-loading bars and load warnings of transformers (and diffusers, when
     ``diffusion``) are silenced; verbose shows their logs at INFO or DEBUG."""
-    import huggingface_hub  # import time (seconds): only for commands that load models
-    import transformers
+    import transformers  # import time (seconds): only for commands that load models
 
-    libraries = [huggingface_hub.utils.logging, transformers.utils.logging]
+    libraries = [hub_logging, transformers.utils.logging]
     transformers.utils.logging.disable_progress_bar()  # also turns the Hub's bars off: turned on again below
     if diffusion:
         import diffusers  # import time (seconds): only for commands that generate
 
         diffusers.utils.logging.disable_progress_bar()
         libraries.append(diffusers.utils.logging)
-    if is_quiet():
-        huggingface_hub.utils.disable_progress_bars()
-    elif huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:  # the environment has the last word
-        huggingface_hub.utils.enable_progress_bars()
+    _show_hub_bars(not is_quiet())
     for library in libraries:  # default and quiet: no retry chatter when the Hub is unreachable, no load warnings
         library.set_verbosity({VERBOSE: logging.INFO, DEBUG: logging.DEBUG}.get(_Output.level, logging.ERROR))

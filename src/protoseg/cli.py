@@ -53,7 +53,7 @@ def _options(
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_show_version, help="Print protoseg's version and exit.")] = False,
 ) -> None:
-    """Training-free open-vocabulary semantic segmentation with generated visual prototypes."""
+    """The options given before the command: -q/--quiet, -v/--verbose and --version."""
     set_verbosity(quiet, verbose)
 
 

@@ -157,3 +157,128 @@ def test_model_weights_can_be_given_on_the_command_line(world, tmp_path, run):
     r = run("segment", good, "--classes", "car", "--bank", str(world / "bank"), "--preset", "handcrafted",
             "--features", str(tmp_path / "missing-dinov2"), "--out", str(tmp_path / "out"), cwd=tmp_path)
     one_line_error(r, "missing-dinov2")
+
+
+# ------------------------------------------------------------------ options every command shares
+def _commands(group=None, path=()):
+    """Every command of the CLI: ``(path, click command)``."""
+    import typer
+
+    group = group or typer.main.get_command(cli.app)
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_takes_quiet_and_verbose_and_one_device_option():
+    device_helps = set()
+    for path, command in _commands():
+        options = {opt for param in command.params for opt in param.opts}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= options, path
+        device_helps |= {param.help for param in command.params if param.name == "device"}
+    assert len(device_helps) == 1 and all(word in next(iter(device_helps)) for word in ("cuda:N", "mps", "auto"))
+
+
+def test_the_three_precisions_have_distinct_names():
+    options = {" ".join(path): {opt for param in command.params for opt in param.opts} for path, command in _commands()}
+    assert "--dtype" in options["segment"] and "--storage-dtype" not in options["segment"]
+    assert "--storage-dtype" in options["bank from-examples"] and "--dtype" not in options["bank from-examples"]
+    assert "--diffusion-dtype" in options["build-bank"] and "--dtype" not in options["build-bank"]
+
+
+def test_version(tmp_path):
+    from protoseg.version import __version__
+
+    r = run_process("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"protoseg {__version__}\n" and r.stderr == ""
+
+
+def test_presets_hide_the_test_presets_unless_all(tmp_path, run):
+    import json
+
+    from protoseg.config.segment import PRESETS
+
+    shown = run("presets", cwd=tmp_path)
+    assert shown.returncode == 0 and "freeda-b" in shown.stdout and "--all" in shown.stdout
+    for test_preset in ("handcrafted", "handcrafted-dpsm", "freeda-tiny", "dpsm-tiny"):
+        assert f"\n{test_preset} " not in shown.stdout and not shown.stdout.startswith(f"{test_preset} ")
+    everything = run("presets", "--all", cwd=tmp_path)
+    assert all(f"{name} " in everything.stdout for name in PRESETS)
+    listed = json.loads(run("presets", "--json", cwd=tmp_path).stdout)
+    assert {p["name"] for p in listed} == {"freeda-b", "freeda-l", "dpsm"} and not any(p["test"] for p in listed)
+    listed = json.loads(run("presets", "--all", "--json", cwd=tmp_path).stdout)
+    assert {p["name"] for p in listed} == set(PRESETS)
+    assert {p["name"] for p in listed if p["test"]} == {"handcrafted", "handcrafted-dpsm", "freeda-tiny", "dpsm-tiny"}
+
+
+def test_json_of_bank_info_and_segment(world, tmp_path, run):
+    import json
+
+    info = run("bank", "info", str(world / "bank"), "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout) == json.loads(json.dumps(PrototypeBank.load(world / "bank").summary(),
+                                                            default=lambda x: x.item()))
+    images = sorted(str(p) for p in (world / "test" / "images").glob("*.png"))
+    args = ("segment", *images, "--classes", CLASSES, "--bank", str(world / "bank"), "--preset", "handcrafted",
+            "--out", str(tmp_path / "out"), "--device", "cpu", "--json")
+    first = run(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"out": str(tmp_path / "out"), "written": images, "skipped": [],
+                                        "generated": [], "diagnostics": {}}
+    again = run_process(*args, cwd=tmp_path)  # a real process: nothing but the document on stdout
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["skipped"] == images
+
+
+def test_quiet_and_verbose_before_or_after_the_command(world, tmp_path, run):
+    import logging
+
+    image = str(next((world / "test" / "images").glob("*.png")))
+    base = ("--classes", CLASSES, "--bank", str(world / "bank"), "--preset", "handcrafted", "--device", "cpu")
+    for n, flags in enumerate((("-q", "segment"), ("segment", "--quiet"), ("-v", "segment"), ("segment", "-vv"))):
+        r = run(flags[0], *flags[1:], image, *base, "--out", str(tmp_path / f"out{n}"), cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith("wrote 1 label map"), r.stderr
+    for flags in (("-q", "segment", "-v"), ("segment", "-q", "--verbose")):
+        r = run(flags[0], flags[1], image, *base, flags[2], "--out", str(tmp_path / "no"), cwd=tmp_path)
+        one_line_error(r, "not both")
+    assert not (tmp_path / "no").exists()
+
+    def notice():  # a notice of the library, as a resumed run that starts fresh prints it
+        logging.getLogger("protoseg.runs").warning("a notice")
+        logging.getLogger("protoseg.runs").info("some detail")
+
+    from protoseg.worlds import cache
+
+    for flags, expected in ((("-q",), []), ((), ["note: a notice"]),
+                            (("-v",), ["note: a notice", "info: protoseg.runs: some detail"])):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cache, "write_world", lambda *a: (notice(), [])[1])
+            r = run("partsworld", str(tmp_path / "pw"), *flags, cwd=tmp_path)
+        assert r.returncode == 0 and r.stderr.splitlines() == expected, r.stderr
+    assert logging.getLogger("protoseg").level == logging.NOTSET  # back to the default after each command
+
+
+def test_model_loading_keeps_the_hub_download_bars(monkeypatch):
+    import huggingface_hub
+    import transformers
+
+    from protoseg.commands import verbosity
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    with verbosity.command_output():
+        verbosity.model_library_output()
+        assert not huggingface_hub.utils.are_progress_bars_disabled()  # downloads show their progress
+        assert not transformers.utils.logging.is_progress_bar_enabled()  # weight loading does not
+        assert transformers.utils.logging.get_verbosity() == 40  # nor its load warnings
+    with verbosity.command_output():
+        verbosity.set_verbosity(True, 0)
+        verbosity.model_library_output()
+        assert huggingface_hub.utils.are_progress_bars_disabled()
+    with verbosity.command_output():
+        verbosity.set_verbosity(False, 1)
+        verbosity.model_library_output()
+        assert transformers.utils.logging.get_verbosity() == 20
+    assert not huggingface_hub.utils.are_progress_bars_disabled()

@@ -324,9 +324,9 @@ def test_invalid_dtypes_and_a_threshold_without_background(world, tmp_path, run)
     image = world / "test/images/scene_00000.png"
     one_error(run(*seg_args(image, tmp_path / "o", world / "bank", "--dtype", "float64")), "unknown dtype")
     one_error(run("bank", "from-examples", world / "train", "--out", tmp_path / "b", "--preset", "handcrafted",
-                  "--device", "cpu", "--dtype", "float64"), "float16 or float32")
+                  "--device", "cpu", "--storage-dtype", "float64"), "float16 or float32")
     one_error(run("build-bank", "--preset", "freeda-tiny", "--captions", image, "--out", tmp_path / "fb",
-                  "--dtype", "float64"), "unknown dtype")
+                  "--diffusion-dtype", "float64"), "unknown dtype")
     one_error(run(*seg_args(image, tmp_path / "o", world / "bank", "--threshold", "0.9")), "add --background")
     assert list(tmp_path.iterdir()) == []
 

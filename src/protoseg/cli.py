@@ -4,22 +4,25 @@ Every error a user can cause — a :class:`ProtosegError`, a usage error of the 
 system refuses to read or write — becomes one ``error: ...`` line on stderr and a non-zero exit code;
 tracebacks are for bugs only. Notices of the library (e.g. a run starting fresh because its inputs
 changed) are printed as ``note: ...`` lines. An interrupted command (Ctrl-C) leaves no partial file and
-says that a rerun resumes.
+says that a rerun resumes. Every command takes ``-q/--quiet`` and ``-v/--verbose``, before or after its
+name (:mod:`protoseg.commands.verbosity`); ``protoseg --version`` prints the version.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import logging
+import inspect
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from protoseg.commands import COMMAND_MODULES
+from protoseg.commands.verbosity import QuietOption, VerboseOption, command_output, set_verbosity
 from protoseg.errors import ProtosegError
+from protoseg.version import __version__
 
 try:  # typer >= 0.20 vendors click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -37,23 +40,47 @@ class Interrupted(Exception):
     """A command was interrupted by the user (Ctrl-C); raised so that the CLI can say so."""
 
 
-def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Let a command's ``KeyboardInterrupt`` reach :func:`run` (typer would turn it into a silent exit 130)."""
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"protoseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version, help="Print protoseg's version and exit.")] = False,
+) -> None:
+    """The options given before the command: -q/--quiet, -v/--verbose and --version."""
+    set_verbosity(quiet, verbose)
+
+
+def _command(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` as a command: it also takes ``-q/--quiet`` and ``-v/--verbose``, and lets its
+    ``KeyboardInterrupt`` reach :func:`run` (typer would turn it into a silent exit 130)."""
+    signature = inspect.signature(callback, eval_str=True)
 
     @functools.wraps(callback)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, quiet: bool = False, verbose: int = 0, **kwargs: Any) -> Any:
+        set_verbosity(quiet, verbose)
         try:
             return callback(*args, **kwargs)
         except KeyboardInterrupt:
             raise Interrupted from None
 
+    extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOption),
+             inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=VerboseOption)]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), *extra])
     return wrapper
 
 
 def _register(target: typer.Typer) -> None:
     for command in target.registered_commands:
         if command.callback is not None:
-            command.callback = _interruptible(command.callback)
+            command.callback = _command(command.callback)
     for group in target.registered_groups:
         if group.typer_instance is not None:
             _register(group.typer_instance)
@@ -70,13 +97,6 @@ for _name in COMMAND_MODULES:
 _register(app)
 
 
-class _NoticeHandler(logging.Handler):
-    """Prints the library's notices (``protoseg`` logger, warning and above) as ``note: ...`` lines."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        typer.echo(f"note: {record.getMessage()}", err=True)
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -87,9 +107,11 @@ def run(argv: list[str] | None = None) -> int:
     Usage errors and :class:`ProtosegError` give ``error: <message>`` on stderr and exit code 2; files the
     system refuses give exit code 1; an interruption exit code 130.
     """
-    logger = logging.getLogger("protoseg")
-    handler = _NoticeHandler(logging.WARNING)
-    logger.addHandler(handler)
+    with command_output():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="protoseg", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -110,8 +132,6 @@ def run(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         typer.echo(f"error: cannot access{where}: {exc.strerror or _one_line(exc)}", err=True)
         return 1
-    finally:
-        logger.removeHandler(handler)
 
 
 def main() -> None:

@@ -6,32 +6,39 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from protoseg.commands.bank_fetch import fetch_published
 from protoseg.commands.common import (
+    DeviceOption,
     FeaturesOption,
+    JsonOption,
+    StorageDtypeOption,
     TextOption,
-    check_bank_dtype,
     check_device,
+    check_storage_dtype,
     model_overrides,
+    print_json,
     progress_bar,
-    quiet_model_loading,
 )
+from protoseg.commands.verbosity import model_library_output
 
 bank_app = typer.Typer(no_args_is_help=True, help="Inspect, build, extend, merge and import prototype banks.")
 
 
 @bank_app.command("info")
 def info(bank: Annotated[Path, typer.Argument(help="Bank directory, or hf://owner/name (hf://owner/name@revision).")],
-         classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False) -> None:
-    """Print a summary of a bank."""
+         classes: Annotated[bool, typer.Option(help="List prototype counts per class.")] = False,
+         json_output: JsonOption = False) -> None:
+    """Print a summary of a bank (--json: every field, the counts per class included)."""
     # imported on use, like every command: the CLI starts without loading the library (about 1 s)
-    from rich.console import Console
-    from rich.table import Table
-
     from protoseg.bank import load_bank
 
     summary = load_bank(bank).summary()
+    if json_output:
+        print_json(summary)
+        return
     table = Table(title=f"bank {bank}", show_header=False)
     for key in ("method", "prototypes", "classes", "support_images", "levels", "feature_encoder", "feature_dim",
                 "dtype", "text_encoder", "text_keys", "index"):
@@ -49,8 +56,8 @@ def from_examples(
     examples: Annotated[Path, typer.Argument(help="Folder with classes.txt, images/ and masks/.")],
     out: Annotated[Path, typer.Option(help="Bank directory to write.")],
     preset: Annotated[str, typer.Option(help="Preset whose feature (and CLIP) models to use.")] = "freeda-b",
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Bank storage dtype: float16 or float32.")] = "float16",
+    device: DeviceOption = "auto",
+    storage_dtype: StorageDtypeOption = "float16",
     features: FeaturesOption = None,
     text: TextOption = None,
 ) -> None:
@@ -60,13 +67,13 @@ def from_examples(
     from protoseg.config.segment import get_preset
     from protoseg.offline import build_examples_bank
 
-    check_bank_dtype(dtype)
+    check_storage_dtype(storage_dtype)
     check_device(device)
     segment = get_preset(preset, **model_overrides(features, text))
-    quiet_model_loading()
+    model_library_output()
     with progress_bar(transient=True) as bar:
         task = bar.add_task("pooling examples", total=None)
-        build_examples_bank(examples, out, segment, dtype=dtype, device=device,
+        build_examples_bank(examples, out, segment, dtype=storage_dtype, device=device,
                             progress=lambda stage, done, total: stage == "shards" and bar.update(
                                 task, completed=done, total=total))
     s = load_bank(out).summary()

@@ -10,7 +10,6 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     Task,
     TextColumn,
@@ -19,6 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from protoseg.commands.common import progress_bar
 
 
 class _AmountColumn(ProgressColumn):
@@ -62,7 +63,7 @@ def fetch_published(
     entry = published_bank(name)
     columns = (TextColumn("{task.description}"), BarColumn(), _AmountColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
+    with progress_bar(transient=True, columns=columns) as bar:
         tasks: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:

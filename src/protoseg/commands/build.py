@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from protoseg.commands.common import check_device, check_positive, progress_bar, quiet_model_loading, read_classes
+from protoseg.commands.common import DeviceOption, check_device, check_positive, progress_bar, read_classes
+from protoseg.commands.verbosity import model_library_output
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
 
@@ -33,9 +34,10 @@ def build_bank_command(
         "--work-dir", help="where shards live (default OUT.partial); rerunning with it resumes")] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="captions / support images per shard")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="global seed of the synthesis")] = 0,
-    device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: auto)")] = None,
-    dtype: Annotated[str | None, typer.Option(
-        "--dtype", help="diffusion dtype (default: float16 on CUDA, float32 on CPU)")] = None,
+    device: DeviceOption = None,
+    diffusion_dtype: Annotated[str | None, typer.Option(
+        "--diffusion-dtype", help="precision of the diffusion model: float32, float16 or bfloat16 "
+                                  "(default: float16 on CUDA, float32 on CPU)")] = None,
     limit: Annotated[int | None, typer.Option(
         "--limit", help="FreeDA: use only the first N captions")] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="DPSM: LLM spec for the descriptions")] = None,
@@ -70,18 +72,18 @@ def build_bank_command(
                                                           steps=steps, batch_size=batch_size))
     class_list = read_classes(classes, classes_file, required=False)
     check_positive(shard_size=shard_size, limit=limit, ray_task_threads=ray_task_threads)
-    check_device(device, dtype)
+    check_device(device, diffusion_dtype)
     if descriptions is not None and classes_file is not None:
         check_not_inputs([descriptions], [classes_file], "--descriptions")
     source = source_record(chosen.method, captions=captions, limit=limit, llm=llm, descriptions=descriptions,
                            classes=tuple(class_list) if class_list else None)
-    run = RunOptions(work_dir=work_dir, shard_size=shard_size, seed=seed, device=device, dtype=dtype, ray=ray,
-                     ray_address=ray_address, ray_task_threads=ray_task_threads, keep_work_dir=keep_work_dir,
-                     overwrite=overwrite)
-    quiet_model_loading(diffusion=True)
+    run = RunOptions(work_dir=work_dir, shard_size=shard_size, seed=seed, device=device, dtype=diffusion_dtype,
+                     ray=ray, ray_address=ray_address, ray_task_threads=ray_task_threads,
+                     keep_work_dir=keep_work_dir, overwrite=overwrite)
+    model_library_output(diffusion=True)
     console = Console(stderr=True)
     start = time.perf_counter()
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         path = build_bank(chosen, source, out, run, progress=_stage_bars(bar))
     summary = load_bank(path).summary()
     console.print(f"wrote {path}: {summary['prototypes']} prototypes of {summary['classes']} classes "

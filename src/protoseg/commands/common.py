@@ -1,17 +1,41 @@
 """Pieces shared by the CLI commands: options, class lists from the command line, up-front checks of
-options, progress bars and quiet model loading."""
+options, progress bars and JSON output."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from protoseg.classes import parse_class_list, read_class_file
+from protoseg.commands.verbosity import is_quiet
 from protoseg.errors import ProtosegError
+
+#: Where the models run; every command that loads models takes it (validated by :func:`check_device`).
+DeviceOption = Annotated[str | None, typer.Option(
+    "--device", show_default=False,
+    help="Where the models run: cpu, cuda, cuda:N (e.g. cuda:1), mps, or auto (the default: CUDA when "
+         "available, else CPU).")]
+#: Compute precision of the models (``--dtype``); banks have --storage-dtype, builds --diffusion-dtype.
+DtypeOption = Annotated[str, typer.Option(
+    "--dtype", help="Compute precision of the models: float32, float16 or bfloat16.")]
+#: Precision a bank stores its vectors in.
+StorageDtypeOption = Annotated[str, typer.Option(
+    "--storage-dtype", help="Precision the bank stores its vectors in: float16 or float32.")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON document on stdout (machine-readable) instead of the text.")]
 
 FeaturesOption = Annotated[str | None, typer.Option(
     "--features", help="Dense-feature weights: hub id or local folder (default: the preset's).")]
@@ -47,7 +71,7 @@ def read_classes(classes: str | None, classes_file: Path | None, required: bool 
 
 
 def check_device(device: str | None, dtype: str | None = None) -> Any:
-    """Validate ``--device`` (and ``--dtype`` of the models) before anything loads; returns the
+    """Validate ``--device`` (and a compute or diffusion dtype) before anything loads; returns the
     ``torch.device`` it resolves to.
 
     Raises:
@@ -61,10 +85,10 @@ def check_device(device: str | None, dtype: str | None = None) -> Any:
     return resolved
 
 
-def check_bank_dtype(dtype: str) -> None:
-    """Validate a bank storage ``--dtype`` (float16 or float32)."""
+def check_storage_dtype(dtype: str) -> None:
+    """Validate ``--storage-dtype`` (float16 or float32)."""
     if dtype not in ("float16", "float32"):
-        raise ProtosegError(f"bank --dtype must be float16 or float32, got {dtype!r}")
+        raise ProtosegError(f"--storage-dtype must be float16 or float32, got {dtype!r}")
 
 
 def check_positive(**values: int | None) -> None:
@@ -74,23 +98,24 @@ def check_positive(**values: int | None) -> None:
             raise ProtosegError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
 
 
-def progress_bar(console: Console | None = None, transient: bool = False, disable: bool = False) -> Progress:
-    """A rich progress bar with counts, elapsed and remaining time."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=transient, disable=disable)
+def progress_bar(console: Console | None = None, transient: bool = False, disable: bool = False,
+                 columns: tuple[ProgressColumn, ...] | None = None) -> Progress:
+    """A rich progress bar on stderr (``console``: another) with counts, elapsed and remaining time (or
+    ``columns``); drawn nowhere when ``disable`` or with ``--quiet``."""
+    columns = columns or (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TimeRemainingColumn())
+    return Progress(*columns, console=console or Console(stderr=True), transient=transient,
+                    disable=disable or is_quiet())
 
 
-def quiet_model_loading(diffusion: bool = False) -> None:
-    """The CLI shows its own progress: silence the weight-loading bars and warnings of transformers
-    (and diffusers, when ``diffusion``)."""
-    import huggingface_hub  # import time (seconds): only for commands that load models
-    import transformers
+def print_json(data: Any) -> None:
+    """``data`` as one JSON document on stdout (paths as strings, numpy scalars as numbers)."""
+    typer.echo(json.dumps(data, indent=2, default=_json_value))
 
-    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when the hub is unreachable
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    if diffusion:
-        import diffusers  # import time (seconds): only for commands that generate
 
-        diffusers.utils.logging.disable_progress_bar()
-        diffusers.utils.logging.set_verbosity_error()
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

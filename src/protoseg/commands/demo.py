@@ -13,6 +13,7 @@ import typer
 
 from protoseg.commands.common import (
     AllowSyntheticOption,
+    DeviceOption,
     FeaturesOption,
     SamOption,
     TextOption,
@@ -52,7 +53,7 @@ def demo(
     preset: Annotated[str, typer.Option(help="Preset the page starts with (see `protoseg presets`).")] = "freeda-b",
     port: Annotated[int, typer.Option(help="Port to serve the page on.")] = 7860,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "auto",
+    device: DeviceOption = "auto",
     features: FeaturesOption = None,
     text: TextOption = None,
     sam: SamOption = None,

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from protoseg.atomic import check_output_file, write_bytes
 from protoseg.commands.common import (
+    DeviceOption,
     FeaturesOption,
     SamOption,
     TextOption,
@@ -20,8 +21,8 @@ from protoseg.commands.common import (
     check_positive,
     model_overrides,
     progress_bar,
-    quiet_model_loading,
 )
+from protoseg.commands.verbosity import model_library_output
 from protoseg.errors import ProtosegError
 
 
@@ -100,7 +101,6 @@ RunDirOption = Annotated[Path | None, typer.Option(
 WorkersOption = Annotated[int, typer.Option("--workers", help="data-loading threads")]
 ShardSizeOption = Annotated[int, typer.Option("--shard-size", help="images per resumable shard")]
 PerClassOption = Annotated[bool, typer.Option("--per-class/--summary", help="print per-class IoU")]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available)")]
 SavePredictionsOption = Annotated[Path | None, typer.Option(
     "--save-predictions", help="also write each label map as DIR/<stem>.png (re-scorable)")]
 ListClassesOption = Annotated[bool, typer.Option(
@@ -198,7 +198,7 @@ def eval_command(
         ray=ray, ray_address=ray_address, protocol=protocol, names=names, plots=plots, no_plots=no_plots)
     _check_options(settings)
     if bank is not None:
-        quiet_model_loading()
+        model_library_output()
     console = Console(stderr=True)
     with _LazyBar(console, f"eval {dataset}") as bar:
         report = run_benchmark(settings, progress=bar)

@@ -6,23 +6,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from protoseg.commands.common import (
     AllowSyntheticOption,
+    DeviceOption,
+    DtypeOption,
     FeaturesOption,
+    JsonOption,
     SamOption,
     TextOption,
     model_overrides,
+    print_json,
     progress_bar,
-    quiet_model_loading,
     read_classes,
 )
+from protoseg.commands.verbosity import model_library_output
 from protoseg.errors import ProtosegError
 
 if TYPE_CHECKING:
     from protoseg.bank import PrototypeBank
+    from protoseg.batch import BatchSummary
+    from protoseg.config.segment import Preset
 
 
 def segment(
@@ -37,8 +42,8 @@ def segment(
     background: Annotated[bool, typer.Option(help="Label pixels matching no class as background (255).")] = False,
     threshold: Annotated[float | None, typer.Option(
         help="Background score threshold (preset default); needs --background.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     features: FeaturesOption = None,
     text: TextOption = None,
     sam: SamOption = None,
@@ -52,6 +57,7 @@ def segment(
         help="With --generate-missing: diffusion weights, hub id or local folder (default: the recipe's).")] = None,
     llm: Annotated[str | None, typer.Option(
         help="With --generate-missing: LLM spec for DPSM descriptions (default: the recipe's).")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
@@ -78,9 +84,28 @@ def segment(
                              allow_synthetic=allow_synthetic_backend, generate_missing=generate_missing,
                              diffusion=diffusion, llm=llm,
                              inputs=(classes_file,) if classes_file is not None else ())
-    quiet_model_loading(diffusion=generate_missing)
+    model_library_output(diffusion=generate_missing)
     with _Bars() as bars:
         summary = segment_files(images, settings, progress=bars.update, grown=bars.grown)
+    if json_output:
+        print_json(_summary_record(summary))
+    else:
+        _print_summary(summary)
+    not_converged = summary.diagnostics.get("transport_not_converged", 0)
+    if not_converged:
+        typer.echo(f"warning: {not_converged} of {summary.diagnostics.get('transport_problems', 0)} transport "
+                   "problems did not converge (raise iterations or epsilon)", err=True)
+
+
+def _summary_record(summary: BatchSummary) -> dict:
+    """The ``--json`` summary: the output folder, the images written and skipped (input order), the classes
+    generated first and the matchers' diagnostic counts."""
+    return {"out": summary.out, "written": summary.written, "skipped": summary.skipped,
+            "generated": summary.generated, "diagnostics": summary.diagnostics}
+
+
+def _print_summary(summary: BatchSummary) -> None:
+    out = summary.out
     if not summary.written:
         typer.echo(f"all {len(summary.skipped)} label map(s) in {out} are up to date (same images, classes, bank "
                    "and settings)")
@@ -88,10 +113,6 @@ def segment(
     skipped = len(summary.skipped)
     typer.echo(f"wrote {len(summary.written)} label map(s) and overlay(s) to {out}"
                + (f"; {skipped} already up to date" if skipped else ""))
-    not_converged = summary.diagnostics.get("transport_not_converged", 0)
-    if not_converged:
-        typer.echo(f"warning: {not_converged} of {summary.diagnostics.get('transport_problems', 0)} transport "
-                   "problems did not converge (raise iterations or epsilon)", err=True)
 
 
 class _Bars:
@@ -114,7 +135,7 @@ class _Bars:
     def update(self, stage: str, done: int, total: int) -> None:
         if stage.startswith("generating"):
             if self._generating is None:
-                self._generating = progress_bar(Console(stderr=True), transient=True)
+                self._generating = progress_bar(transient=True)
                 self._generating.start()
             bar = self._generating
         else:
@@ -133,12 +154,29 @@ class _Bars:
                    f"them to {bank.source} ({len(bank)} prototypes now) in {seconds:.1f} s", err=True)
 
 
-def presets() -> None:
-    """List the method presets."""
+def is_test_preset(preset: Preset) -> bool:
+    """Whether ``preset`` is a test stand-in: hand-crafted parts-world features or tiny random models."""
+    from protoseg.config.segment import TINY  # import time: it loads torch (through protoseg.regions)
+
+    return preset.synthetic or preset.features == TINY
+
+
+def presets(
+    all_presets: Annotated[bool, typer.Option(
+        "--all", help="Also list the test presets (parts-world hand-crafted features, tiny random models).")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List the method presets (the test presets with --all)."""
     from protoseg.config.segment import PRESETS  # import time: it loads torch (through protoseg.regions)
 
-    for name, p in sorted(PRESETS.items()):
+    shown = {name: p for name, p in sorted(PRESETS.items()) if all_presets or not is_test_preset(p)}
+    if json_output:
+        print_json([{**p.to_dict(), "test": is_test_preset(p)} for p in shown.values()])
+        return
+    for name, p in shown.items():
         typer.echo(f"{name:14s} {p.description}")
+    if len(shown) < len(PRESETS):
+        typer.echo(f"({len(PRESETS) - len(shown)} test presets not shown: protoseg presets --all)")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
 from protoseg.bank import PrototypeBank
+from protoseg.bank_source import open_bank
 from protoseg.config.fields import to_dict
 from protoseg.datasets import SegDataset, open_dataset
 from protoseg.errors import ProtosegError
@@ -157,7 +158,7 @@ def _saved_predictions(settings: EvalSettings, data: SegDataset) -> list[Path]:
 def _bank_reference(settings: EvalSettings, bank: PrototypeBank) -> str:
     """How a Ray worker finds the bank: ``hf://`` banks by their address (each worker downloads its own
     copy), folders by their absolute path."""
-    return bank.source if bank.source.startswith("hf://") else str(Path(settings.bank or "").resolve())
+    return bank.source if bank.source.startswith("hf://") else str(Path(bank.source).resolve())
 
 
 def segmenter_predictor(settings: EvalSettings, query: BenchmarkQuery, bank: PrototypeBank,
@@ -245,7 +246,7 @@ def run_benchmark(settings: EvalSettings, progress: Progress | None = None) -> B
     check_outputs(settings)
     query = benchmark_query(settings.dataset, settings.protocol, settings.names, settings.preset,
                             beta_source=settings.beta_source, data_root=settings.data_root, **settings.overrides)
-    bank = PrototypeBank.load(settings.bank) if settings.bank is not None else None
+    bank = open_bank(settings.bank) if settings.bank is not None else None
     data = open_dataset(settings.dataset, settings.data_root).limit(settings.limit)
     data.check_files(images=bank is not None)
     config: dict[str, Any] = {

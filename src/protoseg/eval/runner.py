@@ -44,8 +44,8 @@ class EvalSettings:
     Attributes:
         dataset: a protoseg dataset name (:data:`protoseg.datasets.DATASET_NAMES`).
         data_root: the dataset's folder (optional for the procedural worlds).
-        bank: prototype bank to segment with (folder or ``hf://`` address); exactly one of ``bank`` and
-            ``predictions``.
+        bank: prototype bank to segment with (folder, ``hf://`` address, or a published bank's name such as
+            ``freeda-l``); exactly one of ``bank`` and ``predictions``.
         predictions: folder of ``<stem>.png`` label maps to score instead of running a model.
         preset: model preset (``None``: the dataset's); ``beta_source``: ``"paper"`` or ``"code"``.
         overrides: Preset fields for model weights (``features``, ``text``, ``sam``: hub id or folder).

@@ -4,7 +4,7 @@ from PIL import Image
 
 from protoseg.classes import parse_class_list, validate_classes
 from protoseg.errors import ProtosegError
-from protoseg.images import load_image
+from protoseg.images import as_rgb_array, load_image
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA", "CMYK", "1", "F"])
@@ -58,3 +58,32 @@ def test_class_lists():
             parse_class_list(bad)
     with pytest.raises(ProtosegError, match="no classes"):
         validate_classes([])
+
+
+def test_as_rgb_array_takes_uint8_rgb_arrays_rgb_pil_images_and_paths(tmp_path):
+    rgb = (np.random.default_rng(1).random((12, 20, 3)) * 255).astype(np.uint8)
+    assert as_rgb_array(rgb) is rgb
+    np.testing.assert_array_equal(as_rgb_array(Image.fromarray(rgb)), rgb)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    for path in (tmp_path / "x.png", str(tmp_path / "x.png")):
+        np.testing.assert_array_equal(as_rgb_array(path), rgb)
+
+
+@pytest.mark.parametrize("image, fragments", [
+    (np.zeros((12, 20, 3), np.float32), ["float32 array of shape (12, 20, 3)", "(x * 255).round().astype(np.uint8)"]),
+    (np.zeros((12, 20), np.uint8), ["uint8 array of shape (12, 20)", "np.repeat(x[..., None], 3, axis=2)"]),
+    (np.zeros((12, 20, 4), np.uint8), ["shape (12, 20, 4)", "alpha"]),
+    (np.zeros((3, 12, 20), np.uint8), ["shape (3, 12, 20)", "x.transpose(1, 2, 0)"]),
+    (np.zeros((12, 20, 3), np.uint16), ["uint16 array", ".astype(np.uint8)"]),
+    (np.zeros((0, 20, 3), np.uint8), ["empty"]),
+    ([[0, 0, 0]], ["got list"]),
+    (Image.new("RGBA", (4, 4)), ["mode 'RGBA'", "image.convert('RGB')"]),
+    (Image.new("L", (4, 4)), ["mode 'L'", "image.convert('RGB')"]),
+])
+def test_as_rgb_array_names_what_it_got_and_converts_nothing(image, fragments):
+    with pytest.raises(ProtosegError) as caught:
+        as_rgb_array(image)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message

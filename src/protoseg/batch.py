@@ -25,6 +25,8 @@ from typing import Any
 
 from protoseg.atomic import check_not_inputs, check_output_dir
 from protoseg.bank import PrototypeBank
+from protoseg.bank_preset import check_preset_fits, preset_for_bank
+from protoseg.bank_source import open_bank
 from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
 from protoseg.images import check_image, expand_images, load_image
@@ -47,9 +49,11 @@ class BatchSettings:
 
     Attributes:
         classes: the class names; a label is the index of its class here.
-        bank: a bank folder, an ``hf://owner/name[@revision]`` id, or a loaded :class:`PrototypeBank`.
+        bank: a bank folder, an ``hf://owner/name[@revision]`` id, a published bank's name (``freeda-l``,
+            fetched once) or a loaded :class:`PrototypeBank`.
         out: the output folder (created when missing).
-        preset: the method preset (:data:`protoseg.config.segment.PRESETS`).
+        preset: the method preset (:data:`protoseg.config.segment.PRESETS`); ``None``: the bank's own
+            (:func:`protoseg.bank_preset.preset_for_bank`). A named preset must fit the bank.
         overrides: preset fields to replace (model weights, ``background_threshold``…).
         background: label pixels matching no class as background (the preset's background rule).
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``; dtype: the models' dtype.
@@ -63,7 +67,7 @@ class BatchSettings:
     classes: list[str]
     bank: str | Path | PrototypeBank
     out: Path = Path("protoseg-out")
-    preset: str = "freeda-b"
+    preset: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     background: bool = False
     device: str = "auto"
@@ -96,11 +100,13 @@ class BatchSummary:
     diagnostics: dict[str, int] = field(default_factory=dict)
 
 
-def check_request(paths: Sequence[Path], classes: Sequence[str], preset: str, overrides: Mapping[str, Any],
+def check_request(paths: Sequence[Path], classes: Sequence[str], preset: str | None, overrides: Mapping[str, Any],
                   bank: str | Path | PrototypeBank, allow_synthetic: bool = False) -> tuple[Preset, PrototypeBank]:
     """What segmenting image files checks before a model loads, in this order: the number of classes, every
-    image (readable), the preset (with ``overrides``), the hand-crafted backend only on parts-world scenes
-    unless ``allow_synthetic``, and the bank (a folder, an ``hf://`` id, or a loaded one).
+    image (readable), a named preset (with ``overrides``), the bank (a folder, an ``hf://`` id, a published
+    bank's name, or a loaded one), the preset against the bank (``None``: the bank's own preset, with
+    ``overrides``; a named one must fit it, :func:`protoseg.bank_preset.check_preset_fits`), and the
+    hand-crafted backend only on parts-world scenes unless ``allow_synthetic``.
 
     Returns:
         ``(preset, bank)``.
@@ -112,9 +118,14 @@ def check_request(paths: Sequence[Path], classes: Sequence[str], preset: str, ov
         raise ProtosegError(f"{len(classes)} classes; a label map holds at most {MAX_CLASSES}")
     for path in paths:
         check_image(path)
-    chosen = get_preset(preset, **overrides)
-    check_synthetic_backend(chosen, list(paths), allow_synthetic)
-    loaded = bank if isinstance(bank, PrototypeBank) else PrototypeBank.load(bank)
+    named = get_preset(preset, **overrides) if preset is not None else None
+    if named is not None:
+        check_synthetic_backend(named, list(paths), allow_synthetic)
+    loaded = open_bank(bank)
+    chosen = named or get_preset(preset_for_bank(loaded.manifest), **overrides)
+    check_preset_fits(chosen, loaded.manifest, loaded.source or "in memory")
+    if named is None:
+        check_synthetic_backend(chosen, list(paths), allow_synthetic)
     return chosen, loaded
 
 
@@ -156,7 +167,7 @@ def segment_files(images: Sequence[str | Path], settings: BatchSettings, progres
     request = {"classes": settings.classes, "background": settings.background,
                "side_by_side": settings.side_by_side, "preset": jsonable(preset), "bank": bank.fingerprint(),
                "device": str(resolved), "dtype": settings.dtype, "protoseg": build_id()}
-    meta = {path: {"image": str(path), "preset": settings.preset, "bank": bank.source,
+    meta = {path: {"image": str(path), "preset": preset.name, "bank": bank.source,
                    "bank_id": bank.manifest.bank_id,
                    "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
     todo = [path for path in paths if not _up_to_date(planned[path], meta[path]["fingerprint"])]

@@ -1,8 +1,14 @@
-"""Reading user images robustly: any mode/bit depth becomes ``uint8`` RGB ``[H, W, 3]``."""
+"""Reading user images robustly: any mode/bit depth becomes ``uint8`` RGB ``[H, W, 3]``.
+
+:func:`load_image` reads a file (EXIF orientation, odd modes and bit depths, decompression bombs);
+:func:`as_rgb_array` is what the segmenter takes from a caller — a file, or an image already in memory
+that must already be uint8 RGB (nothing in memory is converted silently).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -11,6 +17,10 @@ from protoseg.errors import ProtosegError
 
 #: Images above this many pixels are refused (a 100-megapixel photo is ~300 MB as RGB uint8).
 MAX_PIXELS = 100_000_000
+
+#: What :meth:`protoseg.Segmenter.segment` takes: a uint8 ``[H, W, 3]`` RGB array, a PIL image of mode
+#: ``"RGB"``, or the path of an image file (:func:`as_rgb_array`).
+ImageInput: TypeAlias = np.ndarray | Image.Image | str | Path
 
 #: File name endings of images protoseg reads from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -114,3 +124,60 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ProtosegError(f"cannot read image {path}: {exc}") from exc
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    """``image`` as uint8 RGB ``[H, W, 3]``: a path (``str`` / ``Path``) is read with :func:`load_image`
+    (EXIF orientation honoured, any mode converted); a PIL image must have mode ``"RGB"`` (taken as it
+    is; EXIF orientation is not applied); an array must already be uint8 ``[H, W, 3]`` (returned as is).
+
+    Raises:
+        ProtosegError: anything else — another dtype, shape, channel count or PIL mode, an empty image, or
+            another type — naming what it got and how to convert it; or a file :func:`load_image` refuses.
+    """
+    if isinstance(image, str | Path):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise ProtosegError(f"PIL images must have mode 'RGB'; got mode {image.mode!r}: convert it with "
+                                "image.convert('RGB') (choosing how alpha or bit depth become RGB), or pass the "
+                                "file's path, which protoseg reads in any mode")
+        array = np.asarray(image, dtype=np.uint8)
+    elif isinstance(image, np.ndarray):
+        problem = _array_problem(image)
+        if problem:
+            raise ProtosegError(f"images must be uint8 [H, W, 3] RGB arrays; got a {image.dtype} array of shape "
+                                f"{tuple(image.shape)}; {problem}")
+        array = image
+    else:
+        raise ProtosegError(f"images must be a uint8 [H, W, 3] RGB array, a PIL image or a file path; got "
+                            f"{_type_name(image)}{_tensor_hint(image)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ProtosegError(f"the image is empty (shape {tuple(array.shape)})")
+    return array
+
+
+def _array_problem(image: np.ndarray) -> str | None:
+    """How to turn a wrong array into uint8 ``[H, W, 3]``, or ``None`` when it is one."""
+    if image.dtype.kind == "f":
+        return "for values in [0, 1] convert with (x * 255).round().astype(np.uint8)"
+    if image.dtype != np.uint8:
+        return "scale it to 0-255 and convert with .astype(np.uint8)"
+    if image.ndim == 2:
+        return "a grayscale image becomes RGB with np.repeat(x[..., None], 3, axis=2)"
+    if image.ndim == 3 and image.shape[2] == 4:
+        return "drop (or composite) the alpha channel, e.g. x[..., :3]"
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:
+        return "channels come last: x.transpose(1, 2, 0)"
+    if image.ndim != 3 or image.shape[2] != 3:
+        return "give one image with three colour channels (RGB) last"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
+
+
+def _tensor_hint(value: Any) -> str:
+    return "; convert a tensor with x.cpu().numpy()" if hasattr(value, "cpu") and hasattr(value, "numpy") else ""

@@ -42,11 +42,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from protoseg.bank import PrototypeBank
+from protoseg.bank_preset import check_preset_fits, preset_for_bank
+from protoseg.bank_source import open_bank
 from protoseg.classes import ClassList, ClassSpec, normalize_background, normalize_classes
 from protoseg.config.segment import Preset, get_preset
 from protoseg.errors import ProtosegError
+from protoseg.images import ImageInput, as_rgb_array
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
 from protoseg.offline.ondemand import generate_missing, missing_classes
@@ -125,8 +129,8 @@ class Segmenter:
 
     Example::
 
-        seg = Segmenter.from_preset("freeda-b", bank="banks/coco-freeda-b")
-        result = seg.segment(load_image("photo.jpg"), ["road", "car", "tree", "sky"])
+        seg = Segmenter.from_pretrained("freeda-l")  # FreeDA's released bank, fetched once; or a folder, hf://…
+        result = seg.segment("photo.jpg", ["road", "car", "tree", "sky"])
     """
 
     def __init__(self, preset: Preset, bank: PrototypeBank, models: ModelSet | None = None):
@@ -176,19 +180,46 @@ class Segmenter:
     def from_preset(cls, name: str, bank: str | Path | PrototypeBank, device: str | torch.device | None = None,
                     dtype: str | torch.dtype | None = None, **overrides: Any) -> Segmenter:
         """Build from a named preset (:data:`protoseg.config.segment.PRESETS`); ``overrides`` replace preset fields
-        (``matcher_options`` entries are merged)."""
+        (``matcher_options`` entries are merged). ``bank``: a loaded bank, a bank folder, ``hf://owner/name``
+        or a published bank's name (:func:`protoseg.bank_source.open_bank`)."""
         preset = get_preset(name, **overrides)
-        if not isinstance(bank, PrototypeBank):
-            bank = PrototypeBank.load(bank)
+        bank = open_bank(bank)
         return cls(preset, bank, ModelSet.for_preset(preset, device=device, dtype=dtype))
 
-    def segment_many(self, images: Iterable[np.ndarray], classes: Sequence[ClassSpec] | ClassList,
+    @classmethod
+    def from_pretrained(cls, bank_or_name: str | Path | PrototypeBank, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, **overrides: Any) -> Segmenter:
+        """Build for a bank with the preset its manifest calls for (:func:`protoseg.bank_preset.preset_for_bank`:
+        the preset its build recorded, else the first in ``PRESETS`` whose encoders and matcher fit it).
+
+        ``bank_or_name``: a loaded bank, a bank folder, ``hf://owner/name[@revision]``, or a published bank's
+        name such as ``"freeda-l"`` (downloaded into protoseg's cache on first use). ``overrides`` replace
+        fields of that preset as in :meth:`from_preset` (e.g. ``features="/models/dinov2-large"``).
+
+        Raises:
+            ProtosegError: the bank cannot be read or fetched, no preset fits it, or ``overrides`` contradict
+                it (another feature encoder, text encoder or matcher).
+        """
+        bank = open_bank(bank_or_name)
+        preset = get_preset(preset_for_bank(bank.manifest), **overrides)
+        check_preset_fits(preset, bank.manifest, bank.source or "in memory")
+        return cls(preset, bank, ModelSet.for_preset(preset, device=device, dtype=dtype))
+
+    def segment_many(self, images: Iterable[ImageInput], classes: Sequence[ClassSpec] | ClassList,
                      background: bool | str = False, return_scores: bool = False,
                      background_names: Sequence[str] = (),
                      proposals: Iterable[np.ndarray | torch.Tensor | None] | None = None) -> Iterator[Segmentation]:
-        """:meth:`segment` for each of ``images`` (uint8 ``[H, W, 3]`` each, any iterable, read as needed):
+        """:meth:`segment` for each of ``images`` (any iterable of what :meth:`segment` takes, read as needed):
         yields one :class:`Segmentation` per image, in order, each the one :meth:`segment` gives that image
-        with the same options. ``proposals``: one item (bool ``[N, H, W]`` masks, or ``None``) per image."""
+        with the same options. ``proposals``: one item (bool ``[N, H, W]`` masks, or ``None``) per image.
+
+        Raises:
+            ProtosegError: ``images`` is one image rather than an iterable of them, an image is not one
+                :meth:`segment` takes, or ``proposals`` has another length.
+        """
+        if isinstance(images, str | Path | np.ndarray | Image.Image):
+            raise ProtosegError(f"segment_many takes an iterable of images; got one image "
+                                f"({type(images).__name__}): use segment(), or put it in a list")
         masks = repeat(None) if proposals is None else iter(proposals)
         for image in images:
             given = next(masks, _END)
@@ -292,13 +323,16 @@ class Segmenter:
         return slide(resized, score, channels, self.preset.crop, self.preset.stride)
 
     @torch.no_grad()
-    def segment(self, image: np.ndarray, classes: Sequence[ClassSpec] | ClassList,
+    def segment(self, image: ImageInput, classes: Sequence[ClassSpec] | ClassList,
                 background: bool | str = False, return_scores: bool = False,
                 background_names: Sequence[str] = (),
                 proposals: np.ndarray | torch.Tensor | None = None) -> Segmentation:
-        """Label every pixel of ``image`` (uint8 ``[H, W, 3]`` RGB) with one of ``classes``.
+        """Label every pixel of ``image`` with one of ``classes``.
 
         Args:
+            image: a uint8 ``[H, W, 3]`` RGB array, a PIL image of mode ``"RGB"``, or an image file's path
+                (read with :func:`protoseg.images.load_image`); anything else is an error, never converted
+                silently (:func:`protoseg.images.as_rgb_array`).
             classes: class names, or lists of synonyms (a class scores the max over its names).
             background: ``False`` / ``"none"``: every pixel gets a class; ``True``: the preset's
                 ``background_rule``; ``"constant"`` or ``"probability"``: that rule (module docstring).
@@ -309,7 +343,12 @@ class Segmenter:
             proposals: bool ``[N, H, W]`` region proposals of this image, for a DPSM preset with
                 ``proposals="given"`` (e.g. an external mask generator's masks, or a test world's object
                 masks).
+
+        Raises:
+            ProtosegError: an image that is not one of those (naming what it got and how to convert it), an
+                unreadable file, bad classes, background options or proposals.
         """
+        image = as_rgb_array(image)
         rule = self._rule(background)
         if background_names and rule != "probability":
             raise ProtosegError("background names are queried only by the probability background rule; "

@@ -63,18 +63,21 @@ def demo(
     share of the pixels, and download the label maps. Runs until Ctrl-C."""
     # import time: these load torch (and protoseg.demo the whole library), paid only by this command
     from protoseg.bank import PrototypeBank
+    from protoseg.bank_source import bank_location
     from protoseg.config.segment import get_preset
     from protoseg.demo import DemoSettings, build_demo, launch
 
+    try:
+        import gradio  # noqa: F401  (the optional dependency of the demo alone)
+    except ModuleNotFoundError:
+        raise ProtosegError('the web demo needs gradio, which protoseg installs only with its demo extra: '
+                            'pip install "protoseg[demo]"') from None
     get_preset(preset, **model_overrides(features, text, sam))  # an unknown preset is one error line, now
     check_device(device)
     if bank is not None:
+        bank = bank_location(bank)  # a published bank's name -> its folder (fetched once)
         PrototypeBank.load(bank)
     check_port(host, port)
-    try:
-        import gradio  # noqa: F401  (a dependency; checked so that a broken install says what is missing)
-    except ModuleNotFoundError:
-        raise ProtosegError("the web demo needs gradio: pip install 'gradio>=6'") from None
 
     settings = DemoSettings(bank=str(bank) if bank is not None else "", preset=preset, features=features, text=text,
                             sam=sam, device=device, allow_synthetic=allow_synthetic_backend)

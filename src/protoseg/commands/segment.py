@@ -37,7 +37,8 @@ def segment(
                                             "a Hub dataset, downloaded and verified.")],
     classes: Annotated[str | None, typer.Option(help='Comma-separated class names, e.g. "road, car, sky".')] = None,
     classes_file: Annotated[Path | None, typer.Option(help="File with one class name a line.")] = None,
-    preset: Annotated[str, typer.Option(help="Method preset (see `protoseg presets`).")] = "freeda-b",
+    preset: Annotated[str | None, typer.Option(
+        help="Method preset (see `protoseg presets`); default: the one the bank was built for.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("protoseg-out"),
     background: Annotated[bool, typer.Option(help="Label pixels matching no class as background (255).")] = False,
     threshold: Annotated[float | None, typer.Option(

@@ -17,6 +17,7 @@ from typing import Any
 
 from protoseg.atomic import check_not_inputs, check_output_dir, check_output_file
 from protoseg.bank import PrototypeBank
+from protoseg.bank_source import open_bank
 from protoseg.config.fields import to_dict
 from protoseg.datasets import SegDataset, open_dataset
 from protoseg.errors import ProtosegError
@@ -43,8 +44,8 @@ class EvalSettings:
     Attributes:
         dataset: a protoseg dataset name (:data:`protoseg.datasets.DATASET_NAMES`).
         data_root: the dataset's folder (optional for the procedural worlds).
-        bank: prototype bank to segment with (folder or ``hf://`` address); exactly one of ``bank`` and
-            ``predictions``.
+        bank: prototype bank to segment with (folder, ``hf://`` address, or a published bank's name such as
+            ``freeda-l``); exactly one of ``bank`` and ``predictions``.
         predictions: folder of ``<stem>.png`` label maps to score instead of running a model.
         preset: model preset (``None``: the dataset's); ``beta_source``: ``"paper"`` or ``"code"``.
         overrides: Preset fields for model weights (``features``, ``text``, ``sam``: hub id or folder).
@@ -157,7 +158,7 @@ def _saved_predictions(settings: EvalSettings, data: SegDataset) -> list[Path]:
 def _bank_reference(settings: EvalSettings, bank: PrototypeBank) -> str:
     """How a Ray worker finds the bank: ``hf://`` banks by their address (each worker downloads its own
     copy), folders by their absolute path."""
-    return bank.source if bank.source.startswith("hf://") else str(Path(settings.bank or "").resolve())
+    return bank.source if bank.source.startswith("hf://") else str(Path(bank.source).resolve())
 
 
 def segmenter_predictor(settings: EvalSettings, query: BenchmarkQuery, bank: PrototypeBank,
@@ -245,7 +246,7 @@ def run_benchmark(settings: EvalSettings, progress: Progress | None = None) -> B
     check_outputs(settings)
     query = benchmark_query(settings.dataset, settings.protocol, settings.names, settings.preset,
                             beta_source=settings.beta_source, data_root=settings.data_root, **settings.overrides)
-    bank = PrototypeBank.load(settings.bank) if settings.bank is not None else None
+    bank = open_bank(settings.bank) if settings.bank is not None else None
     data = open_dataset(settings.dataset, settings.data_root).limit(settings.limit)
     data.check_files(images=bank is not None)
     config: dict[str, Any] = {

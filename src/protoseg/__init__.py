@@ -17,22 +17,24 @@ from protoseg.errors import ProtosegError
 from protoseg.version import __version__
 
 if TYPE_CHECKING:
-    from protoseg.bank import PrototypeBank, load_bank
+    from protoseg.bank import PrototypeBank
+    from protoseg.bank_source import open_bank as load_bank
     from protoseg.eval.runner import EvalSettings, run_benchmark
     from protoseg.images import load_image
     from protoseg.offline import build_bank
     from protoseg.segment import Segmentation, Segmenter
 
-#: public name -> the module that defines it.
+#: public name -> (module, attribute). ``load_bank`` reads a folder, an ``hf://`` address or a published
+#: bank's name (``freeda-l``, fetched on first use).
 _PUBLIC = {
-    "Segmenter": "protoseg.segment",
-    "Segmentation": "protoseg.segment",
-    "PrototypeBank": "protoseg.bank",
-    "load_bank": "protoseg.bank",
-    "build_bank": "protoseg.offline",
-    "EvalSettings": "protoseg.eval.runner",
-    "run_benchmark": "protoseg.eval.runner",
-    "load_image": "protoseg.images",
+    "Segmenter": ("protoseg.segment", "Segmenter"),
+    "Segmentation": ("protoseg.segment", "Segmentation"),
+    "PrototypeBank": ("protoseg.bank", "PrototypeBank"),
+    "load_bank": ("protoseg.bank_source", "open_bank"),
+    "build_bank": ("protoseg.offline", "build_bank"),
+    "EvalSettings": ("protoseg.eval.runner", "EvalSettings"),
+    "run_benchmark": ("protoseg.eval.runner", "run_benchmark"),
+    "load_image": ("protoseg.images", "load_image"),
 }
 
 __all__ = ["EvalSettings", "ProtosegError", "PrototypeBank", "Segmentation", "Segmenter", "__version__", "build_bank",
@@ -41,7 +43,8 @@ __all__ = ["EvalSettings", "ProtosegError", "PrototypeBank", "Segmentation", "Se
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
+        module, attribute = _PUBLIC[name]
+        return getattr(import_module(module), attribute)
     raise AttributeError(f"module 'protoseg' has no attribute {name!r}")
 
 

@@ -16,22 +16,6 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import (
-    CLIPConfig,
-    CLIPModel,
-    CLIPTextConfig,
-    CLIPTextModel,
-    Dinov2Config,
-    Dinov2Model,
-    SamConfig,
-    SamMaskDecoderConfig,
-    SamModel,
-    SamProcessor,
-    SamPromptEncoderConfig,
-    SamVisionConfig,
-)
-from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
 from protoseg.atomic import atomic_dir, mark_generated
 from protoseg.testing.tokenizer import TINY_WORDS, clip_tokenizer
@@ -48,6 +32,9 @@ def tiny_dir() -> Path:
 
 def tiny_dinov2(folder: str | Path, seed: int = 0, hidden_size: int = 32) -> Path:
     """A random 2-layer ``Dinov2Model`` (patch 14, 518 px -> 37x37 grid) saved to ``folder``."""
+    # import time: transformers / diffusers (seconds), paid only when a tiny model is made
+    from transformers import Dinov2Config, Dinov2Model
+
     torch.manual_seed(seed)
     config = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
                           intermediate_size=2 * hidden_size, patch_size=14, image_size=518)
@@ -59,6 +46,9 @@ def tiny_dinov2(folder: str | Path, seed: int = 0, hidden_size: int = 32) -> Pat
 def tiny_clip(folder: str | Path, seed: int = 0, projection_dim: int = 16) -> Path:
     """A random 2-layer ``CLIPModel`` (text 32-d, vision 32-d patch 32 at 224 px, projection 16-d) with the
     tiny ``CLIPTokenizer`` (:func:`protoseg.testing.tokenizer.clip_tokenizer`), both saved to ``folder``."""
+    # import time: transformers / diffusers (seconds), paid only when a tiny model is made
+    from transformers import CLIPConfig, CLIPModel
+
     folder = Path(folder)
     tokenizer = clip_tokenizer(TINY_WORDS)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -86,6 +76,10 @@ def tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     several heads per layer, classifier-free guidance). Load it with
     :func:`protoseg.models.diffusion.load_pipeline`. Deterministic given ``seed``.
     """
+    # import time: transformers / diffusers (seconds), paid only when a tiny model is made
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     folder = Path(folder)
     tokenizer = clip_tokenizer(TINY_WORDS)
     torch.manual_seed(seed)
@@ -116,6 +110,17 @@ def tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
 def tiny_sam(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
     """A random ``SamModel`` (2-layer ViT, 32-d) + a ``SamProcessor`` resizing to ``image_size``, saved in
     ``folder``; returns ``folder``."""
+    # import time: transformers / diffusers (seconds), paid only when a tiny model is made
+    from transformers import (
+        SamConfig,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
     folder = Path(folder)
     torch.manual_seed(seed)
     patch = 16

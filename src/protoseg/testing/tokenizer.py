@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from transformers import CLIPTokenizer
-
 __all__ = ["TINY_WORDS", "bytes_to_unicode", "clip_bpe_vocab", "clip_tokenizer", "write_clip_bpe_vocab"]
 
 #: Words the tiny tokenizer encodes as one token each (any other text falls back to sub-words/bytes).
@@ -102,6 +100,8 @@ def write_clip_bpe_vocab(folder: str | Path, words: tuple[str, ...] | list[str] 
 
 def clip_tokenizer(words: tuple[str, ...] | list[str] = TINY_WORDS) -> Any:
     """A real ``transformers.CLIPTokenizer`` (77-token context) over :func:`clip_bpe_vocab` of ``words``."""
+    from transformers import CLIPTokenizer  # import time: transformers (seconds), paid on use
+
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_bpe_vocab(tmp, words)), model_max_length=77)
     return tokenizer

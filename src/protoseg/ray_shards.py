@@ -1,0 +1,176 @@
+"""Shards on a Ray cluster: one long-lived worker (a Ray actor) per GPU, or per ``threads`` CPUs where the
+cluster has no GPUs; each builds its work function once (models loaded once) and runs shard after shard.
+
+- Workers import protoseg from their own installation. The first call on every worker returns its
+  :func:`protoseg.version.build_id`; one that differs from the driver's stops the run with one error
+  naming both.
+- Results come back to the driver (``finished(index, result)``, once per shard, on the driver), which
+  writes every file, so workers need no shared file system for their outputs.
+- A worker lost with its node (or killed) is replaced and its shard runs again elsewhere, a bounded
+  number of times; a shard's result is delivered once however often it ran.
+- An address that does not answer is reported within :data:`CONNECT_TIMEOUT_S` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from protoseg.errors import ProtosegError
+from protoseg.version import build_id
+
+T = TypeVar("T")
+
+#: Seconds an unreachable ``--ray-address`` may take before the run stops with an error.
+CONNECT_TIMEOUT_S = 10.0
+
+#: Times a shard is run again after its worker was lost, and workers replaced per worker started.
+RETRIES = 3
+
+#: Seconds between checks for lost workers while waiting for results.
+WAIT_S = 1.0
+
+
+class ShardWorker:
+    """The body of a Ray actor: ``make()`` builds the work function once, on first use."""
+
+    def __init__(self, make: Callable[[], Callable[[Any], Any]], threads: int | None):
+        if threads is not None:
+            import torch  # imported on use: this module stays free of torch for the bank reader's users
+
+            torch.set_num_threads(threads)
+        self._make = make
+        self._work: Callable[[Any], Any] | None = None
+
+    def build(self) -> tuple[str, str]:
+        """``(protoseg build id, node id)`` of this worker."""
+        import ray  # optional dependency (protoseg[ray]); present on every worker
+
+        return build_id(), ray.get_runtime_context().get_node_id()
+
+    def run(self, items: Any) -> Any:
+        if self._work is None:
+            self._work = self._make()
+        return self._work(items)
+
+
+def connect(address: str | None, init_kwargs: dict[str, Any]) -> bool:
+    """Connect to Ray at ``address`` (``None``: a running connection, or a local Ray on 127.0.0.1); returns
+    whether this call started the connection (then the caller shuts it down).
+
+    Raises:
+        ProtosegError: Ray is not installed, or ``address`` does not answer within :data:`CONNECT_TIMEOUT_S`.
+    """
+    try:
+        import ray  # optional dependency (protoseg[ray])
+    except ImportError:
+        raise ProtosegError("--ray needs Ray: pip install 'protoseg[ray]'") from None
+    if ray.is_initialized():
+        return False
+    kwargs = dict(init_kwargs)
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        kwargs.setdefault("_node_ip_address", "127.0.0.1")  # a local Ray listens on loopback only
+    if address not in (None, "auto", "local"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise ProtosegError(f"cannot start or reach Ray at {address or 'a local cluster'}: {exc}") from exc
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """Open (and close) a TCP connection to ``host:port`` of ``address`` (``ray://`` or plain)."""
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise ProtosegError(f"cannot reach Ray at {address}: {exc or 'timed out'}; check --ray-address "
+                            "(host:port of the cluster's head)") from None
+
+
+def run_on_ray(shards: Sequence[T], make: Callable[[], Callable[[T], Any]],
+               finished: Callable[[int, Any], None], *, address: str | None = None,
+               init_kwargs: dict[str, Any] | None = None, threads: int | None = None,
+               todo: Sequence[int] | None = None) -> None:
+    """Run ``make()(shards[i])`` for each ``i`` of ``todo`` (default: all) on Ray workers and call
+    ``finished(i, result)`` on the driver as results arrive (module docstring).
+
+    Args:
+        make: a picklable factory of the work function (called once per worker).
+        threads: CPUs reserved by each CPU worker and torch threads it uses (default 1).
+
+    Raises:
+        ProtosegError: Ray missing or unreachable, a worker running another protoseg build, or a shard whose
+            workers were lost more than :data:`RETRIES` times.
+    """
+    import ray  # optional dependency (protoseg[ray]); connect() said so if it is missing
+
+    started = connect(address, init_kwargs or {})
+    try:
+        _dispatch(ray, list(range(len(shards))) if todo is None else list(todo), shards, make, finished, threads)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _dispatch(ray: Any, todo: list[int], shards: Sequence[T], make: Callable[[], Callable[[T], Any]],
+              finished: Callable[[int, Any], None], threads: int | None) -> None:
+    if not todo:
+        return
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    count = min(len(todo), gpus if gpus >= 1 else max(1, int(resources.get("CPU", 1) // (threads or 1))))
+    actor = ray.remote(num_cpus=0 if gpus else threads or 1, num_gpus=1 if gpus else 0)(ShardWorker)
+    queue, tries, done = deque(todo), dict.fromkeys(todo, 0), set()
+    workers = [_start(ray, actor, make, threads) for _ in range(count)]
+    replacements = RETRIES * count
+    running: dict[Any, tuple[int, int]] = {}  # result ref -> (worker slot, shard index)
+    while queue or running:
+        busy = {slot for slot, _ in running.values()}
+        for slot in range(len(workers)):
+            if queue and slot not in busy:
+                index = queue.popleft()
+                running[workers[slot].run.remote(shards[index])] = (slot, index)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+        for ref in ready:
+            slot, index = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                tries[index] += 1
+                if tries[index] > RETRIES or replacements == 0:
+                    raise ProtosegError(f"shard {index} lost its Ray worker {tries[index]} times: {exc}") from None
+                queue.appendleft(index)
+                ray.kill(workers[slot], no_restart=True)
+                workers[slot] = _start(ray, actor, make, threads)
+                replacements -= 1
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, ProtosegError):
+                    raise ProtosegError(str(cause)) from None
+                raise
+            if index not in done:
+                done.add(index)
+                finished(index, result)
+
+
+def _start(ray: Any, actor: Any, make: Callable[[], Any], threads: int | None) -> Any:
+    """A new worker, its protoseg build checked against the driver's."""
+    worker = actor.remote(make, threads)
+    deadline = time.monotonic() + 600
+    ref = worker.build.remote()
+    while not ray.wait([ref], timeout=WAIT_S)[0]:
+        if time.monotonic() > deadline:
+            raise ProtosegError("a Ray worker did not start within 600 s; check the cluster's free CPUs/GPUs")
+    theirs, node = ray.get(ref)
+    if theirs != build_id():
+        raise ProtosegError(f"the Ray worker on node {node} runs protoseg {theirs} but this driver runs "
+                            f"{build_id()}; install the same protoseg on every node")
+    return worker

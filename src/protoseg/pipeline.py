@@ -187,6 +187,33 @@ class _Window:
     regions: Future | None
 
 
+class _Ahead:
+    """Windows taken ``depth`` ahead of the one being scored (so their region jobs run early). An error in
+    producing them (reading, preparing an image) is kept until the windows already taken are scored."""
+
+    def __init__(self, windows: Iterator[_Window], depth: int):
+        self.queue: deque[_Window] = deque()
+        self._windows, self._depth = windows, depth
+        self._failure: BaseException | None = None
+
+    def fill(self) -> bool:
+        """Take windows up to ``depth``; whether any is waiting."""
+        while self._failure is None and len(self.queue) < self._depth:
+            try:
+                window = next(self._windows, None)
+            except BaseException as exc:  # raised by raise_failure once the windows before it are scored
+                self._failure = exc
+                break
+            if window is None:
+                break
+            self.queue.append(window)
+        return bool(self.queue)
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
 @dataclass
 class WindowPipeline:
     """Scores of many images' windows through one matcher (module docstring).
@@ -221,23 +248,18 @@ class WindowPipeline:
         pool = region_pool(self.workers)
         source = Prefetch(images, proposals, self.scale, self.prefetch)
         try:
-            windows = self._windows(source, pool, proposals is not None)
-            ahead: deque[_Window] = deque()
-            lookahead = 2 * self.batch_size + 2 * self.workers
-            while True:
-                while len(ahead) < lookahead and (window := next(windows, None)) is not None:
-                    ahead.append(window)
-                if not ahead:
-                    return
-                batch = [ahead.popleft()]
-                while ahead and len(batch) < self.batch_size and ahead[0].crop.shape == batch[0].crop.shape:
-                    batch.append(ahead.popleft())
-                while len(ahead) < lookahead and (window := next(windows, None)) is not None:
-                    ahead.append(window)  # region jobs of the next windows run during this forward
+            windows = _Ahead(self._windows(source, pool), 2 * self.batch_size + 2 * self.workers)
+            while windows.fill():
+                batch = [windows.queue.popleft()]
+                while (windows.queue and len(batch) < self.batch_size
+                       and windows.queue[0].crop.shape == batch[0].crop.shape):
+                    batch.append(windows.queue.popleft())
+                windows.fill()  # region jobs of the next windows run during this forward
                 for window, forwarded in zip(batch, self._forward(batch), strict=True):
                     if self._finish(window, forwarded, channels, constant):
                         image = window.image
                         yield image.shape, image.total / image.count, image.stats
+            windows.raise_failure()
         finally:
             source.close()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -245,11 +267,11 @@ class WindowPipeline:
     def _forward(self, batch: list[_Window]) -> list[Any]:
         return self.matcher.forward_windows(torch.stack([window.crop for window in batch]))
 
-    def _windows(self, source: Prefetch, pool: Executor, given: bool) -> Iterator[_Window]:
+    def _windows(self, source: Prefetch, pool: Executor) -> Iterator[_Window]:
         """The windows of every image in mmseg's order, each with its region job submitted."""
         regions = self.matcher.window_regions()
         for index, prepared in enumerate(source):
-            self.matcher.check_proposals(given)
+            self.matcher.check_proposals(prepared.masks is not None)
             resized = prepared.resized.to(self.device)
             masks = prepared.masks
             if masks is None:  # a matcher that proposes regions once per image, or None

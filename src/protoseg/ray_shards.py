@@ -6,13 +6,15 @@ cluster has no GPUs; each builds its work function once (models loaded once) and
   naming both.
 - Results come back to the driver (``finished(index, result)``, once per shard, on the driver), which
   writes every file, so workers need no shared file system for their outputs.
-- A worker lost with its node (or killed) is replaced and its shard runs again elsewhere, a bounded
-  number of times; a shard's result is delivered once however often it ran.
+- A worker lost with its node (or killed) leaves the run; its shard runs again on the others (on a new
+  worker when none is left), a bounded number of times; a shard's result is delivered once however often
+  it ran.
 - An address that does not answer is reported within :data:`CONNECT_TIMEOUT_S` seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -28,11 +30,16 @@ T = TypeVar("T")
 #: Seconds an unreachable ``--ray-address`` may take before the run stops with an error.
 CONNECT_TIMEOUT_S = 10.0
 
-#: Times a shard is run again after its worker was lost, and workers replaced per worker started.
+#: Times a shard is run again after its worker was lost.
 RETRIES = 3
 
 #: Seconds between checks for lost workers while waiting for results.
 WAIT_S = 1.0
+
+#: Seconds a new worker may take to start (models are loaded later, on its first shard).
+START_TIMEOUT_S = 300.0
+
+log = logging.getLogger("protoseg")
 
 
 class ShardWorker:
@@ -128,15 +135,19 @@ def _dispatch(ray: Any, todo: list[int], shards: Sequence[T], make: Callable[[],
     count = min(len(todo), gpus if gpus >= 1 else max(1, int(resources.get("CPU", 1) // (threads or 1))))
     actor = ray.remote(num_cpus=0 if gpus else threads or 1, num_gpus=1 if gpus else 0)(ShardWorker)
     queue, tries, done = deque(todo), dict.fromkeys(todo, 0), set()
-    workers = [_start(ray, actor, make, threads) for _ in range(count)]
-    replacements = RETRIES * count
+    workers: list[Any] = [actor.remote(make, threads) for _ in range(count)]
+    for worker in workers:
+        _check_build(ray, worker)
     running: dict[Any, tuple[int, int]] = {}  # result ref -> (worker slot, shard index)
     while queue or running:
+        if not running and not any(w is not None for w in workers):  # every worker lost: start one anew
+            workers[0] = actor.remote(make, threads)
+            _check_build(ray, workers[0])
         busy = {slot for slot, _ in running.values()}
-        for slot in range(len(workers)):
-            if queue and slot not in busy:
+        for slot, worker in enumerate(workers):
+            if queue and worker is not None and slot not in busy:
                 index = queue.popleft()
-                running[workers[slot].run.remote(shards[index])] = (slot, index)
+                running[worker.run.remote(shards[index])] = (slot, index)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
         for ref in ready:
             slot, index = running.pop(ref)
@@ -144,12 +155,11 @@ def _dispatch(ray: Any, todo: list[int], shards: Sequence[T], make: Callable[[],
                 result = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 tries[index] += 1
-                if tries[index] > RETRIES or replacements == 0:
+                if tries[index] > RETRIES:
                     raise ProtosegError(f"shard {index} lost its Ray worker {tries[index]} times: {exc}") from None
+                log.warning("a Ray worker was lost (%s); its shard %d runs again", type(exc).__name__, index)
                 queue.appendleft(index)
-                ray.kill(workers[slot], no_restart=True)
-                workers[slot] = _start(ray, actor, make, threads)
-                replacements -= 1
+                workers[slot] = None
                 continue
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
@@ -161,16 +171,16 @@ def _dispatch(ray: Any, todo: list[int], shards: Sequence[T], make: Callable[[],
                 finished(index, result)
 
 
-def _start(ray: Any, actor: Any, make: Callable[[], Any], threads: int | None) -> Any:
-    """A new worker, its protoseg build checked against the driver's."""
-    worker = actor.remote(make, threads)
-    deadline = time.monotonic() + 600
+def _check_build(ray: Any, worker: Any) -> None:
+    """Wait (at most :data:`START_TIMEOUT_S`) for ``worker`` to start; its protoseg build must be the driver's."""
+    deadline = time.monotonic() + START_TIMEOUT_S
     ref = worker.build.remote()
     while not ray.wait([ref], timeout=WAIT_S)[0]:
         if time.monotonic() > deadline:
-            raise ProtosegError("a Ray worker did not start within 600 s; check the cluster's free CPUs/GPUs")
+            raise ProtosegError(f"a Ray worker did not start within {START_TIMEOUT_S:.0f} s; check the cluster's "
+                                "free CPUs / GPUs")
     theirs, node = ray.get(ref)
     if theirs != build_id():
         raise ProtosegError(f"the Ray worker on node {node} runs protoseg {theirs} but this driver runs "
                             f"{build_id()}; install the same protoseg on every node")
-    return worker
+    log.info("Ray worker started on node %s", node)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,8 +28,9 @@ from protoseg.version import build_id
 
 T = TypeVar("T")
 
-#: Seconds an unreachable ``--ray-address`` may take before the run stops with an error.
-CONNECT_TIMEOUT_S = 10.0
+#: Seconds an unreachable ``--ray-address`` may take, per step (a TCP connection; Ray's handshake), before
+#: the run stops with an error.
+CONNECT_TIMEOUT_S = 8.0
 
 #: Times a shard is run again after its worker was lost.
 RETRIES = 3
@@ -81,13 +83,42 @@ def connect(address: str | None, init_kwargs: dict[str, Any]) -> bool:
     kwargs = dict(init_kwargs)
     if address is None and "RAY_ADDRESS" not in os.environ:
         kwargs.setdefault("_node_ip_address", "127.0.0.1")  # a local Ray listens on loopback only
-    if address not in (None, "auto", "local"):
+    remote = address not in (None, "auto", "local")
+    if remote:
         _check_reachable(address)
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        raise ProtosegError(f"cannot start or reach Ray at {address or 'a local cluster'}: {exc}") from exc
+    failure = _bounded(lambda: ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs),
+                       CONNECT_TIMEOUT_S if remote else None)
+    if isinstance(failure, (ConnectionError, RuntimeError, ValueError, TimeoutError)):
+        raise ProtosegError(f"cannot start or reach Ray at {address or 'a local cluster'}: {failure}") from failure
+    if failure is not None:
+        raise failure
     return True
+
+
+def _bounded(call: Callable[[], Any], seconds: float | None) -> BaseException | None:
+    """Run ``call`` (on a daemon thread when ``seconds`` bounds it); its exception or ``None``. A call still
+    running after ``seconds`` is left behind and reported as a :class:`TimeoutError`."""
+    if seconds is None:
+        try:
+            call()
+        except BaseException as exc:
+            return exc
+        return None
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="protoseg-ray-connect")
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        return TimeoutError(f"no Ray cluster answered within {seconds:.0f} s")
+    return outcome[0]
 
 
 def _check_reachable(address: str) -> None:

@@ -290,7 +290,9 @@ class _RemoteSegmenter:
         segmenter = Segmenter(self.preset, PrototypeBank.load(self.bank),
                               ModelSet.for_preset(self.preset, device=self.device, dtype=self.dtype))
         segmenter.prepare(self.classes)
-        return functools.partial(_segment_shard, segmenter, self.classes, self.background, self.workers)
+        # A CPU worker holds one core of its node (one such worker per core): its region work stays in it.
+        workers = self.workers if self.workers is not None else (None if segmenter.device.type == "cuda" else 0)
+        return functools.partial(_segment_shard, segmenter, self.classes, self.background, workers)
 
 
 def _segment_shard(segmenter: Segmenter, classes: list[str], background: bool, workers: int | None,

@@ -15,13 +15,16 @@ Everything the caller controls is checked before a model loads or an image is re
 
 from __future__ import annotations
 
+import functools
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import tee
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from protoseg.atomic import check_not_inputs, check_output_dir
 from protoseg.bank import PrototypeBank
@@ -33,6 +36,7 @@ from protoseg.images import check_image, expand_images, load_image
 from protoseg.models import ModelSet
 from protoseg.models.base import resolve_device, resolve_dtype
 from protoseg.offline.ondemand import missing_classes
+from protoseg.ray_shards import run_on_ray
 from protoseg.runs import Progress, file_stamp, fingerprint_of, jsonable
 from protoseg.segment import Segmenter
 from protoseg.version import build_id
@@ -62,6 +66,11 @@ class BatchSettings:
         generate_missing: first grow the bank with the classes it lacks (:meth:`Segmenter.ensure_classes`),
             with ``diffusion`` / ``llm`` replacing the recipe's models when given.
         inputs: other input files the outputs must never replace (e.g. the class file).
+        workers: processes for the region work (:meth:`Segmenter.segment_many`; default: the cores this
+            process may use; 0: none).
+        ray, ray_address: segment on Ray workers (:mod:`protoseg.ray_shards`; ``None``: a running connection
+            or a local Ray), ``ray_shard_size`` images per shard; the image files and the bank folder must be
+            readable at the same paths on every node; the driver writes every output.
     """
 
     classes: list[str]
@@ -78,6 +87,10 @@ class BatchSettings:
     diffusion: str | None = None
     llm: str | None = None
     inputs: tuple[Path, ...] = ()
+    workers: int | None = None
+    ray: bool = False
+    ray_address: str | None = None
+    ray_shard_size: int = 4
 
 
 @dataclass(frozen=True)
@@ -172,7 +185,9 @@ def segment_files(images: Sequence[str | Path], settings: BatchSettings, progres
                    "fingerprint": fingerprint_of({**request, "image": file_stamp(path)})} for path in paths}
     todo = [path for path in paths if not _up_to_date(planned[path], meta[path]["fingerprint"])]
     diagnostics: dict[str, int] = {}
-    if todo:
+    if todo and settings.ray:
+        diagnostics = _write_from_ray(preset, bank, todo, out, meta, settings, report)
+    elif todo:
         segmenter = segmenter or _load(preset, bank, settings)
         diagnostics = _write(segmenter, todo, out, meta, settings, report)
     written = set(todo)
@@ -212,16 +227,106 @@ def _up_to_date(files: dict[str, Path], fingerprint: str) -> bool:
 
 def _write(segmenter: Segmenter, todo: list[Path], out: Path, meta: dict[Path, dict[str, Any]],
            settings: BatchSettings, report: Progress) -> dict[str, int]:
-    """Segment and save each of ``todo`` (images read as the segmenter asks for them); returns the summed
-    diagnostics."""
+    """Segment and save each of ``todo`` (read on the pipeline's prefetch thread, written on a writer thread);
+    returns the summed diagnostics. Images segmented before an interruption are written before it is raised."""
     names = settings.classes
     segmenter.prepare(names)
-    totals: Counter[str] = Counter()
-    report("segmenting", 0, len(todo))
-    images, kept = tee(map(load_image, todo))  # one read per image: for the segmenter and for the overlay
-    results = segmenter.segment_many(images, names, background=settings.background)
-    for done, (path, image, result) in enumerate(zip(todo, kept, results, strict=True), 1):
-        save_segmentation(out, path.stem, image, result.labels, names, meta[path], side_by_side=settings.side_by_side)
-        totals.update(result.diagnostics)
-        report("segmenting", done, len(todo))
-    return dict(totals)
+    kept: deque[np.ndarray] = deque()  # each image read once: for the segmenter and for the overlay
+
+    def read() -> Iterator[np.ndarray]:
+        for path in todo:
+            kept.append(load_image(path))
+            yield kept[-1]
+
+    results = segmenter.segment_many(read(), names, background=settings.background, workers=settings.workers)
+    with Writer(out, meta, settings, report, len(todo)) as writer:
+        for path, result in zip(todo, results, strict=True):
+            writer.put(path, kept.popleft(), result.labels, result.diagnostics)
+    return writer.totals
+
+
+class Writer:
+    """Draws and writes outputs (:func:`protoseg.viz.save_segmentation`) on one background thread, at most
+    ``depth`` images behind, reporting ``"segmenting"`` progress as each is written; leaving the ``with``
+    block waits for every image handed over, also when it is left by an error."""
+
+    def __init__(self, out: Path, meta: dict[Path, dict[str, Any]], settings: BatchSettings, report: Progress,
+                 total: int, depth: int = 4):
+        self.out, self.meta, self.settings, self.report = out, meta, settings, report
+        self.total, self.depth, self.done = total, depth, 0
+        self.totals: Counter[str] = Counter()
+        self._pending: deque[tuple[Future, dict[str, int]]] = deque()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="protoseg-writer")
+
+    def __enter__(self) -> Writer:
+        self.report("segmenting", 0, self.total)
+        return self
+
+    def put(self, path: Path, image: np.ndarray, labels: np.ndarray, diagnostics: dict[str, int]) -> None:
+        """Hand over one image's result to be written."""
+        job = self._pool.submit(save_segmentation, self.out, path.stem, image, labels, self.settings.classes,
+                                self.meta[path], side_by_side=self.settings.side_by_side)
+        self._pending.append((job, diagnostics))
+        while self._pending and (self._pending[0][0].done() or len(self._pending) > self.depth):
+            self._collect()
+
+    def _collect(self) -> None:
+        job, diagnostics = self._pending.popleft()
+        job.result()
+        self.totals.update(diagnostics)
+        self.done += 1
+        self.report("segmenting", self.done, self.total)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            while self._pending:
+                self._collect()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class _RemoteSegmenter:
+    """Builds, on a Ray worker, the function that segments a shard of image files (models loaded once)."""
+
+    preset: Preset
+    bank: str
+    device: str
+    dtype: str
+    classes: list[str]
+    background: bool
+    workers: int | None
+
+    def __call__(self) -> Callable[[list[str]], list[tuple[np.ndarray, dict[str, int]]]]:
+        segmenter = Segmenter(self.preset, PrototypeBank.load(self.bank),
+                              ModelSet.for_preset(self.preset, device=self.device, dtype=self.dtype))
+        segmenter.prepare(self.classes)
+        # A CPU worker holds one core of its node (one such worker per core): its region work stays in it.
+        workers = self.workers if self.workers is not None else (None if segmenter.device.type == "cuda" else 0)
+        return functools.partial(_segment_shard, segmenter, self.classes, self.background, workers)
+
+
+def _segment_shard(segmenter: Segmenter, classes: list[str], background: bool, workers: int | None,
+                   paths: list[str]) -> list[tuple[np.ndarray, dict[str, int]]]:
+    """Labels ``[H, W]`` and diagnostics of each image file of a shard."""
+    images = (load_image(path) for path in paths)
+    return [(r.labels, r.diagnostics) for r in segmenter.segment_many(images, classes, background=background,
+                                                                      workers=workers)]
+
+
+def _write_from_ray(preset: Preset, bank: PrototypeBank, todo: list[Path], out: Path,
+                    meta: dict[Path, dict[str, Any]], settings: BatchSettings, report: Progress) -> dict[str, int]:
+    """Segment ``todo`` in shards on Ray workers; the driver writes each image's outputs as its shard returns."""
+    if bank.path is None:
+        raise ProtosegError("segmenting on Ray needs a bank folder (the workers load it from its path)")
+    size = max(1, settings.ray_shard_size)
+    shards = [[str(p) for p in todo[i:i + size]] for i in range(0, len(todo), size)]
+    make = _RemoteSegmenter(preset, str(bank.path), settings.device, settings.dtype, settings.classes,
+                            settings.background, settings.workers)
+    with Writer(out, meta, settings, report, len(todo)) as writer:
+        def finished(index: int, results: list[tuple[np.ndarray, dict[str, int]]]) -> None:
+            for name, (labels, diagnostics) in zip(shards[index], results, strict=True):
+                writer.put(Path(name), load_image(name), labels, diagnostics)
+
+        run_on_ray(shards, make, finished, address=settings.ray_address)
+    return writer.totals

@@ -13,6 +13,8 @@ and agree exactly with resizing each binary mask separately (see tests).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -163,3 +165,21 @@ def pool_features(features: torch.Tensor, weights: torch.Tensor, eps: float = fl
     mass = weights.sum(1)
     pooled = (weights @ flat.T) / (mass[:, None] + eps)
     return pooled, mass
+
+
+@dataclass(frozen=True)
+class SuperpixelRegions:
+    """The CPU region work of a window, picklable (run in worker processes): its superpixels and their
+    weights on the feature grid.
+
+    ``SuperpixelRegions(params, grid, pooling)(image)``: uint8 ``[h, w, 3]`` -> ``(labels int64 [h, w],
+    weights float32 [R, grid_h * grid_w])`` (:func:`superpixels`, :func:`region_weights`).
+    """
+
+    params: SuperpixelParams
+    grid: tuple[int, int]
+    pooling: str = "area"
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        labels = superpixels(image, self.params)
+        return labels, region_weights(torch.from_numpy(labels), self.grid, self.pooling)

@@ -17,14 +17,15 @@ A shard file appears only complete (written to a temporary file in the same dire
 renamed). A rerun loads the fingerprint, skips shards whose file exists and computes the others, so a
 killed build resumed gives the same files as an uninterrupted one: every shard's result depends only on
 its own items (whose seeds derive from the global seed and the item index), never on the order or the
-process in which shards run. With ``ray=True`` the missing shards run as Ray tasks (one GPU per task
-when the cluster has GPUs); results come back to the driver, which writes the files, so workers need no
-shared file system.
+process in which shards run. With ``ray=True`` the missing shards run on Ray workers
+(:mod:`protoseg.ray_shards`: one per GPU when the cluster has GPUs, workers of the same protoseg build);
+results come back to the driver, which writes the files, so workers need no shared file system.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ import numpy as np
 
 from protoseg.atomic import atomic_path, check_output_dir, dir_mode
 from protoseg.errors import ProtosegError
+from protoseg.ray_shards import run_on_ray
 
 T = TypeVar("T")
 ShardResult = dict[str, np.ndarray]
@@ -233,10 +235,10 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         work: ``work(items) -> {name: array}``; a picklable top-level function (or ``functools.partial``).
         progress: called as ``progress(stage, done, total)`` after each shard (and once at the start).
         on_shard_written: called with the shard index right after its file is in place.
-        ray: run the missing shards as Ray tasks.
+        ray: run the missing shards on Ray workers (:func:`protoseg.ray_shards.run_on_ray`).
         ray_address: cluster address for ``ray.init`` (``None``: an existing connection or a local Ray).
         ray_init: extra keyword arguments for ``ray.init`` when this call starts Ray.
-        task_threads: CPUs reserved by each Ray task and torch threads it uses (default: 1 CPU, Ray's
+        task_threads: CPUs reserved by each Ray worker and torch threads it uses (default: 1 CPU, Ray's
             thread default). CPU float results depend on the thread count, so a Ray build matches a
             local build bit for bit when this equals the local ``torch.get_num_threads()``; on GPUs the
             thread count does not matter.
@@ -263,46 +265,11 @@ def run_shards(work_dir: str | Path, shards: Sequence[T], work: Callable[[T], Sh
         for i in todo:
             finished(i, work(shards[i]))
         return paths
-    _run_on_ray(todo, shards, work, finished, ray_address, ray_init or {}, task_threads)
+    run_on_ray(shards, functools.partial(_same, work), finished, address=ray_address, init_kwargs=ray_init,
+               threads=task_threads, todo=todo)
     return paths
 
 
-def _call(work: Callable[[T], ShardResult], items: T, threads: int | None) -> ShardResult:
-    """The Ray task body: ``work(items)`` (Ray wants a plain function, not a ``functools.partial``)."""
-    if threads is not None:
-        import torch  # imported on use: protoseg.runs (and the bank reader, which uses it) stays free of torch
-
-        torch.set_num_threads(threads)
-    return work(items)
-
-
-def _run_on_ray(todo: list[int], shards: Sequence[T], work: Callable[[T], ShardResult],
-                finished: Callable[[int, ShardResult], None], address: str | None,
-                init_kwargs: dict[str, Any], threads: int | None) -> None:
-    try:
-        import ray  # optional dependency (protoseg[ray])
-    except ImportError:
-        raise ProtosegError("--ray needs Ray: pip install 'protoseg[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-        try:
-            ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
-                     log_to_driver=False, **init_kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = address or "a local cluster"
-            raise ProtosegError(f"cannot start or reach Ray at {where}: {exc}") from exc
-        started = True
-    try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = ray.remote(num_cpus=threads or 1, num_gpus=gpus, max_retries=2)(_call)
-        work_ref = ray.put(work)
-        pending = {task.remote(work_ref, shards[i], threads): i for i in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                finished(pending.pop(ref), ray.get(ref))
-    finally:
-        if started:
-            ray.shutdown()
+def _same(work: Callable[[T], ShardResult]) -> Callable[[T], ShardResult]:
+    """The work function as its own factory (:func:`protoseg.ray_shards.run_on_ray` builds one per worker)."""
+    return work

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from protoseg.images import ImageInput, as_rgb_array
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
 from protoseg.offline.ondemand import generate_missing, missing_classes
+from protoseg.pipeline import WindowPipeline, default_workers
 from protoseg.runs import Progress
 from protoseg.windows import rescale_size, resize_image, slide, slide_batches
 
@@ -62,8 +62,6 @@ BACKGROUND = -1
 
 #: Background rules of :meth:`Segmenter.segment` (``"none"``: every pixel gets a class).
 BACKGROUND_RULES = ("none", "constant", "probability")
-
-_END = object()  # the end of an iterator, for ``next(iterator, _END)``
 
 
 @dataclass(frozen=True)
@@ -208,10 +206,18 @@ class Segmenter:
     def segment_many(self, images: Iterable[ImageInput], classes: Sequence[ClassSpec] | ClassList,
                      background: bool | str = False, return_scores: bool = False,
                      background_names: Sequence[str] = (),
-                     proposals: Iterable[np.ndarray | torch.Tensor | None] | None = None) -> Iterator[Segmentation]:
-        """:meth:`segment` for each of ``images`` (any iterable of what :meth:`segment` takes, read as needed):
-        yields one :class:`Segmentation` per image, in order, each the one :meth:`segment` gives that image
-        with the same options. ``proposals``: one item (bool ``[N, H, W]`` masks, or ``None``) per image.
+                     proposals: Iterable[np.ndarray | torch.Tensor | None] | None = None, *,
+                     workers: int | None = None, batch_size: int | None = None,
+                     prefetch: int = 4) -> Iterator[Segmentation]:
+        """:meth:`segment` for each of ``images`` (any iterable of what :meth:`segment` takes, read as needed on a
+        background thread): yields one :class:`Segmentation` per image, in order, each the one :meth:`segment`
+        gives that image with the same options. ``proposals``: one item (bool ``[N, H, W]`` masks, or
+        ``None``) per image.
+
+        The images go through :class:`protoseg.pipeline.WindowPipeline`: ``prefetch`` images read and resized
+        ahead, windows of several images ``batch_size`` at a time per model forward (default: the
+        matcher's), the region work in ``workers`` processes (default: the cores this process may use;
+        0: in this thread) while the models run.
 
         Raises:
             ProtosegError: ``images`` is one image rather than an iterable of them, an image is not one
@@ -220,17 +226,20 @@ class Segmenter:
         if isinstance(images, str | Path | np.ndarray | Image.Image):
             raise ProtosegError(f"segment_many takes an iterable of images; got one image "
                                 f"({type(images).__name__}): use segment(), or put it in a list")
-        masks = repeat(None) if proposals is None else iter(proposals)
-        for image in images:
-            given = next(masks, _END)
-            if given is _END:
-                raise ProtosegError("segment_many got fewer proposals than images; give one item (masks or "
-                                    "None) per image")
-            yield self.segment(image, classes, background=background, return_scores=return_scores,
-                               background_names=background_names, proposals=given)
-        if proposals is not None and next(masks, _END) is not _END:
-            raise ProtosegError("segment_many got more proposals than images; give one item (masks or None) "
-                                "per image")
+        rule = self._rule(background)
+        if background_names and rule != "probability":
+            raise ProtosegError("background names are queried only by the probability background rule; "
+                                f"this segmentation uses {rule!r}")
+        query = self.query(classes, background_names)
+        preset = self.preset
+        pipeline = WindowPipeline(self.matcher, preset.crop, preset.stride, preset.scale, self.device,
+                                  batch_size=self.matcher.batch_size if batch_size is None else batch_size,
+                                  workers=default_workers() if workers is None else workers, prefetch=prefetch)
+        constant = preset.background_threshold if rule == "constant" else None
+        channels = len(query.names) + int(constant is not None)
+        arrays = (as_rgb_array(image) for image in images)  # read on the pipeline's prefetch thread
+        for shape, scores, stats in pipeline.run(arrays, proposals, channels, constant):
+            yield self._result(shape, scores, query, rule, return_scores, stats)
 
     @property
     def device(self) -> torch.device:
@@ -356,8 +365,13 @@ class Segmenter:
         query = self.query(classes, background_names)
         self.matcher.reset_stats()
         scores = self._slide(image, query, rule == "constant", proposals)
-        H, W = image.shape[:2]
-        scores = F.interpolate(scores[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        return self._result(image.shape[:2], scores, query, rule, return_scores, dict(self.matcher.stats))
+
+    def _result(self, shape: tuple[int, int], scores: torch.Tensor, query: Query, rule: str, return_scores: bool,
+                diagnostics: dict[str, int]) -> Segmentation:
+        """The :class:`Segmentation` of an image of ``shape (H, W)`` from its window-averaged ``scores`` at the
+        resized size (:meth:`window_scores`) under background ``rule``."""
+        scores = F.interpolate(scores[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
         if rule == "probability":
             labels, kept = self._probability(scores, query)
         else:
@@ -366,7 +380,6 @@ class Segmenter:
                 scores = torch.cat([scores[:offset], query.served.reduce(query.entries(scores[offset:]))])
             labels = scores.argmax(0) - offset
             kept = scores[offset:]
-        diagnostics = dict(self.matcher.stats)
         return Segmentation(labels=labels.cpu().numpy().astype(np.int64), classes=query.classes.labels,
                             scores=kept.float().cpu() if return_scores else None, diagnostics=diagnostics)
 

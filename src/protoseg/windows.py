@@ -37,6 +37,12 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)  # one copy, writable
 
 
+def crop_pixels(crop: torch.Tensor) -> np.ndarray:
+    """A window as the CPU region steps read it: float ``[3, h, w]`` 0-255 -> uint8 ``[h, w, 3]`` (rounded,
+    clamped, on the CPU)."""
+    return crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
+
+
 def _axis_windows(length: int, crop: int, stride: int) -> list[tuple[int, int]]:
     count = max(length - crop + stride - 1, 0) // stride + 1
     spans = []

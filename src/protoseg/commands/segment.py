@@ -59,6 +59,15 @@ def segment(
     llm: Annotated[str | None, typer.Option(
         help="With --generate-missing: LLM spec for DPSM descriptions (default: the recipe's).")] = None,
     json_output: JsonOption = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes for the CPU region work (superpixels, sub-regions) beside the model forwards "
+             "(default: the cores this process may use; 0: none).", show_default=False)] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Segment on a Ray cluster (one worker per GPU, CPU workers otherwise); this machine "
+                      "writes the outputs. Images and the bank must be readable at the same paths on every "
+                      "node.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.
@@ -71,6 +80,10 @@ def segment(
 
     # Everything the user controls is checked before a model loads or an image is processed.
     names = read_classes(classes, classes_file)
+    if workers is not None and workers < 0:
+        raise ProtosegError(f"--workers must be 0 or more; got {workers}")
+    if ray_address is not None and not ray:
+        raise ProtosegError("--ray-address names the cluster of --ray; add --ray (or drop --ray-address)")
     if (diffusion is not None or llm is not None) and not generate_missing:
         raise ProtosegError("--diffusion and --llm are models for generating prototypes; add --generate-missing "
                             "(or drop them)")
@@ -84,7 +97,8 @@ def segment(
                              background=background, device=device, dtype=dtype, side_by_side=side_by_side,
                              allow_synthetic=allow_synthetic_backend, generate_missing=generate_missing,
                              diffusion=diffusion, llm=llm,
-                             inputs=(classes_file,) if classes_file is not None else ())
+                             inputs=(classes_file,) if classes_file is not None else (),
+                             workers=workers, ray=ray, ray_address=ray_address)
     model_library_output(diffusion=generate_missing)
     with _Bars() as bars:
         summary = segment_files(images, settings, progress=bars.update, grown=bars.grown)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from protoseg.bank import PrototypeBank
@@ -37,6 +39,11 @@ class Matcher(abc.ABC):
       (resized) image, cropped with every window and passed to ``__call__``.
     - :attr:`takes_proposals` / :meth:`check_proposals`: region proposals given by the caller.
     - :meth:`score_windows` and :attr:`batch_size`: several windows per model forward.
+    - :meth:`window_regions`, :meth:`forward_windows` and :meth:`finish_window`: a window's scoring split
+      into its CPU-only region work (a picklable function of the window's pixels, run in worker
+      processes by :class:`protoseg.pipeline.WindowPipeline`), the model forward of a batch of windows
+      (of any images) and the rest; ``finish_window(crop, forward_windows(crops)[i], regions(pixels))``
+      equals ``__call__(crop)``.
     - :meth:`reset_stats` / :attr:`stats`: counts of what it did, reset per image and reported as
       ``Segmentation.diagnostics``.
     """
@@ -84,6 +91,23 @@ class Matcher(abc.ABC):
     def score_windows(self, crops: torch.Tensor) -> torch.Tensor:
         """Windows of one size ``crops`` float ``[B, 3, h, w]`` -> ``[B, C, h, w]`` (default: one at a time)."""
         return torch.stack([self(crop) for crop in crops])
+
+    def window_regions(self) -> Callable[[np.ndarray], Any] | None:
+        """The CPU-only part of scoring a window: a picklable function of its pixels (uint8 ``[h, w, 3]``,
+        :func:`protoseg.windows.crop_pixels`) whose result :meth:`finish_window` takes; ``None`` (default)
+        when there is none."""
+        return None
+
+    def forward_windows(self, crops: torch.Tensor) -> list[Any]:
+        """The model outputs of windows of one size ``crops`` float ``[B, 3, h, w]``, one item per window
+        (default: ``None`` each, :meth:`finish_window` runs the models)."""
+        return [None] * len(crops)
+
+    def finish_window(self, crop: torch.Tensor, forwarded: Any, regions: Any = None,
+                      proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[C, h, w]`` of one window ``crop [3, h, w]`` from its :meth:`forward_windows` item and the
+        result of :meth:`window_regions` on its pixels (``None``: computed here); default: ``__call__``."""
+        return self(crop, proposals=proposals)
 
     def reset_stats(self) -> None:  # noqa: B027 (a capability with a do-nothing default, not abstract)
         """Zero :attr:`stats` (default: nothing to zero)."""

@@ -21,7 +21,10 @@ reading), ``normalize_templates`` (per-template L2 before the template mean).
 Windows are scored ``batch_size`` at a time (:meth:`FreeDAMatcher.score_windows`): one DINOv2 and one
 CLIP forward per batch, with the superpixels of the batch computed on a worker thread while the models
 run (Felzenszwalb is CPU work, the forwards release the interpreter). Scores equal window-by-window
-scoring up to float rounding of batched matrix products.
+scoring up to float rounding of batched matrix products. For many images,
+:class:`protoseg.pipeline.WindowPipeline` runs the same split (:meth:`FreeDAMatcher.window_regions` in
+worker processes, :meth:`FreeDAMatcher.forward_windows` over windows of several images,
+:meth:`FreeDAMatcher.finish_window`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from protoseg.config.superpixels import SuperpixelParams
 from protoseg.errors import ProtosegError
 from protoseg.match.base import Matcher
 from protoseg.match.prototypes import aggregate, class_rows, served_names
-from protoseg.regions import pool_features, region_weights, superpixels
+from protoseg.regions import SuperpixelRegions, pool_features, region_weights, superpixels
+from protoseg.windows import crop_pixels
 
 
 class FreeDAMatcher(Matcher):
@@ -103,8 +107,7 @@ class FreeDAMatcher(Matcher):
 
     def _superpixels(self, crop: torch.Tensor) -> np.ndarray:
         """Felzenszwalb labels ``int64 [h, w]`` of a crop (float ``[3, h, w]`` 0-255)."""
-        image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
-        return superpixels(image, self.superpixel_params)
+        return superpixels(crop_pixels(crop), self.superpixel_params)
 
     def _superpixels_async(self, crops: torch.Tensor) -> list[Future]:
         """Start the superpixels of ``crops [B, 3, h, w]`` on the worker thread."""
@@ -114,9 +117,11 @@ class FreeDAMatcher(Matcher):
         return [self._workers.submit(self._superpixels, crop) for crop in crops]
 
     def local_scores(self, crop: torch.Tensor, feats: torch.Tensor,
-                     labels: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+                     labels: np.ndarray | torch.Tensor | None = None,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
         """Local similarity ``[C, h, w]`` of one crop from its patch features ``feats [D, gh, gw]``
-        (``labels``: its superpixels, computed here when not given)."""
+        (``labels``: its superpixels, ``weights``: their grid weights ``[R, gh * gw]``; computed here when
+        not given)."""
         D, gh, gw = feats.shape
         h, w = crop.shape[-2:]
         dense = self._squash(self._cosine(feats.reshape(D, -1).T), self.options.local_sigmoid)  # [gh*gw, C]
@@ -127,7 +132,9 @@ class FreeDAMatcher(Matcher):
         if labels is None:
             labels = self._superpixels(crop)
         labels = torch.as_tensor(labels).to(feats.device)
-        weights = region_weights(labels, (gh, gw), self.options.pooling)
+        if weights is None:
+            weights = region_weights(labels, (gh, gw), self.options.pooling)
+        weights = weights.to(feats.device)
         pooled, mass = pool_features(feats, weights)
         region = self._squash(self._cosine(pooled), self.options.local_sigmoid)  # [R, C]
         covered = (mass > 0)[labels]  # [h, w]
@@ -142,32 +149,55 @@ class FreeDAMatcher(Matcher):
         scores = self._squash(image.float() @ self.text_vectors.float().T, self.options.global_sigmoid)
         return scores[0] if single else scores
 
+    def window_regions(self) -> SuperpixelRegions | None:
+        """The superpixels of a window and their grid weights (``use_superpixels``), else ``None``."""
+        if not self.options.use_superpixels:
+            return None
+        return SuperpixelRegions(self.superpixel_params, tuple(self.models.features.grid), self.options.pooling)
+
+    @torch.no_grad()
+    def forward_windows(self, crops: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """One DINOv2 and one CLIP forward for windows ``crops [B, 3, h, w]`` -> per window its patch features
+        ``[D, gh, gw]`` and global scores ``[C]`` (``None`` without the global term)."""
+        feats = self.models.features(crops)
+        glob = self.global_scores(crops) if self.options.use_global else None
+        return [(feats[i], None if glob is None else glob[i]) for i in range(len(crops))]
+
+    @torch.no_grad()
+    def finish_window(self, crop: torch.Tensor, forwarded: tuple[torch.Tensor, torch.Tensor | None],
+                      regions: tuple[np.ndarray, torch.Tensor] | None = None,
+                      proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[C, h, w]`` of ``crop`` from its :meth:`forward_windows` item and its
+        :meth:`window_regions` (superpixel labels and weights; computed here when ``None``)."""
+        feats, glob = forwarded
+        labels, weights = regions if regions is not None else (None, None)
+        return self._mix(self.local_scores(crop, feats, labels, weights), glob)
+
     @torch.no_grad()
     def score_windows(self, crops: torch.Tensor) -> torch.Tensor:
         """Windows of one size ``crops`` float ``[B, 3, h, w]`` RGB 0-255 -> ``[B, C, h, w]``, one DINOv2 and
         one CLIP forward for the batch; superpixels run on a worker thread meanwhile."""
         pending = self._superpixels_async(crops) if self.options.use_superpixels else [None] * len(crops)
         try:
-            feats = self.models.features(crops)
-            glob = self.global_scores(crops) if self.options.use_global else None
+            forwarded = self.forward_windows(crops)
         except BaseException:
             for job in pending:
                 if job is not None:
                     job.cancel()
             raise
-        out = []
-        for i, crop in enumerate(crops):
-            labels = pending[i].result() if pending[i] is not None else None
-            local = self.local_scores(crop, feats[i], labels)
-            out.append(self._mix(local, None if glob is None else glob[i]))
-        return torch.stack(out)
+        return torch.stack([self._finish_with_job(crop, item, job) for crop, item, job
+                            in zip(crops, forwarded, pending, strict=True)])
+
+    def _finish_with_job(self, crop: torch.Tensor, forwarded: tuple[torch.Tensor, torch.Tensor | None],
+                         labels: Future | None) -> torch.Tensor:
+        """:meth:`finish_window` with the superpixel labels of a worker-thread job (``None``: none needed)."""
+        feats, glob = forwarded
+        return self._mix(self.local_scores(crop, feats, labels.result() if labels is not None else None), glob)
 
     @torch.no_grad()
     def __call__(self, crop: torch.Tensor, proposals: torch.Tensor | None = None) -> torch.Tensor:
         """``crop`` float ``[3, h, w]`` RGB 0-255 -> ``[C, h, w]`` (FreeDA takes no ``proposals``)."""
-        feats = self.models.features(crop[None])[0]
-        local = self.local_scores(crop, feats)
-        return self._mix(local, self.global_scores(crop) if self.options.use_global else None)
+        return self.finish_window(crop, self.forward_windows(crop[None])[0])
 
     def _mix(self, local: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
         """``S = beta * local [C, h, w] + (1 - beta) * glob [C]`` (``local`` alone without the global term)."""

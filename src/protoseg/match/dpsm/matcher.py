@@ -101,11 +101,12 @@ from protoseg.errors import ProtosegError
 from protoseg.match.base import Matcher
 from protoseg.match.dpsm.compose import compose
 from protoseg.match.dpsm.modes import COST_CHUNK_BYTES, MODES, PRUNE_MIN, Matching
+from protoseg.match.dpsm.partition import WindowPartition, WindowRegions
 from protoseg.match.dpsm.subregions import SubRegions, pool_subregions
 from protoseg.match.dpsm.supply import Suppliers, class_suppliers
 from protoseg.match.prototypes import served_names
 from protoseg.proposals import MaskGenerationSettings, generate_masks, superpixel_proposals, uncovered_superpixels
-from protoseg.regions import superpixels
+from protoseg.windows import crop_pixels
 
 
 class DPSMMatcher(Matcher):
@@ -205,18 +206,45 @@ class DPSMMatcher(Matcher):
         ``proposals``: bool ``[N, h, w]`` masks of this window, with ``proposals="given"`` (or the window's
         crop of :meth:`image_proposals`; without them, ``sam_scope="image"`` runs SAM on the crop).
         """
+        return self.finish_window(crop, self.forward_windows(crop[None])[0], None, proposals)
+
+    def window_regions(self) -> WindowRegions:
+        """The CPU part of a window (:mod:`protoseg.match.dpsm.partition`): fine superpixels, and with
+        ``proposals="superpixels"`` the proposals, fallback proposals and sub-region weights."""
+        options = self.options
+        return WindowRegions(self.superpixel_params,
+                             options.proposal_superpixels if options.proposals == "superpixels" else None,
+                             options.max_proposals, options.fallback != "none",
+                             tuple(self.models.features.grid), options.pooling)
+
+    @torch.no_grad()
+    def forward_windows(self, crops: torch.Tensor) -> list[torch.Tensor]:
+        """Patch features ``[D, gh, gw]`` (float32) of each of ``crops [B, 3, h, w]``, one forward."""
+        return list(self.models.features(crops).float())
+
+    @torch.no_grad()
+    def finish_window(self, crop: torch.Tensor, forwarded: torch.Tensor, regions: WindowPartition | None = None,
+                      proposals: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[C, h, w]`` of ``crop`` from its patch features ``forwarded [D, gh, gw]`` and its
+        :meth:`window_regions` (computed here when ``None``); ``proposals`` as :meth:`__call__`."""
         self.prepared()
-        feats = self.models.features(crop[None])[0].float()
-        image = crop.permute(1, 2, 0).round().clamp(0, 255).byte().cpu().numpy()
-        fine = torch.from_numpy(superpixels(image, self.superpixel_params)).to(feats.device)
-        masks = self.add_fallback(self.propose(crop, image, proposals).to(feats.device), fine)
-        sub = self.subregions(feats, masks, fine)
+        feats = forwarded
+        partition = regions if regions is not None else self.window_regions()(crop_pixels(crop))
+        fine = partition.fine.to(feats.device)
+        if partition.masks is None:
+            masks, weights = self.add_fallback(self.propose(crop, None, proposals).to(feats.device), fine), None
+        else:
+            self.check_proposals(proposals is not None)
+            masks, weights = partition.masks.to(feats.device), partition.weights
+        sub = self.subregions(feats, masks, fine, weights)
         return self.compose(self.proposal_scores(sub), sub.masks)
 
     # ------------------------------------------------------------------ the steps
-    def propose(self, crop: torch.Tensor, image: np.ndarray, given: torch.Tensor | None = None) -> torch.Tensor:
-        """Class-agnostic proposals ``bool [N, h, w]`` of a crop (``given``: the caller's, ``proposals="given"``,
-        or this window's crop of the image-level SAM masks, ``sam_scope="image"``)."""
+    def propose(self, crop: torch.Tensor, image: np.ndarray | None = None,
+                given: torch.Tensor | None = None) -> torch.Tensor:
+        """Class-agnostic proposals ``bool [N, h, w]`` of a crop (``image``: its pixels, uint8 ``[h, w, 3]``,
+        computed when needed and not given; ``given``: the caller's, ``proposals="given"``, or this window's
+        crop of the image-level SAM masks, ``sam_scope="image"``)."""
         if given is None or not self.proposes_per_image:
             self.check_proposals(given is not None)
         if given is not None:
@@ -225,7 +253,8 @@ class DPSMMatcher(Matcher):
         elif self.options.proposals == "sam":
             masks, _ = generate_masks(self.models.sam, crop, self.sam_settings)
         else:
-            masks = superpixel_proposals(image, self.options.proposal_superpixels)
+            masks = superpixel_proposals(crop_pixels(crop) if image is None else image,
+                                         self.options.proposal_superpixels)
         masks = masks.to(crop.device)
         if self.options.max_proposals is not None:
             masks = masks[: self.options.max_proposals]
@@ -238,9 +267,11 @@ class DPSMMatcher(Matcher):
         extra = uncovered_superpixels(masks, fine)
         return torch.cat([masks, extra]) if len(extra) else masks
 
-    def subregions(self, feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor) -> SubRegions:
-        """Sub-regions (fine superpixels ∩ proposal), their pooled features (eq. 5) and demands (eq. 8)."""
-        return pool_subregions(feats, masks, fine, self.options.pooling)
+    def subregions(self, feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor,
+                   weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> SubRegions:
+        """Sub-regions (fine superpixels ∩ proposal), their pooled features (eq. 5) and demands (eq. 8)
+        (``weights``: their grid weights, :class:`~protoseg.match.dpsm.partition.WindowPartition`)."""
+        return pool_subregions(feats, masks, fine, self.options.pooling, weights)
 
     def proposal_scores(self, sub: SubRegions) -> torch.Tensor:
         """Class scores ``[N, C]`` of every proposal under the configured ``mode``."""

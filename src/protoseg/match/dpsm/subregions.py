@@ -30,9 +30,11 @@ class SubRegions:
     masks: torch.Tensor
 
 
-def pool_subregions(feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor, pooling: str) -> SubRegions:
+def pool_subregions(feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor, pooling: str,
+                    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> SubRegions:
     """Sub-regions of proposals ``masks`` (bool ``[N, H, W]``) cut by superpixels ``fine`` (int ``[H, W]``),
-    pooled from patch features ``feats [D, h, w]`` with ``pooling`` (``"area"`` / ``"point"``).
+    pooled from patch features ``feats [D, h, w]`` with ``pooling`` (``"area"`` / ``"point"``); ``weights``:
+    :func:`subregion_weights` of them when already computed (e.g. in a worker process).
 
     Sub-regions with no weight on the feature grid are dropped (demands renormalised); a proposal none of
     whose sub-regions touches the grid becomes one sub-region (its area-pooled mask).
@@ -43,7 +45,8 @@ def pool_subregions(feats: torch.Tensor, masks: torch.Tensor, fine: torch.Tensor
     if N == 0:
         return SubRegions(torch.zeros(0, 1, D, device=dev), torch.zeros(0, 1, device=dev),
                           torch.zeros(0, 1, dtype=torch.bool, device=dev), torch.zeros(0, D, device=dev), masks)
-    weights, area, pair_proposal = subregion_weights(masks, fine, (gh, gw), pooling)
+    weights, area, pair_proposal = (tuple(t.to(dev) for t in weights) if weights is not None
+                                    else subregion_weights(masks, fine, (gh, gw), pooling))
     pooled, mass = pool_features(feats, weights)  # [S, D], [S]
     keep = mass > 0
     has = torch.zeros(N, dtype=torch.bool, device=dev).index_fill_(0, pair_proposal[keep], True)

@@ -45,7 +45,7 @@ import faiss
 
 from protoseg.atomic import atomic_dir, atomic_path
 from protoseg.errors import ProtosegError
-from protoseg.offline.freeda_import import import_freeda
+from protoseg.offline.build import import_freeda
 from protoseg.runs import Progress
 
 #: Seconds to wait for a connection, and for each read from it.

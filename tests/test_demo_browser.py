@@ -19,7 +19,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from skimage import data
 
-from protoseg.demo import DemoSettings, SegmenterCache, build_demo
+from protoseg.demo import DemoSettings, SegmenterCache, build_demo, operator_banks
 from protoseg.offline.examples import bank_from_examples
 from protoseg.partsworld import PARTS_WORLD_CLASSES, write_examples
 
@@ -44,8 +44,8 @@ def served(tmp_path_factory):
     Image.fromarray(data.astronaut()).resize((128, 128)).save(root / "astronaut.jpg")
     before = os.getcwd()
     os.chdir(root)  # the page shows the bank as the README's commands name it: demo/bank
-    app = build_demo(DemoSettings(bank="demo/bank", preset="handcrafted", device="cpu"), root / "out",
-                     SegmenterCache())
+    settings = DemoSettings(banks=tuple(operator_banks(["demo/bank"], {})), preset="handcrafted", device="cpu")
+    app = build_demo(settings, root / "out", SegmenterCache())
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                allowed_paths=[str(root / "out")], footer_links=[], css=app.protoseg_css)

@@ -13,8 +13,9 @@ from pathlib import Path
 from protoseg.bank import PrototypeBank
 from protoseg.bank.hub import hub_spec
 from protoseg.bank.storage import short_id
-from protoseg.config.segment import PRESETS, get_preset
+from protoseg.config.segment import PRESETS, SYNTHETIC_FEATURES, TINY, get_preset
 from protoseg.errors import ProtosegError
+from protoseg.models.handcrafted import HANDCRAFTED_ID
 from protoseg.offline.published_banks import PUBLISHED_BANKS, is_fetched, resolve_published
 
 
@@ -56,15 +57,24 @@ def resolve_source(value: str, offline: bool = False) -> str:
     return value
 
 
+def feature_id(features: str) -> str:
+    """The comparable identity (:func:`~protoseg.bank.storage.short_id`) of a preset's ``features`` as the
+    bank's manifest records them, without loading the model."""
+    if features in SYNTHETIC_FEATURES:
+        return short_id(HANDCRAFTED_ID)
+    if features == TINY:
+        # imports the tiny models' classes (seconds): only for the test presets
+        from protoseg.testing.tiny import tiny_model_path
+
+        return short_id(str(tiny_model_path("features")))
+    return short_id(features)
+
+
 def fitting_presets(bank: PrototypeBank, overrides: dict[str, str]) -> tuple[str, ...]:
     """The presets (with the operator's model ``overrides``) whose dense features made ``bank``'s
     prototypes: the ones a web user may pick for it."""
-    fits = []
-    for name in sorted(PRESETS):
-        preset = get_preset(name, **overrides)
-        if short_id(preset.features) == short_id(bank.manifest.feature_encoder):
-            fits.append(name)
-    return tuple(fits)
+    wanted = short_id(bank.manifest.feature_encoder)
+    return tuple(name for name in sorted(PRESETS) if feature_id(get_preset(name, **overrides).features) == wanted)
 
 
 def operator_banks(values: list[str], overrides: dict[str, str], offline: bool = False) -> list[DemoBank]:

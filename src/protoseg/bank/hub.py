@@ -38,7 +38,7 @@ _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 #: Seconds to wait for the Hub to accept a connection, and for each answer (between bytes of a download).
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,15 @@ def _bounded_client() -> None:
     from huggingface_hub import set_client_factory
     from huggingface_hub.utils._http import default_client_factory
 
+    def bound(request: httpx2.Request) -> None:  # a call may pass timeout=None: fill each missing one
+        given = request.extensions.get("timeout") or {}
+        limits = {"connect": CONNECT_TIMEOUT, "read": READ_TIMEOUT, "write": READ_TIMEOUT, "pool": CONNECT_TIMEOUT}
+        request.extensions["timeout"] = {k: given.get(k) or v for k, v in limits.items()}
+
     def factory() -> httpx2.Client:
         client = default_client_factory()
         client.timeout = httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        client.event_hooks["request"].append(bound)
         return client
 
     set_client_factory(factory)

@@ -132,6 +132,9 @@ class DemoService:
         loaded = self._load(chosen)
         known.update({str(loaded.path): chosen.name} if loaded.path is not None else {})
         presets = chosen.presets or fitting_presets(loaded, self.settings.overrides)
+        if not presets:
+            log.warning("bank %.200r refused: no preset uses its feature encoder", chosen.source)
+            raise ProtosegError(BANK_REFUSED)
         if preset not in presets:
             raise ProtosegError(f"preset {short(str(preset))!r} does not fit bank {chosen.name}; choose one of "
                                 f"{', '.join(presets)}")

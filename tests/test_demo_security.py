@@ -4,8 +4,12 @@ request is bounded, errors tell nothing about the server, resources stay bounded
 import json
 import os
 import shutil
+import signal
 import socket
+import statistics
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -309,3 +313,91 @@ def test_file_size_file_count_and_class_limits_are_short_messages(world, tmp_pat
     one_long = refused(svc, [scene(world)], "sky, " + "y" * 100, "handcrafted", "bank")
     assert "characters" in long_name and "classes" in many and "class 2" in one_long
     assert max(map(len, (long_name, many, one_long))) < 200
+
+
+# 7. a bounded load test on 127.0.0.1: the real command, 8 clients × 5 requests, one slow request mixed in
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_demo(world, tmp_path, port):
+    """``protoseg demo`` in a child process with its own TMPDIR; returns (process, TMPDIR) once it listens."""
+    tmp = tmp_path / "server-tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "protoseg", "demo", "--bank", str(world / "bank"), "--preset", "handcrafted",
+         "--port", str(port), "--device", "cpu", "--queue-size", "64"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, tmp
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError(process.stdout.read())
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+
+def test_eight_clients_with_a_slow_request_are_all_answered_within_the_bound(world, tmp_path):
+    from gradio_client import Client, handle_file  # the test's client only
+
+    slow_images = []
+    for k in range(8):
+        slow_images.append(tmp_path / f"noise{k}.jpg")
+        noise = (np.random.default_rng(k).random((1024, 1024, 3)) * 255).astype(np.uint8)
+        Image.fromarray(noise).save(slow_images[-1], quality=90)
+    port = free_port()
+    process, server_tmp = start_demo(world, tmp_path, port)
+    latencies: dict[str, list[float]] = {"short": [], "slow": []}
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        c = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        for r in range(5):
+            slow = k == 0 and r == 1
+            files = slow_images if slow else [scene(world)]
+            started = time.perf_counter()
+            _, legend, downloads, status = c.predict([handle_file(str(f)) for f in files], "sky, car",
+                                                     "handcrafted", "bank", slow, False, api_name="/segment")
+            latencies["slow" if slow else "short"].append(time.perf_counter() - started)
+            if f"segmented {len(files)} image(s)" not in status or legend.count("protoseg-legend-row") != 2 * len(
+                    files) or len(downloads) != len(files):
+                failures.append(status)
+
+    try:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        wall = time.perf_counter() - started
+        during = [p.name for p in server_tmp.iterdir()]
+        peak = peak_rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    short = sorted(latencies["short"])
+    print(f"\nload test: {len(short) + len(latencies['slow'])} requests in {wall:.1f} s; short (1 image): "
+          f"min {short[0]:.2f} s, median {statistics.median(short):.2f} s, max {short[-1]:.2f} s; slow (8 images "
+          f"1024x1024): {latencies['slow'][0]:.2f} s; server peak RSS {peak:.0f} MB")
+    assert not failures and len(short) == 39 and len(latencies["slow"]) == 1, (failures, output)
+    # the stated bound: a short request waits for the requests queued before it (at most 7 here, 2 served at a
+    # time) and for one image of the slow request at a time, never for all of it
+    assert short[-1] < 20 and statistics.median(short) < latencies["slow"][0] / 2, (short, latencies)
+    assert peak < 1500
+    assert during and all(name.startswith("protoseg-demo-") for name in during)  # uploads live in the demo's folder
+    assert list(server_tmp.iterdir()) == [], output  # and nothing is left after stop
+    assert "demo stopped" in output and "reachable from: this machine only" in output

@@ -156,8 +156,9 @@ def demo(
     settings = DemoSettings(banks=tuple(banks), preset=preset, features=features, text=text, sam=sam, device=device,
                             allow_synthetic=allow_synthetic_backend, allow_bank_paths=allow_bank_paths,
                             offline=offline, limits=limits, generation=generation)
-    if banks and preset not in settings.presets()[1:]:
-        raise ProtosegError(f"--preset {preset} fits none of the banks; use one of {', '.join(settings.presets()[1:])}")
+    fitting = sorted({name for b in banks for name in b.presets})
+    if banks and preset not in fitting:
+        raise ProtosegError(f"--preset {preset} fits none of the banks; use one of {', '.join(fitting)}")
     _serve(settings, host, port, users)
 
 
@@ -193,7 +194,8 @@ def _serve(settings: DemoSettings, host: str, port: int, users: list[tuple[str, 
         raise ProtosegError("the web demo needs gradio: pip install 'gradio>=6'") from None
     from protoseg.demo import build_demo, launch  # see demo(): the whole library
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("protoseg.demo").setLevel(logging.INFO)  # refused banks, failures, generations
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops the server like Ctrl-C, and the folder is removed
     app = None
     try:
@@ -203,7 +205,8 @@ def _serve(settings: DemoSettings, host: str, port: int, users: list[tuple[str, 
         try:
             launch(app, host, port, root / "out", auth=users)
         except KeyboardInterrupt:
-            typer.echo("demo stopped")
+            pass  # gradio usually handles it itself and returns
+        typer.echo("demo stopped")
     finally:
         if app is not None:
             app.protoseg_service.close()

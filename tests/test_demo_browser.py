@@ -2,7 +2,7 @@
 and a bad class list shown as one line in the page.
 
 Set ``PROTOSEG_DEMO_SCREENSHOTS=docs`` to also save the page before and after a run as
-``docs/demo_before.png`` and ``docs/demo_after.png`` (the pictures in the README).
+``docs/demo_before.png`` and ``docs/demo_after.png`` (the pictures of the docs).
 """
 
 import os
@@ -87,8 +87,9 @@ def screenshot(driver, name: str, tmp_path: Path) -> None:
     driver.save_screenshot(str(tmp_path / name))
     target = os.environ.get("PROTOSEG_DEMO_SCREENSHOTS")
     if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / name, Path(target) / name)
+        folder = Path(__file__).parents[1] / target  # a relative folder is the repository's (the page runs elsewhere)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / name, folder / name)
 
 
 def test_upload_classes_overlay_and_legend_in_the_browser(served, browser, tmp_path):

@@ -181,6 +181,18 @@ def test_a_host_other_than_loopback_needs_auth(world, tmp_path, capsys):
     assert "typed bank paths: off; generation: off" in lines[3]
 
 
+def test_offline_never_downloads(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test: the command sets it for its process
+    monkeypatch.setenv("PROTOSEG_HOME", str(tmp_path / "home"))
+    capsys.readouterr()
+    assert cli.run(["demo", "--offline", "--bank", "freeda-l", "--preset", "freeda-l", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "not fetched yet and --offline forbids downloads" in err and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert not (tmp_path / "home").exists()
+    svc = service(world, tmp_path, allow_bank_paths=True, offline=True)
+    assert refused(svc, [scene(world)], "sky", "handcrafted", "hf://owner/name") == BANK_REFUSED
+
+
 # 4. errors help the user, not an attacker
 
 

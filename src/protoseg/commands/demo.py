@@ -174,7 +174,7 @@ def exposure_lines(settings: DemoSettings, host: str, port: int, users: list[tup
         f"  banks (presets): {banks}",
         f"  typed bank paths: {'on' if s.allow_bank_paths else 'off'}; generation: "
         + (f"on (at most {s.generation.max_classes} classes, {s.generation.max_seconds:g} s)" if s.generation
-           else "off") + f"; network: {'off (--offline)' if s.offline else 'Hub downloads for the banks above'}",
+           else "off") + f"; network: {'off (--offline)' if s.offline else 'on (hf:// banks, model weights)'}",
         f"  limits: {s.limits.describe()}; {s.limits.cache_size} banks kept loaded",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not is_loopback(host):
@@ -187,6 +187,7 @@ def _serve(settings: DemoSettings, host: str, port: int, users: list[tuple[str, 
     stop."""
     root = Path(tempfile.mkdtemp(prefix="protoseg-demo-"))
     os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")  # before gradio is imported: it reads this once
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page reports nothing to anyone
     try:
         import gradio  # noqa: F401  (a dependency; checked so that a broken install says what is missing)
     except ModuleNotFoundError:

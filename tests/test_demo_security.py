@@ -35,6 +35,7 @@ from protoseg.demo import (
     operator_banks,
 )
 from protoseg.errors import ProtosegError
+from protoseg.offline import DpsmSource, RunOptions, build_bank, get_build_preset
 from protoseg.offline.ondemand import generate_work_dir
 from protoseg.runs import FINGERPRINT_FILE
 
@@ -126,6 +127,32 @@ def test_a_request_for_missing_classes_with_generation_on_only_starts_it(world, 
     assert len(short.images) == 1
     svc.close()
     assert not generate_work_dir(bank).exists()
+
+
+def test_a_real_generation_grows_the_bank_off_the_request_path(tmp_path, monkeypatch):
+    from build_fixtures import tiny_cache  # the tiny models of the *-tiny presets
+
+    with tiny_cache(tmp_path / "cache"):
+        build_bank(get_build_preset("dpsm-tiny", steps=2), DpsmSource(classes=("cat",)), tmp_path / "dpsm",
+                   RunOptions(shard_size=4, seed=3))
+    monkeypatch.setenv("PROTOSEG_CACHE", str(tmp_path / "cache"))  # inherited by the generation process
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    settings = DemoSettings(banks=tuple(operator_banks([str(tmp_path / "dpsm")], {})), preset="dpsm-tiny",
+                            device="cpu", generation=GenerationLimits(max_classes=1, max_seconds=300))
+    svc = DemoService(settings, tmp_path / "out")
+    ask = ([str(tmp_path / "p.png")], "cat, dog", "dpsm-tiny", "dpsm")
+    before = svc.handle(ask[0], "cat", *ask[2:])  # loads the bank and its segmenter
+    started = time.perf_counter()
+    notice = svc.handle(*ask, generate=True).notice
+    assert time.perf_counter() - started < 3 and "'dog'" in notice and "in the background" in notice
+    deadline = time.monotonic() + 300
+    while svc.worker.busy() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    result = svc.handle(*ask)
+    assert "generated 'dog'" in result.notice and {e.name for e in result.images[0].legend} == {"cat", "dog"}
+    assert PrototypeBank.load(tmp_path / "dpsm").classes == ["cat", "dog"] and before.images
+    assert svc.cache.closed == 1 and not generate_work_dir(tmp_path / "dpsm").exists()  # the old bank closed
+    svc.close()
 
 
 # 2. every request is bounded

@@ -18,6 +18,7 @@ from pathlib import Path
 from protoseg.bank import PrototypeBank
 from protoseg.bank.hub import hub_spec
 from protoseg.config.fields import given
+from protoseg.config.segment import PRESETS
 from protoseg.demo.banks import DemoBank, fitting_presets
 from protoseg.demo.cache import SegmenterCache
 from protoseg.demo.generation import GenerationLimits, GenerationWorker
@@ -72,7 +73,7 @@ class DemoSettings:
 
     def presets(self) -> list[str]:
         """The presets the page offers: those fitting any bank (all of them without banks), ``preset`` first."""
-        fits = sorted({name for bank in self.banks for name in bank.presets})
+        fits = sorted({name for bank in self.banks for name in bank.presets} if self.banks else PRESETS)
         return [self.preset, *(name for name in fits if name != self.preset)]
 
 

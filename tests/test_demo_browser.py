@@ -2,7 +2,7 @@
 and a bad class list shown as one line in the page.
 
 Set ``PROTOSEG_DEMO_SCREENSHOTS=docs`` to also save the page before and after a run as
-``docs/demo_before.png`` and ``docs/demo_after.png`` (the pictures in the README).
+``docs/demo_before.png`` and ``docs/demo_after.png`` (the pictures of the docs).
 """
 
 import os
@@ -19,7 +19,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from skimage import data
 
-from protoseg.demo import DemoSettings, SegmenterCache, build_demo
+from protoseg.demo import DemoSettings, SegmenterCache, build_demo, operator_banks
 from protoseg.offline.examples import bank_from_examples
 from protoseg.worlds import PARTS_WORLD_CLASSES, write_examples
 
@@ -44,8 +44,8 @@ def served(tmp_path_factory):
     Image.fromarray(data.astronaut()).resize((128, 128)).save(root / "astronaut.jpg")
     before = os.getcwd()
     os.chdir(root)  # the page shows the bank as the README's commands name it: demo/bank
-    app = build_demo(DemoSettings(bank="demo/bank", preset="handcrafted", device="cpu"), root / "out",
-                     SegmenterCache())
+    settings = DemoSettings(banks=tuple(operator_banks(["demo/bank"], {})), preset="handcrafted", device="cpu")
+    app = build_demo(settings, root / "out", SegmenterCache())
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                allowed_paths=[str(root / "out")], footer_links=[], css=app.protoseg_css)
@@ -87,8 +87,9 @@ def screenshot(driver, name: str, tmp_path: Path) -> None:
     driver.save_screenshot(str(tmp_path / name))
     target = os.environ.get("PROTOSEG_DEMO_SCREENSHOTS")
     if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / name, Path(target) / name)
+        folder = Path(__file__).parents[1] / target  # a relative folder is the repository's (the page runs elsewhere)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / name, folder / name)
 
 
 def test_upload_classes_overlay_and_legend_in_the_browser(served, browser, tmp_path):

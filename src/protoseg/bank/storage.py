@@ -331,6 +331,10 @@ class BankTable(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(TABLE_COLUMNS)
 
+    def close(self) -> None:
+        """Close the parquet file (a lazy column not read yet cannot be read afterwards)."""
+        self._source.close()
+
 
 def _read_columns(bank: Path, source: pq.ParquetFile, names: list[str]) -> dict[str, Any]:
     strings = [name for name in names if TABLE_COLUMNS[name] is str]
@@ -433,6 +437,17 @@ class BankData:
             self._index = (FlatKeys.of(self.keys) if kind == "flat"
                            else KeyIndex.build(self.keys, kind=kind, ef_search=self.manifest.ef_search))
         return self._index
+
+    def close(self) -> None:
+        """Release the files this bank holds: its table's open parquet file, and its prototypes, keys and key
+        index (memory maps are unmapped, and their files closed, once no other array refers to them). The
+        bank is empty afterwards; load it again to use it."""
+        if isinstance(self.table, BankTable):
+            self.table.close()
+        self.prototypes = np.empty((0, self.manifest.feature_dim), dtype=self.prototypes.dtype)
+        self.keys = None if self.keys is None else np.empty((0, self.keys.shape[1]), dtype=self.keys.dtype)
+        self.table = {}
+        self._index = None
 
     def summary(self) -> dict[str, Any]:
         """Counts and settings for `protoseg bank info`."""

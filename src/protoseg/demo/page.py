@@ -46,20 +46,6 @@ _CSS = """
 """
 
 
-_CSS = """
-.protoseg-error {color: #b00020; background: #fdecea; border: 1px solid #f5c2c0; padding: 8px 12px;
-                 border-radius: 6px; font-family: monospace;}
-.protoseg-status {color: #2e7d32; font-family: monospace;}
-.protoseg-legend {display: inline-block; vertical-align: top; margin: 0 24px 12px 0;}
-.protoseg-legend td, .protoseg-legend th {padding: 2px 8px; text-align: left;}
-.protoseg-share {text-align: right !important; font-variant-numeric: tabular-nums;}
-.protoseg-swatch {display: inline-block; width: 18px; height: 18px; border: 1px solid #0003;
-                  vertical-align: middle;}
-"""
-
-
-
-
 def notice_html(message: str) -> str:
     """A one-line status message (``message`` escaped)."""
     return f'<div class="protoseg-status">{html.escape(" ".join(message.split()))}</div>'

@@ -8,7 +8,6 @@ of the pixels.
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -155,23 +154,3 @@ def _segment_files(paths: list[Path], names: list[str], segmenter: Segmenter, lo
                          for i, name in enumerate(names)), key=lambda e: -e.share)
         result.images.append(ImageResult(path.name, files["overlay"], files["labels"], files["sidecar"], legend))
     return result
-
-
-def legend_html(result: DemoResult) -> str:
-    """The legends of a result as HTML: per image, each class's swatch (its overlay colour), name and share."""
-    parts = []
-    for item in result.images:
-        rows = "".join(
-            f'<tr class="protoseg-legend-row"><td><span class="protoseg-swatch" style="background:{e.hex}"></span>'
-            f'</td><td class="protoseg-class">{html.escape(e.name)}</td>'
-            f'<td class="protoseg-share">{100 * e.share:.1f} %</td></tr>' for e in item.legend)
-        parts.append(f'<div class="protoseg-legend"><b>{html.escape(item.name)}</b>'
-                     f'<table><tr><th></th><th>class</th><th>pixels</th></tr>{rows}</table></div>')
-    return "".join(parts)
-
-
-def error_html(message: str) -> str:
-    """A one-line ``error: …`` message box."""
-    return f'<div class="protoseg-error">error: {html.escape(" ".join(message.split()))}</div>'
-
-

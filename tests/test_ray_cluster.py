@@ -2,8 +2,8 @@
 every node on 127.0.0.1) give exactly the local results, and a worker node killed mid-run still ends with every
 output written once.
 
-Marked slow (about 90 s): ``pytest -m slow tests/test_ray_cluster.py``. The cluster runs inside a private network
-namespace with only loopback (``unshare -n``, as root, which CI is):
+About 90 s on 2 cores, in the default run (nothing faster covers a real cluster). The cluster runs inside a
+private network namespace with only loopback (``unshare -n``, as root, which CI is):
 :func:`test_cluster_in_a_loopback_only_network_namespace` re-runs this file there with ``PROTOSEG_TEST_NETNS=1``,
 and only then do the ``inside`` tests run, so Ray can neither bind nor dial anything but 127.0.0.1.
 """
@@ -41,7 +41,6 @@ INSIDE = os.environ.get("PROTOSEG_TEST_NETNS") == "1"
 inside = pytest.mark.skipif(not INSIDE, reason="runs in a loopback-only network namespace (the test below)")
 
 
-@pytest.mark.slow  # about 90 s on 2 cores (two Ray nodes, five runs); nothing faster covers a real cluster
 def test_cluster_in_a_loopback_only_network_namespace():
     if INSIDE:
         pytest.skip("already inside the namespace")

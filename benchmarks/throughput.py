@@ -8,8 +8,10 @@ that bounds an accelerator's throughput per CPU core.
 The scenes and their hand-crafted bank are written to a temporary folder. Every run's labels are compared
 with one-image-at-a-time `Segmenter.segment`. With ``--replay-forwards`` the matcher's model outputs
 (``forward_windows``) are recorded once, during that reference pass, and replayed, so the runs measure the
-pipeline alone, as beside a fast accelerator. Per worker count one line::
+pipeline alone, as beside a fast accelerator. First the one-at-a-time reference pass, then one line per
+worker count::
 
+    one-at-a-time images N seconds T images_per_s X forward_s_per_image F cpu_s_per_image_outside_forwards C
     workers W images N seconds T images_per_s X forward_s_per_image F cpu_s_per_image_outside_forwards C
 
 (``C``: CPU time of this process and its worker processes, minus the CPU time spent in the forwards, per
@@ -75,6 +77,13 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _report(label: str, images: int, seconds: float, cpu: float, forwards: Forwards) -> None:
+    """One line: rate, forward seconds and CPU seconds outside the forwards, per image."""
+    print(f"{label} images {images} seconds {seconds:.2f} images_per_s {images / seconds:.3f} "
+          f"forward_s_per_image {forwards.wall / images:.4f} "
+          f"cpu_s_per_image_outside_forwards {(cpu - forwards.cpu) / images:.4f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16)
@@ -92,7 +101,9 @@ def main() -> None:
         paths = sorted((root / "test" / "images").glob("*.png"))
         seg = Segmenter.from_preset(args.preset, bank=root / "bank", device="cpu")
         forwards = Forwards(seg.matcher)
+        cpu, wall = _cpu_seconds(), time.perf_counter()
         reference = [seg.segment(load_image(p), PARTS_WORLD_CLASSES).labels for p in paths]
+        _report("one-at-a-time", len(paths), time.perf_counter() - wall, _cpu_seconds() - cpu, forwards)
         forwards.replay = args.replay_forwards
         rates, identical = {}, True
         for workers in (1, 2):
@@ -101,12 +112,9 @@ def main() -> None:
             results = list(seg.segment_many((load_image(p) for p in paths), PARTS_WORLD_CLASSES, workers=workers,
                                             batch_size=args.batch_size))
             seconds = time.perf_counter() - wall
-            outside = _cpu_seconds() - cpu - forwards.cpu
             identical &= all(np.array_equal(r.labels, ref) for r, ref in zip(results, reference, strict=True))
             rates[workers] = len(paths) / seconds
-            print(f"workers {workers} images {len(paths)} seconds {seconds:.2f} images_per_s {rates[workers]:.3f} "
-                  f"forward_s_per_image {forwards.wall / len(paths):.4f} "
-                  f"cpu_s_per_image_outside_forwards {outside / len(paths):.4f}", flush=True)
+            _report(f"workers {workers}", len(paths), seconds, _cpu_seconds() - cpu, forwards)
     print(f"throughput images {len(paths)} images_per_s_1worker {rates[1]:.3f} images_per_s_2workers "
           f"{rates[2]:.3f} scaling {rates[2] / rates[1]:.2f} identical {int(identical)}")
 

@@ -226,10 +226,7 @@ class Segmenter:
         if isinstance(images, str | Path | np.ndarray | Image.Image):
             raise ProtosegError(f"segment_many takes an iterable of images; got one image "
                                 f"({type(images).__name__}): use segment(), or put it in a list")
-        rule = self._rule(background)
-        if background_names and rule != "probability":
-            raise ProtosegError("background names are queried only by the probability background rule; "
-                                f"this segmentation uses {rule!r}")
+        rule = self._rule(background, background_names)
         query = self.query(classes, background_names)
         preset = self.preset
         pipeline = WindowPipeline(self.matcher, preset.crop, preset.stride, preset.scale, self.device,
@@ -272,15 +269,21 @@ class Segmenter:
         self._prepared = (key, query)
         return query
 
-    def _rule(self, background: bool | str | None) -> str:
+    def _rule(self, background: bool | str | None, background_names: Sequence[str] = ()) -> str:
+        """The background rule ``background`` asks for; ``background_names`` need the probability rule."""
         if background is None or background is False:
-            return "none"
-        if background is True:
-            return self.preset.background_rule
-        if isinstance(background, str) and background in BACKGROUND_RULES:
-            return background
-        raise ProtosegError(f"background must be True/False or one of {', '.join(BACKGROUND_RULES)}; "
-                            f"got {background!r}")
+            rule = "none"
+        elif background is True:
+            rule = self.preset.background_rule
+        elif isinstance(background, str) and background in BACKGROUND_RULES:
+            rule = background
+        else:
+            raise ProtosegError(f"background must be True/False or one of {', '.join(BACKGROUND_RULES)}; "
+                                f"got {background!r}")
+        if background_names and rule != "probability":
+            raise ProtosegError("background names are queried only by the probability background rule; "
+                                f"this segmentation uses {rule!r}")
+        return rule
 
     def window_scores(self, image: np.ndarray, classes: Sequence[ClassSpec] | ClassList,
                       background: bool | str = False, background_names: Sequence[str] = (),
@@ -358,10 +361,7 @@ class Segmenter:
                 unreadable file, bad classes, background options or proposals.
         """
         image = as_rgb_array(image)
-        rule = self._rule(background)
-        if background_names and rule != "probability":
-            raise ProtosegError("background names are queried only by the probability background rule; "
-                                f"this segmentation uses {rule!r}")
+        rule = self._rule(background, background_names)
         query = self.query(classes, background_names)
         self.matcher.reset_stats()
         scores = self._slide(image, query, rule == "constant", proposals)

@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from protoseg.commands.common import DeviceOption, check_device, check_positive, progress_bar, read_classes
+from protoseg.commands.common import (
+    DeviceOption,
+    RayAddressOption,
+    check_device,
+    check_positive,
+    progress_bar,
+    read_classes,
+)
 from protoseg.commands.verbosity import model_library_output
 
 _STAGES = {"descriptions": "LLM descriptions", "shards": "support images (shards)", "reduce": "writing bank"}
@@ -52,8 +59,7 @@ def build_bank_command(
     steps: Annotated[int | None, typer.Option("--steps", help="denoising steps")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="images per diffusion batch")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="run the shards as Ray tasks")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
+    ray_address: RayAddressOption = None,
     ray_task_threads: Annotated[int | None, typer.Option(
         "--ray-task-threads", help="CPUs (torch threads) per Ray task (default 1)")] = None,
     keep_work_dir: Annotated[bool, typer.Option(

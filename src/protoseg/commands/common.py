@@ -34,6 +34,9 @@ DtypeOption = Annotated[str, typer.Option(
 #: Precision a bank stores its vectors in.
 StorageDtypeOption = Annotated[str, typer.Option(
     "--storage-dtype", help="Precision the bank stores its vectors in: float16 or float32.")]
+#: The Ray cluster of ``--ray`` (segment, eval, build-bank).
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")]
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document on stdout (machine-readable) instead of the text.")]
 

@@ -15,6 +15,7 @@ from protoseg.atomic import check_output_file, write_bytes
 from protoseg.commands.common import (
     DeviceOption,
     FeaturesOption,
+    RayAddressOption,
     SamOption,
     TextOption,
     check_device,
@@ -107,8 +108,6 @@ ListClassesOption = Annotated[bool, typer.Option(
     "--list-classes", help="print the class list (index<TAB>name) that predictions index into, and exit")]
 RayOption = Annotated[bool, typer.Option(
     "--ray", help="run the shards as Ray tasks (one GPU each when the cluster has GPUs); totals equal a local run's")]
-RayAddressOption = Annotated[str | None, typer.Option(
-    "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")]
 ProtocolOption = Annotated[str, typer.Option(
     "--protocol", help="evaluation protocol: tcl (FreeDA/DPSM, default) or the SCLIP family "
                        "(sclip, naclip, proxyclip, corrclip); with --predictions only recorded")]

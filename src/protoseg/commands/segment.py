@@ -14,6 +14,7 @@ from protoseg.commands.common import (
     DtypeOption,
     FeaturesOption,
     JsonOption,
+    RayAddressOption,
     SamOption,
     TextOption,
     model_overrides,
@@ -66,8 +67,7 @@ def segment(
         "--ray", help="Segment on a Ray cluster (one worker per GPU, CPU workers otherwise); this machine "
                       "writes the outputs. Images and the bank must be readable at the same paths on every "
                       "node.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Ray cluster address (default: a running cluster or a local Ray)")] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Segment IMAGES into the given classes; writes <stem>.png (label = index in the class list,
     255 = background; 16-bit above 255 classes), <stem>_overlay.jpg and <stem>.json into --out.

@@ -25,6 +25,22 @@ def make_small_world(root, size: int, test: int = 2):
     return root
 
 
+def world_scenes(world):
+    """The held-out scene images of a :func:`make_small_world` world, in name order."""
+    return sorted((world / "test" / "images").glob("*.png"))
+
+
+def assert_same_segmentation(a, b, with_scores: bool = False):
+    """Two :class:`~protoseg.segment.Segmentation` results are equal: labels, classes, diagnostics and scores
+    (both absent, or equal; ``with_scores``: both must have them)."""
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.classes == b.classes and a.diagnostics == b.diagnostics
+    assert (a.scores is None) == (b.scores is None)
+    assert a.scores is not None or not with_scores
+    if a.scores is not None:
+        np.testing.assert_array_equal(a.scores.numpy(), b.scores.numpy())
+
+
 @pytest.fixture
 def cli_run(capsys):
     """The CLI in-process, as the console script runs it: ``cli_run(*args) -> (code, stdout, stderr)``."""

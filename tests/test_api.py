@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_one_error, make_small_world
+from conftest import assert_one_error, make_small_world, world_scenes
 from PIL import Image
 
 from protoseg import Segmenter
@@ -34,7 +34,7 @@ def seg(world):
 
 
 def scene(world, i=0):
-    return sorted((world / "test" / "images").glob("*.png"))[i]
+    return world_scenes(world)[i]
 
 
 def manifest(method="freeda", features="facebook/dinov2-base", text="openai/clip-vit-base-patch16", recorded=None,

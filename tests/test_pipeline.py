@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import assert_one_error, make_small_world
+from conftest import assert_one_error, assert_same_segmentation, make_small_world, world_scenes
 
 import protoseg.batch
 from protoseg.batch import BatchSettings, segment_files
@@ -19,14 +19,10 @@ def world(tmp_path_factory):
     return make_small_world(tmp_path_factory.mktemp("pipeline"), size=96, test=4)
 
 
-def scenes(world):
-    return sorted((world / "test" / "images").glob("*.png"))
 
 
 def _same(a, b):
-    np.testing.assert_array_equal(a.labels, b.labels)
-    assert a.classes == b.classes and a.diagnostics == b.diagnostics
-    np.testing.assert_array_equal(a.scores.numpy(), b.scores.numpy())
+    assert_same_segmentation(a, b, with_scores=True)
 
 
 NINE = {"crop": 256, "stride": 128}  # 9 windows per image (1 with the preset's 448 / 224)
@@ -39,7 +35,7 @@ NINE = {"crop": 256, "stride": 128}  # 9 windows per image (1 with the preset's 
 ])
 def test_segment_many_equals_segment_for_any_batch_size_and_worker_count(world, preset, grid, runs):
     seg = Segmenter.from_preset(preset, bank=world / "bank", device="cpu", **grid)
-    images = [load_image(p) for p in scenes(world)]
+    images = [load_image(p) for p in world_scenes(world)]
     alone = [seg.segment(image, PARTS_WORLD_CLASSES, background=True, return_scores=True) for image in images]
     for workers, batch_size in runs:
         many = list(seg.segment_many(iter(images), PARTS_WORLD_CLASSES, background=True, return_scores=True,
@@ -52,7 +48,7 @@ def test_segment_many_equals_segment_for_any_batch_size_and_worker_count(world, 
 def test_given_proposals_through_worker_processes(world):
     seg = Segmenter.from_preset("handcrafted-dpsm", bank=world / "bank", device="cpu",
                                 matcher_options={"proposals": "given"}, crop=256, stride=128)
-    images = [load_image(p) for p in scenes(world)[:3]]
+    images = [load_image(p) for p in world_scenes(world)[:3]]
     masks = []
     for image in images:
         halves = np.zeros((2, *image.shape[:2]), bool)
@@ -72,9 +68,9 @@ def _outputs(folder):
 def test_segment_files_with_workers_writes_what_one_at_a_time_writes(world, tmp_path):
     settings = BatchSettings(classes=PARTS_WORLD_CLASSES, bank=world / "bank", preset="handcrafted-dpsm",
                              device="cpu", out=tmp_path / "serial", workers=0)
-    segment_files(scenes(world), settings)
+    segment_files(world_scenes(world), settings)
     seen = []
-    summary = segment_files(scenes(world), BatchSettings(**{**settings.__dict__, "out": tmp_path / "piped",
+    summary = segment_files(world_scenes(world), BatchSettings(**{**settings.__dict__, "out": tmp_path / "piped",
                                                             "workers": 2}),
                             progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert len(summary.written) == 4
@@ -96,29 +92,29 @@ def test_an_interrupted_run_keeps_what_it_segmented_and_resumes(world, tmp_path,
 
     monkeypatch.setattr(protoseg.batch, "load_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        segment_files(scenes(world), settings)
+        segment_files(world_scenes(world), settings)
     monkeypatch.setattr(protoseg.batch, "load_image", real)
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.json")) == [p.stem for p in calls[:2]]
-    summary = segment_files(scenes(world), settings)
+    summary = segment_files(world_scenes(world), settings)
     assert summary.skipped == calls[:2] and len(summary.written) == 2
-    segment_files(scenes(world), BatchSettings(**{**settings.__dict__, "out": tmp_path / "whole"}))
+    segment_files(world_scenes(world), BatchSettings(**{**settings.__dict__, "out": tmp_path / "whole"}))
     assert _outputs(tmp_path / "out") == _outputs(tmp_path / "whole")
 
 
 def test_cli_workers_option(world, tmp_path, cli_process):
-    result = cli_process("segment", *scenes(world)[:2], "--bank", world / "bank", "--preset", "handcrafted",
+    result = cli_process("segment", *world_scenes(world)[:2], "--bank", world / "bank", "--preset", "handcrafted",
                          "--classes", ", ".join(PARTS_WORLD_CLASSES), "--out", tmp_path / "o", "--workers", "2",
                          "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "o").glob("*.png"))) == 2
-    assert_one_error(cli_process("segment", scenes(world)[0], "--bank", world / "bank", "--preset", "handcrafted",
+    assert_one_error(cli_process("segment", world_scenes(world)[0], "--bank", world / "bank", "--preset", "handcrafted",
                                  "--classes", "car", "--workers", "-1"), "--workers")
 
 
 def test_unreachable_ray_address_is_one_error_line_in_bounded_time(world, tmp_path, cli_process):
     pytest.importorskip("ray")
     started = time.perf_counter()
-    result = cli_process("segment", scenes(world)[0], "--bank", world / "bank", "--preset", "handcrafted",
+    result = cli_process("segment", world_scenes(world)[0], "--bank", world / "bank", "--preset", "handcrafted",
                          "--classes", ", ".join(PARTS_WORLD_CLASSES), "--out", tmp_path / "o", "--device", "cpu",
                          "--ray", "--ray-address", "127.0.0.1:9")  # the discard port: nothing listens
     assert_one_error(result, "127.0.0.1:9")

@@ -14,13 +14,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from build_fixtures import assert_banks_identical, tiny_cache
-from conftest import make_small_world
+from conftest import make_small_world, world_scenes
 
 import protoseg.batch
 import protoseg.ray_shards
@@ -49,8 +50,13 @@ def test_cluster_in_a_loopback_only_network_namespace():
     pytest.importorskip("ray")
     script = (f"ip link set lo up && exec {sys.executable} -m pytest {__file__} -q -s -p no:xdist "
               "-p no:cacheprovider -x -k inside")
-    proc = subprocess.run(["unshare", "-n", "sh", "-c", script], env={**os.environ, "PROTOSEG_TEST_NETNS": "1"},
-                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    # Ray's own temporary folder apart: Ray records the newest cluster there (/tmp/ray/ray_current_cluster by
+    # default), and a local ray.init() of a test running beside this one would try to join this cluster,
+    # which is unreachable outside the namespace.
+    with tempfile.TemporaryDirectory(prefix="rayns-") as ray_tmp:
+        env = {**os.environ, "PROTOSEG_TEST_NETNS": "1", "RAY_TMPDIR": ray_tmp}
+        proc = subprocess.run(["unshare", "-n", "sh", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=600, cwd=Path(__file__).resolve().parents[1])
     print("\n".join(line for line in proc.stdout.splitlines() if "segment --ray" in line or "killed-node" in line))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"\b5 passed", proc.stdout), proc.stdout[-2000:]
@@ -88,23 +94,19 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def _scenes(world):
-    return sorted((world / "test" / "images").glob("*.png"))
-
-
 @inside
 def test_inside_segment_on_ray_writes_what_a_local_run_writes(cluster, world, tmp_path, caplog):
     nodes, _ = cluster
-    segment_files(_scenes(world), _settings(world, tmp_path / "local"))
+    segment_files(world_scenes(world), _settings(world, tmp_path / "local"))
     with caplog.at_level(logging.INFO, logger="protoseg"):
-        summary = segment_files(_scenes(world), _settings(world, tmp_path / "ray", ray=True,
+        summary = segment_files(world_scenes(world), _settings(world, tmp_path / "ray", ray=True,
                                                           ray_address=nodes.address, ray_shard_size=1))
     assert len(summary.written) == 8
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")
     used = {m.split()[-1] for m in caplog.messages if m.startswith("Ray worker started on node")}
     print("segment --ray worker nodes:", sorted(used))
     assert len(used) == 2  # both nodes segmented
-    again = segment_files(_scenes(world), _settings(world, tmp_path / "ray", ray=True, ray_address=nodes.address))
+    again = segment_files(world_scenes(world), _settings(world, tmp_path / "ray", ray=True, ray_address=nodes.address))
     assert not again.written and len(again.skipped) == 8  # resumable: up-to-date outputs are skipped
 
 
@@ -113,7 +115,7 @@ def test_inside_a_worker_of_another_protoseg_build_is_one_error(cluster, world, 
     nodes, _ = cluster
     monkeypatch.setattr(protoseg.ray_shards, "build_id", lambda: "0.0.0+driver")
     with pytest.raises(ProtosegError, match=r"runs protoseg \S+ but this driver runs 0.0.0\+driver"):
-        segment_files(_scenes(world)[:1], _settings(world, tmp_path / "o", ray=True, ray_address=nodes.address))
+        segment_files(world_scenes(world)[:1], _settings(world, tmp_path / "o", ray=True, ray_address=nodes.address))
 
 
 @inside
@@ -152,7 +154,7 @@ def test_inside_build_bank_on_ray_gives_the_local_bank(cluster, cache, tmp_path)
 def test_inside_a_worker_node_killed_mid_run_still_writes_every_output_once(cluster, world, tmp_path,
                                                                            monkeypatch, caplog):
     nodes, worker = cluster
-    segment_files(_scenes(world), _settings(world, tmp_path / "local"))
+    segment_files(world_scenes(world), _settings(world, tmp_path / "local"))
     real = protoseg.batch.save_segmentation
     writes = []
 
@@ -166,10 +168,10 @@ def test_inside_a_worker_node_killed_mid_run_still_writes_every_output_once(clus
 
     monkeypatch.setattr(protoseg.batch, "save_segmentation", counted)
     with caplog.at_level(logging.INFO, logger="protoseg"):
-        summary = segment_files(_scenes(world), _settings(world, tmp_path / "ray", ray=True,
+        summary = segment_files(world_scenes(world), _settings(world, tmp_path / "ray", ray=True,
                                                           ray_address=nodes.address, ray_shard_size=1),
                                 progress=kill_after_first)
     print("killed-node run:", [m for m in caplog.messages if "Ray worker" in m])
     assert worker not in nodes.worker_nodes
-    assert len(summary.written) == 8 and sorted(writes) == sorted(p.stem for p in _scenes(world))
+    assert len(summary.written) == 8 and sorted(writes) == sorted(p.stem for p in world_scenes(world))
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")

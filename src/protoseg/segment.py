@@ -53,9 +53,9 @@ from protoseg.images import ImageInput, as_rgb_array
 from protoseg.match import Matcher, build_matcher
 from protoseg.models import ModelSet
 from protoseg.offline.ondemand import generate_missing, missing_classes
-from protoseg.pipeline import WindowPipeline, default_workers
+from protoseg.pipeline import WindowPipeline, default_workers, prepare_image
 from protoseg.runs import Progress
-from protoseg.windows import rescale_size, resize_image, slide, slide_batches
+from protoseg.windows import slide, slide_batches
 
 #: Label value for pixels assigned to background (no class scored above the threshold).
 BACKGROUND = -1
@@ -301,17 +301,12 @@ class Segmenter:
 
     def _slide(self, image: np.ndarray, query: Query, constant: bool,
                proposals: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
-        size = rescale_size(*image.shape[:2], self.preset.scale)
-        resized = resize_image(image, size).to(self.device)
         threshold = self.preset.background_threshold
         self.matcher.check_proposals(proposals is not None)
-        if proposals is not None:
-            masks = torch.as_tensor(np.asarray(proposals)).bool()
-            if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(image.shape[:2]):
-                raise ProtosegError(f"proposals must be bool [N, H, W] masks of the {image.shape[1]}x"
-                                    f"{image.shape[0]} image; got shape {tuple(masks.shape)}")
-            masks = F.interpolate(masks[None].float(), size=tuple(resized.shape[-2:]), mode="nearest")[0]
-        else:  # a matcher that proposes regions once per image (DPSM sam_scope="image"), or None
+        prepared = prepare_image(image, proposals, self.preset.scale)
+        resized = prepared.resized.to(self.device)
+        masks = prepared.masks
+        if masks is None:  # a matcher that proposes regions once per image (DPSM sam_scope="image"), or None
             masks = self.matcher.image_proposals(resized)
 
         channels = len(query.names) + int(constant)
